@@ -1,0 +1,1 @@
+"""Placeholder so the attacks registry imports; the attack engine replaces this module."""

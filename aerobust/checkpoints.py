@@ -1,0 +1,139 @@
+"""Checkpoints: a ``state_dict`` file plus a JSON sidecar that says how to rebuild the model.
+
+The sidecar records the architecture name and arguments, the defense, the training config, library
+versions and the SHA-256 of the weights file, so a swapped or edited weights file is refused.
+Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot execute code.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapter import Autoencoder, wrap
+from .errors import AerobustError, CheckpointError
+from .registry import ARCHITECTURES
+from .runtime import package_versions
+
+SIDECAR_SUFFIX = ".json"
+FORMAT_VERSION = 1
+
+
+def sidecar_path(weights_path: str | os.PathLike) -> Path:
+    return Path(weights_path).with_suffix(SIDECAR_SUFFIX)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, architecture: str,
+                    arch_kwargs: dict | None = None, defense: str | None = None,
+                    training: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``path`` (weights) and ``path`` with a .json suffix (sidecar); returns the weights path.
+
+    Both files are written to temporary names and renamed, so a crash never leaves a half checkpoint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = model.modules_wrapped[0] if isinstance(model, Autoencoder) else model
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    tmp_weights = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp_weights)
+    sidecar = {
+        "format": FORMAT_VERSION,
+        "architecture": architecture,
+        "arch_kwargs": arch_kwargs or {},
+        "defense": defense,
+        "training": training or {},
+        "versions": package_versions(),
+        "weights_file": path.name,
+        "weights_sha256": _sha256(tmp_weights),
+        **(extra or {}),
+    }
+    tmp_sidecar = path.with_name(path.name + ".json.tmp")
+    tmp_sidecar.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp_weights, path)
+    os.replace(tmp_sidecar, sidecar_path(path))
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise CheckpointError(f"checkpoint sidecar {side} is missing; a checkpoint is FILE.pt plus FILE.json")
+    try:
+        sidecar = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON ({exc})") from None
+    if not isinstance(sidecar, dict) or "architecture" not in sidecar:
+        raise CheckpointError(f"checkpoint sidecar {side} does not name an architecture")
+    return sidecar
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the architecture named in the sidecar and load the verified weights into it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    sidecar = read_sidecar(path)
+    expected = sidecar.get("weights_sha256")
+    if expected is not None and _sha256(path) != expected:
+        raise CheckpointError(f"checkpoint {path} does not match the hash in its sidecar: the file was "
+                              "modified or replaced; re-save it with aerobust")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is not a readable weights file ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state_dict of tensors")
+    module = ARCHITECTURES.create(sidecar["architecture"], **sidecar.get("arch_kwargs", {}))
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit architecture {sidecar['architecture']}: {first}") from None
+    return module.to(device), sidecar
+
+
+def _user_factory(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AerobustError(f"cannot import '{module_name}' for --model {spec} ({exc}); is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from --model {spec})")
+    return factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+
+
+def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
+                  device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None
+                  ) -> tuple[Autoencoder, dict]:
+    """Build an Autoencoder from ``--model NAME``, ``--model package.module:factory`` or ``--checkpoint``.
+
+    Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
+    """
+    if (model is None) == (checkpoint is None):
+        raise AerobustError("give exactly one of --model NAME|package.module:factory or --checkpoint FILE")
+    if checkpoint is not None:
+        module, sidecar = load_checkpoint(checkpoint)
+        info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar}
+    elif ":" in model:
+        module = _user_factory(model)
+        info = {"source": "factory", "factory": model}
+    else:
+        module = ARCHITECTURES.create(model, **(arch_kwargs or {}))
+        info = {"source": "registry", "architecture": model, "arch_kwargs": arch_kwargs or {}}
+    return wrap(module, input_shape=input_shape, device=device), info

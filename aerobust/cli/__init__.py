@@ -1,0 +1,22 @@
+"""The ``aerobust`` command line."""
+from __future__ import annotations
+
+import click
+
+from .common import AerobustGroup, plugin_option
+from .inventory import list_command
+
+
+@click.group(cls=AerobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aerobust")
+@plugin_option
+def main():
+    """Audit the adversarial robustness of autoencoders and train defenses.
+
+    \b
+    Start with:  aerobust demo --out demo-out
+    Audit:       aerobust audit --checkpoint model.pt --data mnist-5k --pad 32
+    """
+
+
+main.add_command(list_command)

