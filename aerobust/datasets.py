@@ -61,7 +61,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def _as_float_images(array: np.ndarray) -> torch.Tensor:
     """uint8 or float arrays in NHW, NHWC or NCHW layout -> float32 NCHW in [0, 1]."""
-    tensor = torch.as_tensor(np.asarray(array))
+    tensor = torch.from_numpy(np.array(array))  # copy: sources may be read-only buffers
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(1)
     elif tensor.dim() == 4 and tensor.shape[-1] in (1, 3) and tensor.shape[1] not in (1, 3):
