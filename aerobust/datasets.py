@@ -134,18 +134,21 @@ def _idx_folder(split: str, root=None, download=False, arg=None):
         raise DataUnavailableError(f"idx:{folder}: folder not found; give a folder of MNIST-format IDX files")
     images = sorted(folder.glob("*images-idx3-ubyte*"))
     labels = sorted(folder.glob("*labels-idx1-ubyte*"))
-    prefix = {"test": "t10k", "train": "train"}.get(split)
-    pick = [p for p in images if prefix and p.name.startswith(prefix)] or images
-    if not pick:
+    official = {"test": [p for p in images if p.name.startswith("t10k")],
+                "train": [p for p in images if p.name.startswith("train")]}
+    # The official split is used only when both halves exist; a lone file set gets the deterministic
+    # split like every other source, so that train and test never overlap.
+    has_official_split = all(official.values())
+    if not images:
         raise DataUnavailableError(f"idx:{folder}: no '*images-idx3-ubyte[.gz]' file in that folder")
-    image_path = pick[0]
+    image_path = official[split][0] if has_official_split and split != "all" else images[0]
     stem = image_path.name.split("images")[0]
     label_path = next((p for p in labels if p.name.startswith(stem)), None)
     data = _read_idx(image_path)
     target = _read_idx(label_path).astype(np.int64) if label_path else None
     if target is not None and len(target) != len(data):
         raise DataUnavailableError(f"{label_path} has {len(target)} labels for {len(data)} images")
-    if split == "all" or (prefix and image_path.name.startswith(prefix)):
+    if has_official_split:
         return data, target, np.arange(len(data))
     return _split_arrays(data, target, split)
 

@@ -58,8 +58,19 @@ def test_digits_and_padding():
 
 
 def test_idx_folder_reads_shared_mnist(mnist_test):
+    import gzip
+
+    from tests.conftest import SHARED_MNIST
+
     _check_images(mnist_test, (1, 32, 32), 10)
-    assert mnist_test.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first MNIST test labels
+    raw_labels = np.frombuffer(gzip.open(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+    assert raw_labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first MNIST test labels
+    assert mnist_test.labels.tolist() == raw_labels[mnist_test.ids.numpy()].tolist()
+    # a lone t10k file set is split 80/20 like other single-file sources: train and test never overlap
+    train = load_dataset(f"idx:{SHARED_MNIST}", "train")
+    test = load_dataset(f"idx:{SHARED_MNIST}", "test")
+    assert len(train) == 8000 and len(test) == 2000
+    assert not set(train.ids.tolist()) & set(test.ids.tolist())
 
 
 def test_npz_and_folder_user_data(tmp_path):
