@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import AerobustGroup, plugin_option
+from .audit import audit_command
 from .inventory import list_command
 
 
@@ -20,3 +21,4 @@ def main():
 
 
 main.add_command(list_command)
+main.add_command(audit_command)

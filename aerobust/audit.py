@@ -1,0 +1,331 @@
+"""The audit: models x attacks x lambdas x trials on a fixed, saved plan of images and targets.
+
+Results are written block by block (one block = model, attack, lambda) as they finish; a rerun with
+the same configuration skips finished blocks, so a killed audit resumes where it stopped and ends
+with the same table as an uninterrupted one. Reports are built from the saved results only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .adapter import Autoencoder
+from .checkpoints import resolve_model
+from .datasets import ImageSet, load_dataset
+from .errors import AerobustError
+from .registry import ATTACKS
+from .runtime import resolve_device, seed_everything, write_manifest
+
+RESULT_COLUMNS = [
+    "model", "attack", "lambda", "trial", "image_id", "target_id", "label", "target_label",
+    "attack_loss", "l2_delta", "msssim_input_adv", "msssim_target_advrecon", "msssim_input_advrecon",
+    "msssim_recon_advrecon", "l2_recon_advrecon", "l2_target_advrecon", "latent_target_distance",
+    "classifier_correct", "clean_classifier_correct",
+]
+PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """One audited model: a label for the tables and exactly one source."""
+
+    label: str
+    model: str | None = None
+    checkpoint: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, kind: str) -> "ModelSpec":
+        """``NAME``/``FILE`` or ``LABEL=NAME``/``LABEL=FILE``; kind is "model" or "checkpoint"."""
+        label, sep, source = text.partition("=")
+        if not sep:
+            source = text
+            label = Path(text).stem if kind == "checkpoint" else text.rsplit(":", 1)[-1]
+        return cls(label=label, **{kind: source})
+
+
+@dataclasses.dataclass
+class AuditConfig:
+    models: list[ModelSpec]
+    data: str = "mnist-5k"
+    split: str = "test"
+    pad_to: int | None = None
+    resize: int | None = None
+    attacks: Sequence[str] = PAPER_ATTACKS
+    lambdas: Sequence[float] = (1.0, 3.0, 5.0)
+    images: int = 100
+    trials: int = 10
+    seed: int = 0
+    attack_options: dict = dataclasses.field(default_factory=dict)
+    msssim: str = "paper"
+    classifier_epochs: int = 30
+    classifier_images: int = 4000
+    examples: int = 6
+
+    def validate(self):
+        if not self.models:
+            raise AerobustError("nothing to audit: give --model or --checkpoint at least once")
+        labels = [m.label for m in self.models]
+        if len(set(labels)) != len(labels):
+            raise AerobustError(f"model labels must be unique, got {labels}; name them LABEL=SOURCE")
+        if any(lam < 0 or not np.isfinite(lam) for lam in self.lambdas):
+            raise AerobustError(f"lambdas must be finite and >= 0; got {list(self.lambdas)}")
+        if self.trials < 1 or self.images < 1:
+            raise AerobustError("--images and --trials must be at least 1")
+        for name in self.attacks:
+            ATTACKS.get(name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _block_stem(model: str, attack: str, lam: float) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}__{attack}__lam{lam:g}")
+    return safe
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]):
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_npz(path: Path, arrays: dict):
+    # Through a file object: np.savez would append ".npz" to the temporary name.
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+class _Plan:
+    """The fixed sample: which images, which targets per trial; saved so every run agrees."""
+
+    def __init__(self, pool: ImageSet, config: AuditConfig, need_targets: bool):
+        from .attacks import choose_targets
+
+        if config.images > len(pool):
+            raise AerobustError(f"--images {config.images} is larger than {config.data} ({config.split}), "
+                                f"which has {len(pool)} images")
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))
+        self.index = order[: config.images]
+        self.images = pool.images[self.index]
+        self.labels = None if pool.labels is None else pool.labels[self.index]
+        self.image_ids = pool.ids[self.index]
+        self.target_index = None
+        if need_targets:
+            # Targets come from the whole split (pool) and belong to another class than the image.
+            self.target_index = choose_targets(self.labels, config.trials, config.seed, pool_labels=pool.labels)
+        self.pool = pool
+
+    def targets(self) -> torch.Tensor | None:
+        return None if self.target_index is None else self.pool.images[self.target_index]
+
+    def as_dict(self) -> dict:
+        return {
+            "image_ids": self.image_ids.tolist(),
+            "labels": None if self.labels is None else self.labels.tolist(),
+            "target_ids": None if self.target_index is None else self.pool.ids[self.target_index].tolist(),
+        }
+
+
+
+class Audit:
+    """Runs an :class:`AuditConfig` into ``out_dir``; ``run()`` returns the long-format results table."""
+
+    def __init__(self, config: AuditConfig, out_dir: str | os.PathLike, *, device: str = "auto",
+                 quiet: bool = False):
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.blocks_dir = self.out_dir / "blocks"
+        self.device = resolve_device(device)
+        self.quiet = quiet
+        self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
+                        for name in config.attacks}
+        from .metrics import msssim_settings
+
+        self.msssim = msssim_settings(config.msssim)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _claim_out_dir(self):
+        """Refuse to mix two different audits in one folder; the config file is the fingerprint."""
+        self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "audit-config.json"
+        current = json.loads(json.dumps(self.config.to_dict()))
+        if config_path.is_file():
+            previous = json.loads(config_path.read_text())
+            if previous != current:
+                changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+                raise AerobustError(
+                    f"{self.out_dir} holds an audit with a different configuration ({', '.join(changed)} "
+                    "differ); use a new --out folder, or rerun the original command to resume it")
+        else:
+            _atomic_write(config_path, lambda p: p.write_text(json.dumps(current, indent=2) + "\n"))
+
+    def blocks(self) -> list[tuple[ModelSpec, str, float]]:
+        return [(m, a, float(lam)) for m in self.config.models for a in self.config.attacks
+                for lam in self.config.lambdas]
+
+    # -- per-model preparation -----------------------------------------------------------------
+    def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
+        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device)
+        if tuple(pool.image_shape) != tuple(model.input_shape):
+            shape = "x".join(map(str, pool.image_shape))
+            wanted = "x".join(map(str, model.input_shape))
+            raise AerobustError(
+                f"{self.config.data} images are {shape} but model '{spec.label}' expects {wanted}; "
+                "fit them with --pad N or --resize N")
+        return model, info
+
+    def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
+        """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
+        from .latent_classifier import build_latent_head, train_latent_classifier
+
+        path = self.out_dir / "classifiers" / f"{_block_stem(spec.label, 'head', 0)}.pt"
+        if path.is_file():
+            head = build_latent_head(model.latent_dim, num_classes=pool.num_classes)
+            head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return head.to(self.device).eval()
+        train = load_dataset(self.config.data, "train", pad_to=self.config.pad_to, resize=self.config.resize,
+                             limit=None)
+        keep = min(len(train), self.config.classifier_images)
+        head = train_latent_classifier(model, train.images[:keep], train.labels[:keep],
+                                       epochs=self.config.classifier_epochs, seed=self.config.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda p: torch.save(head.state_dict(), p))
+        return head.eval()
+
+    # -- one block -------------------------------------------------------------------------------
+    def _run_block(self, spec: ModelSpec, model: Autoencoder, attack_name: str, lam: float, plan: _Plan,
+                   head) -> tuple[pd.DataFrame, dict, list]:
+        from .metrics import l2_distance, ms_ssim
+
+        attack = self.attacks[attack_name]
+        x = plan.images.to(self.device)
+        targets = plan.targets()
+        labels = plan.labels
+        result = attack.sweep(
+            model, x, [lam], self.config.trials, self.config.seed,
+            targets=None if targets is None or not attack.needs_targets else targets.to(self.device),
+            labels=None if labels is None else labels.to(self.device),
+            classifier=head if attack.needs_classifier else None, image_ids=plan.image_ids)
+        trials, n = self.config.trials, len(x)
+        x_adv = result.x_adv[0].reshape(trials * n, *x.shape[1:])
+        x_rep = x.repeat(trials, 1, 1, 1)
+        with torch.no_grad():
+            recon = model.reconstruct(x).repeat(trials, 1, 1, 1)
+            recon_adv = model.reconstruct(x_adv)
+            code_adv = model.encode(x_adv)
+            columns = {
+                "attack_loss": result.attack_loss[0].reshape(-1),
+                "l2_delta": l2_distance(x_adv, x_rep),
+                "msssim_input_adv": ms_ssim(x_rep, x_adv, self.msssim),
+                "msssim_input_advrecon": ms_ssim(x_rep, recon_adv, self.msssim),
+                "msssim_recon_advrecon": ms_ssim(recon, recon_adv, self.msssim),
+                "l2_recon_advrecon": l2_distance(recon_adv, recon),
+            }
+            use_targets = attack.needs_targets and targets is not None
+            if use_targets:
+                flat_targets = targets.reshape(trials * n, *x.shape[1:]).to(self.device)
+                columns["msssim_target_advrecon"] = ms_ssim(flat_targets, recon_adv, self.msssim)
+                columns["l2_target_advrecon"] = l2_distance(recon_adv, flat_targets)
+                columns["latent_target_distance"] = (code_adv - model.encode(flat_targets)).flatten(1).norm(dim=1)
+            if head is not None and labels is not None:
+                label_rep = labels.to(self.device).repeat(trials)
+                columns["classifier_correct"] = (head(code_adv).argmax(1) == label_rep).float()
+                columns["clean_classifier_correct"] = (head(model.encode(x)).argmax(1) ==
+                                                       labels.to(self.device)).float().repeat(trials)
+        frame = pd.DataFrame({k: v.detach().double().cpu().numpy() for k, v in columns.items()})
+        trial_index = np.repeat(np.arange(trials), n)
+        frame.insert(0, "model", spec.label)
+        frame.insert(1, "attack", attack_name)
+        frame.insert(2, "lambda", lam)
+        frame.insert(3, "trial", trial_index)
+        frame.insert(4, "image_id", plan.image_ids.repeat(trials).numpy())
+        if use_targets:
+            frame.insert(5, "target_id", plan.pool.ids[plan.target_index].reshape(-1).numpy())
+        else:
+            frame.insert(5, "target_id", -1)
+        frame.insert(6, "label", -1 if labels is None else labels.repeat(trials).numpy())
+        if use_targets and plan.pool.labels is not None:
+            frame.insert(7, "target_label", plan.pool.labels[plan.target_index].reshape(-1).numpy())
+        else:
+            frame.insert(7, "target_label", -1)
+        frame = frame.reindex(columns=RESULT_COLUMNS)
+        k = min(self.config.examples, n)
+        blank = torch.full_like(x[:k], float("nan"))
+        example = torch.stack([
+            x[:k], recon[:k], x_adv[:k], recon_adv[:k],
+            flat_targets[:k] if use_targets else blank], dim=1).detach().cpu().float().numpy()
+        return frame, {"example": example}, list(result.flags) + [{"config": result.config}]
+
+    # -- the whole audit -------------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        from tqdm.auto import tqdm
+
+        self._claim_out_dir()
+        seed_everything(self.config.seed)
+        cfg = self.config
+        pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize)
+        plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
+        _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
+        model_info = {}
+        progress = tqdm(total=len(self.blocks()), desc="audit", unit="block", disable=self.quiet)
+        for spec in cfg.models:
+            todo = [(a, lam) for (m, a, lam) in self.blocks()
+                    if m is spec and not (self.blocks_dir / f"{_block_stem(spec.label, a, lam)}.csv").is_file()]
+            model, model_info[spec.label] = self._load_model(spec, pool)
+            progress.update(len(cfg.attacks) * len(cfg.lambdas) - len(todo))
+            if not todo:
+                continue
+            # With labels, every block also scores the latent classifier (the paper's Table 3).
+            head = self._classifier_head(spec, model, pool) if plan.labels is not None else None
+            for attack_name, lam in todo:
+                progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lam:g}")
+                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head)
+                stem = _block_stem(spec.label, attack_name, lam)
+                _atomic_write(self.blocks_dir / f"{stem}.npz", lambda p: _save_npz(p, arrays))
+                _atomic_write(self.blocks_dir / f"{stem}.json",
+                              lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
+                # The CSV is written last: its presence marks the block as done.
+                _atomic_write(self.blocks_dir / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
+                progress.update(1)
+        progress.close()
+        return self._finish(plan, model_info)
+
+    def _finish(self, plan: _Plan, model_info: dict) -> pd.DataFrame:
+        frames, examples, flags, attack_configs = [], {}, [], {}
+        for spec, attack_name, lam in self.blocks():
+            stem = _block_stem(spec.label, attack_name, lam)
+            frames.append(pd.read_csv(self.blocks_dir / f"{stem}.csv"))
+            with np.load(self.blocks_dir / f"{stem}.npz") as arrays:
+                examples[f"{spec.label}::{attack_name}::{lam:g}"] = arrays["example"]
+            for note in json.loads((self.blocks_dir / f"{stem}.json").read_text()):
+                if "config" in note:
+                    attack_configs[attack_name] = note["config"]
+                else:
+                    flags.append({"model": spec.label, "attack": attack_name, "lambda": lam, **note})
+        results = pd.concat(frames, ignore_index=True)
+        _atomic_write(self.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+        _atomic_write(self.out_dir / "examples.npz", lambda p: _save_npz(p, examples))
+        write_manifest(self.out_dir, command="audit", config=self.config.to_dict(), seed=self.config.seed,
+                       device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs,
+                       models=model_info, flags=flags, plan=plan.as_dict())
+        return results
+
+
+def run_audit(config: AuditConfig, out_dir, *, device: str = "auto", quiet: bool = False,
+              report: bool = True) -> pd.DataFrame:
+    """Run (or resume) an audit into ``out_dir`` and, by default, build its report there."""
+    results = Audit(config, out_dir, device=device, quiet=quiet).run()
+    if report:
+        from .report import build_report
+
+        build_report(out_dir)
+    return results
