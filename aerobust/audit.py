@@ -148,9 +148,9 @@ class Audit:
         self.quiet = quiet
         self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
                         for name in config.attacks}
-        from .metrics import msssim_settings
+        from .metrics import resolve_msssim_settings
 
-        self.msssim = msssim_settings(config.msssim)
+        self.msssim = resolve_msssim_settings(config.msssim)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _claim_out_dir(self):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import click
 
 from .common import AerobustGroup, plugin_option
-from .audit import audit_command
+from .defend import defend_group
+from .audit import audit_command, demo_command
 from .inventory import list_command
+from .report import compare_command, report_command
+from .train import train_command
 
 
 @click.group(cls=AerobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +25,8 @@ def main():
 
 main.add_command(list_command)
 main.add_command(audit_command)
+main.add_command(demo_command)
+main.add_command(report_command)
+main.add_command(compare_command)
+main.add_command(train_command)
+main.add_command(defend_group)

@@ -1,0 +1,156 @@
+"""Built-in optimizers: batched PGD, FGSM, and the reference protocol's per-image L-BFGS-B.
+
+Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
+settings (steps, step size, schedule, ...), ``problem`` the flat batch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import AttackProblem, OptimizationResult
+
+SCHEDULES = {
+    "constant": lambda k, n: 1.0,
+    "cosine": lambda k, n: 0.5 * (1 + math.cos(math.pi * k / n)),
+    "linear": lambda k, n: 1 - k / n,
+    "step": lambda k, n: 0.5 ** ((k >= n // 2) + (k >= 3 * n // 4)),
+}
+
+
+def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit size in the threat's norm (zero where grad is zero)."""
+    if norm == "linf":
+        return grad.sign()
+    size = grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+    return grad.div_(size.view(-1, *([1] * (grad.dim() - 1))))
+
+
+def _sanitize(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NaN/inf gradient entries become 0 (the attack keeps going); returns the rows that had them."""
+    bad = ~torch.isfinite(grad).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    return grad, bad
+
+
+def pgd(attack, problem: AttackProblem) -> OptimizationResult:
+    """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample."""
+    x, objective, batch = problem.x, problem.objective, len(problem)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    delta = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    radius = problem.threat.radii(x)
+    history = torch.full((batch, attack.steps), float("nan"), device=x.device)
+    best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
+    best_delta = delta.clone()
+    zero_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    nan_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    stale = torch.zeros(batch, dtype=torch.long, device=x.device)
+    rows = torch.arange(batch, device=x.device)
+    active = problem  # shrinks only when early stopping retires samples
+
+    def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        improved = objective.stronger(values, best_values[rows])
+        best_values[rows] = torch.where(improved, values, best_values[rows])
+        best_delta[rows[improved]] = candidate[improved]
+        return improved
+
+    for step in range(attack.steps):
+        current = delta if len(rows) == batch else delta[rows]
+        values, grad = active.loss_and_grad(current)
+        grad, bad = _sanitize(grad)
+        nan_gradient[rows] |= bad
+        if step == 0:
+            zero_gradient[rows] = grad.flatten(1).norm(dim=1) == 0
+        history[rows, step] = values
+        improved = keep_best(values, current)
+        size = attack.step_size * SCHEDULES[attack.schedule](step, attack.steps) * radius[rows]
+        moved = current - _direction(grad, attack.norm) * size.view(shape)
+        if len(rows) == batch:
+            delta = active.threat.project(active.x, moved)
+        else:
+            delta[rows] = active.threat.project(active.x, moved)
+        if attack.early_stop is not None:
+            stale[rows] = torch.where(improved, torch.zeros_like(stale[rows]), stale[rows] + 1)
+            keep = stale[rows] < attack.early_stop
+            if not bool(keep.all()):
+                rows = rows[keep]
+                active = active.select(keep.nonzero().flatten().cpu()) if len(rows) else active
+                if len(rows) == 0:
+                    break
+    if len(rows):
+        current = delta if len(rows) == batch else delta[rows]
+        with torch.no_grad():
+            keep_best(active.values(active.x + current), current)
+    return OptimizationResult(problem.threat.apply(x, best_delta), history, zero_gradient, nan_gradient)
+
+
+def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
+    """One step of the full radius along the normalized (L2) or signed (L-inf) gradient."""
+    x = problem.x
+    start = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    values, grad = problem.loss_and_grad(start)
+    grad, bad = _sanitize(grad)
+    radius = problem.threat.radii(x).view(-1, *([1] * (x.dim() - 1)))
+    x_adv = problem.threat.apply(x, start - _direction(grad, attack.norm) * radius)
+    with torch.no_grad():
+        history = torch.stack([values, problem.values(x_adv)], dim=1)
+    return OptimizationResult(x_adv, history, grad.flatten(1).norm(dim=1) == 0, bad)
+
+
+def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
+    """The reference protocol, one image at a time (numpy/scipy at this edge only).
+
+    scipy's L-BFGS-B with box bounds ``[-x, 1 - x]`` on the noise, memory ``lbfgs_memory``,
+    ``factr = lbfgs_factr``; the start is drawn in the d-ball (uniform direction, radius
+    ``U^(1/D)`` times a uniform scale in ``(1e-8, lambda)``); the norm bound is hard: the objective
+    sees the noise radially shrunk onto the ball whenever it is longer than lambda, and so does
+    the returned point.
+    """
+    from scipy.optimize import fmin_l_bfgs_b
+
+    x, objective = problem.x, problem.objective
+    radius = problem.threat.radii(x)
+    adversarial, histories = [], []
+    for i in range(len(problem)):
+        single = problem.select(torch.tensor([i]))
+        image, lam = single.x, float(radius[i])
+        flat = image.detach().flatten().double().cpu().numpy()
+        dims = flat.size
+        generator = torch.Generator().manual_seed(int(problem.seeds[i]))
+        direction = torch.randn(dims, generator=generator, dtype=torch.float64)
+        shell, scale = torch.rand(2, generator=generator, dtype=torch.float64)
+        start = direction / direction.norm() * shell ** (1.0 / dims) * (1e-8 + scale * (lam - 1e-8))
+        evaluations = []
+
+        def loss_and_grad(noise: np.ndarray):
+            noise_t = torch.from_numpy(noise).to(image.dtype).to(image.device).view_as(image)
+            with torch.enable_grad():
+                noise_t.requires_grad_(True)
+                length = noise_t.norm()
+                bounded = noise_t * (lam / length) if float(length.detach()) > lam else noise_t
+                value = single.values(image + bounded)
+                loss = -value if objective.maximize else value
+                (grad,) = torch.autograd.grad(loss.sum(), noise_t)
+            evaluations.append(float(value))
+            return float(loss), grad.detach().flatten().double().cpu().numpy()
+
+        noise, _, _ = fmin_l_bfgs_b(loss_and_grad, start.numpy(), bounds=list(zip(-flat, 1.0 - flat)),
+                                    m=attack.lbfgs_memory, factr=attack.lbfgs_factr,
+                                    pgtol=attack.lbfgs_pgtol, maxiter=attack.lbfgs_maxiter)
+        noise_t = torch.from_numpy(noise).to(image.dtype).to(image.device).view_as(image)
+        length = float(noise_t.norm())
+        if length > lam:
+            noise_t = noise_t * (lam / length)
+        adversarial.append((image + noise_t).clamp(0.0, 1.0))
+        histories.append(torch.tensor(evaluations))
+    longest = max(len(h) for h in histories)
+    history = torch.full((len(problem), longest), float("nan"))
+    for i, h in enumerate(histories):
+        history[i, : len(h)] = h
+    return OptimizationResult(torch.cat(adversarial), history.to(x.device))
+
+
+OPTIMIZERS = {"pgd": pgd, "lbfgs-legacy": lbfgs_legacy, "fgsm": fgsm}

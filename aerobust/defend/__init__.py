@@ -1,0 +1,21 @@
+"""Autoencoders as a defense for classifiers: purification, detection, OOD detection, calibration.
+
+``run_defend`` runs the analyses and ``write_defend_report`` writes their tables, figures and manifest.
+Each analysis is also usable alone (see the submodules).
+"""
+from .attacks import CLASSIFIER_ATTACKS, AttackOptions, attack_classifier, check_threat, get_attack
+from .calibration import calibration_data, calibration_summary
+from .detect import DETECTION_SCORES, consistency_scores, detection_table, entropy, roc_auc
+from .ood import OOD_SCORES, PRIORS, ood_scores, ood_sets, ood_table, reconstruction_error, resolve_prior
+from .purify import AdversarialSet, PurifiedClassifier, generate_adversarials, purification_table
+from .report import summary_table, write_defend_report
+from .suite import ANALYSES, DefendConfig, DefendResults, config_record, run_defend
+
+__all__ = [
+    "ANALYSES", "CLASSIFIER_ATTACKS", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet",
+    "AttackOptions", "DefendConfig", "DefendResults", "PurifiedClassifier", "attack_classifier",
+    "calibration_data", "calibration_summary", "check_threat", "config_record", "consistency_scores",
+    "detection_table", "entropy", "generate_adversarials", "get_attack", "ood_scores", "ood_sets", "ood_table",
+    "purification_table", "reconstruction_error", "resolve_prior", "roc_auc", "run_defend", "summary_table",
+    "write_defend_report",
+]

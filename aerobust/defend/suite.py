@@ -1,0 +1,148 @@
+"""Run the four defend analyses (purify, detect, ood, calibrate) for one classifier and several autoencoders."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..adapter import Autoencoder
+from ..classifiers import model_device
+from ..datasets import ImageSet
+from ..errors import AerobustError, ShapeError
+from .attacks import AttackOptions, get_attack
+from .calibration import calibration_data, calibration_summary
+from .detect import detection_table
+from .ood import ood_sets, ood_table, resolve_prior
+from .purify import generate_adversarials, purification_table
+
+ANALYSES = ("purify", "detect", "ood", "calibrate")
+
+
+@dataclasses.dataclass
+class DefendConfig:
+    """Everything that decides the numbers (recorded in manifest.json)."""
+
+    analyses: Sequence[str] = ANALYSES
+    attacks: Sequence[str] = ("fgsm", "pgd", "cw", "lbfgs")
+    linf_budgets: Sequence[float] = (0.05, 0.1, 0.2)
+    l2_budgets: Sequence[float] = (1.0, 2.0, 3.0)
+    attack_images: int = 200
+    adaptive: bool = True
+    eot_samples: int = 0
+    detection_samples: int = 10
+    latent_noise: float = 0.25
+    prior: str = "auto"
+    gmm_scale: float = 10.0
+    gmm_std: float = 1.0
+    calibration_bins: int = 10
+    seed: int = 0
+    batch_size: int = 250
+    attack_options: AttackOptions = dataclasses.field(default_factory=AttackOptions)
+
+    def validate(self) -> None:
+        unknown = [a for a in self.analyses if a not in ANALYSES]
+        if unknown or not self.analyses:
+            raise AerobustError(f"unknown analysis {', '.join(unknown) or '(none given)'}; "
+                                f"choose from {', '.join(ANALYSES)}")
+        for name in self.attacks:
+            get_attack(name)
+        if self.attack_images < 1:
+            raise AerobustError("--attack-images must be at least 1")
+        if any(b < 0 for b in [*self.linf_budgets, *self.l2_budgets]):
+            raise AerobustError("attack budgets must be >= 0")
+        if self.eot_samples < 0:
+            raise AerobustError("--eot-samples must be >= 0")
+
+    def budgets(self) -> dict[str, list[float]]:
+        return {"linf": list(self.linf_budgets), "l2": list(self.l2_budgets)}
+
+
+@dataclasses.dataclass
+class DefendResults:
+    """Tables (one ``model`` column each), per-image data for figures, and notes on what was skipped."""
+
+    purification: pd.DataFrame
+    detection: pd.DataFrame
+    ood: pd.DataFrame
+    calibration_bins: pd.DataFrame
+    calibration_stats: pd.DataFrame
+    calibration_points: pd.DataFrame
+    ood_scores: dict
+    notes: list[str]
+    priors: dict[str, str]
+    sample_ids: list[int]
+
+
+def _tagged(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval_set: ImageSet, *,
+               fit_set: ImageSet | None = None, config: DefendConfig | None = None,
+               quiet: bool = True) -> DefendResults:
+    """The requested analyses for each autoencoder (name -> wrapped model) on ``eval_set``.
+
+    Attacks use the first ``attack_images`` images; OOD and calibration use all of ``eval_set``.
+    ``fit_set`` (training images) is needed only for the ``gaussian-fit`` prior of deterministic models.
+    """
+    config = config or DefendConfig()
+    config.validate()
+    if eval_set.labels is None:
+        raise AerobustError(f"the evaluation data {eval_set.name} has no labels; the defend analyses need them")
+    device = model_device(classifier)
+    images, labels = eval_set.images.to(device), eval_set.labels.to(device)
+    n_attack = min(config.attack_images, len(images))
+    attack_images, attack_labels = images[:n_attack], labels[:n_attack]
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("purification", "detection", "ood", "bins", "stats",
+                                                              "points")}
+    ood_scores, priors, notes = {}, {}, []
+    if "ood" in config.analyses:
+        ood_images, notes = ood_sets(eval_set, seed=config.seed)
+    for name, autoencoder in tqdm(autoencoders.items(), desc="models", disable=quiet, leave=False):
+        if autoencoder.input_shape != tuple(images.shape[1:]):
+            raise ShapeError(f"autoencoder {name} takes {autoencoder.input_shape} inputs but the data is "
+                             f"{tuple(images.shape[1:])}; use --pad/--resize to match")
+        with autoencoder.frozen():
+            if {"purify", "detect"} & set(config.analyses):
+                sets = generate_adversarials(
+                    classifier, autoencoder, attack_images, attack_labels, attacks=config.attacks,
+                    budgets=config.budgets(), adaptive=config.adaptive, eot_samples=config.eot_samples,
+                    options=config.attack_options, seed=config.seed, batch_size=config.batch_size, quiet=quiet)
+            if "purify" in config.analyses:
+                table = purification_table(classifier, autoencoder, attack_images, attack_labels, sets,
+                                           eot_samples=config.eot_samples, seed=config.seed)
+                tables["purification"].append(table.assign(model=name))
+            if "detect" in config.analyses:
+                table = detection_table(classifier, autoencoder, attack_images, attack_labels, sets,
+                                        samples=config.detection_samples, latent_noise=config.latent_noise,
+                                        eot_samples=config.eot_samples, seed=config.seed)
+                tables["detection"].append(table.assign(model=name))
+            if "ood" in config.analyses:
+                prior, priors[name] = resolve_prior(
+                    autoencoder, config.prior, None if fit_set is None else fit_set.images.to(device),
+                    gmm_scale=config.gmm_scale, gmm_std=config.gmm_std)
+                table, ood_scores[name] = ood_table(autoencoder, images, ood_images, prior)
+                tables["ood"].append(table.assign(model=name, prior=priors[name]))
+            if "calibrate" in config.analyses:
+                points = calibration_data(classifier, autoencoder, images, labels)
+                bins, stats = calibration_summary(points, config.calibration_bins)
+                tables["bins"].append(bins.assign(model=name))
+                tables["stats"].append(pd.DataFrame([{**stats, "model": name}]))
+                tables["points"].append(points.assign(model=name))
+    return DefendResults(
+        purification=_tagged(tables["purification"]), detection=_tagged(tables["detection"]),
+        ood=_tagged(tables["ood"]), calibration_bins=_tagged(tables["bins"]),
+        calibration_stats=_tagged(tables["stats"]), calibration_points=_tagged(tables["points"]),
+        ood_scores=ood_scores, notes=notes, priors=priors, sample_ids=eval_set.ids.tolist())
+
+
+def config_record(config: DefendConfig) -> dict:
+    record = dataclasses.asdict(config)
+    record["attacks"] = {name: {"norm": get_attack(name).norm, "source": get_attack(name).source,
+                                "minimum_norm": get_attack(name).minimum_norm} for name in config.attacks}
+    return record
+

@@ -1,1 +1,0 @@
-"""Placeholder so the attacks registry imports; the attack engine replaces this module."""

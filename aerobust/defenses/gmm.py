@@ -1,0 +1,151 @@
+"""Deterministic autoencoders: plain, GMM-DAE (eq. 4, 5), augmented (eq. 6-8) and coupled two-point KS
+(eq. 6, 9-11, the paper's method).
+
+Loss weights (eq. 11): each regularizer is weighted by 1 / its mean over pairs of independent batches
+drawn from the prior (``weighting="per-term"``, the authors' code), or, for ``coupled-ks``, the 2/3 + 1/3
+KS mix of eq. 9 gets one weight (``weighting="mix"``). The reconstruction weight is fixed
+(``rec_weight``, 500 as in the authors' MNIST configuration) because the prior says nothing about it.
+The chosen weights are recorded in the checkpoint sidecar.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import losses as L
+from ..adapter import Autoencoder
+from ..errors import AerobustError
+from ..priors import CENTER_LAYOUTS, GMMPrior
+from ..registry import register_defense
+from .base import Defense, Option
+
+_PRIOR_OPTIONS = {
+    "n_modes": Option(int, None, "number of GMM modes (default: the latent dimension, as in the reference)"),
+    "center_scale": Option(float, 10.0, "distance of each one-hot center from the origin"),
+    "prior_std": Option(float, 1.0, "standard deviation of every mode"),
+    "centers": Option(str, "auto", "center layout: onehot (K <= latent dim), spread, or auto", CENTER_LAYOUTS),
+    "latent_noise": Option(float, 0.1, "std of the Gaussian noise added to codes before decoding"),
+    "rec_weight": Option(float, 500.0, "weight of the reconstruction MSE"),
+    "weight_batches": Option(int, 100, "prior batches used to estimate the regularizer weights"),
+}
+_ADVERSARY_OPTIONS = {
+    "fgsm_eps": Option(float, 0.3, "L-inf radius of the latent FGSM adversary (eq. 6)"),
+    "fgsm_step": Option(float, 0.375, "signed step of the latent FGSM adversary"),
+    "ks_mode": Option(str, "concat", "eq. 7: KS over [z; z_adv] (concat, authors' code) or the mean of two (half)",
+                      L.KS_MODES),
+}
+
+
+@register_defense("ae")
+class PlainAutoencoderDefense(Defense):
+    """Plain deterministic autoencoder: reconstruction MSE only (the non-robust baseline)."""
+
+    name = "ae"
+    options = {"latent_noise": Option(float, 0.0, "std of Gaussian noise added to codes before decoding")}
+
+    def validate(self):
+        if self.config["latent_noise"] < 0:
+            raise AerobustError("latent_noise must be >= 0")
+
+    def losses(self, model, x, generator):
+        rec = L.noisy_reconstruction_loss(model.decode, model.encode(x), x, self.config["latent_noise"], generator)
+        return {"rec": rec, "total": rec}
+
+
+@register_defense("gmm-dae")
+class GMMDAEDefense(Defense):
+    """GMM-regularized deterministic AE: KS (eq. 4) + covariance (eq. 5) towards a K-mode prior."""
+
+    name = "gmm-dae"
+    options = dict(_PRIOR_OPTIONS)
+    adversarial = False
+
+    def validate(self):
+        c = self.config
+        if c["latent_noise"] < 0 or c["rec_weight"] <= 0 or c["weight_batches"] < 1:
+            raise AerobustError("latent_noise must be >= 0, rec_weight > 0 and weight_batches >= 1")
+        if c["prior_std"] <= 0 or c["center_scale"] <= 0:
+            raise AerobustError("prior_std and center_scale must be positive")
+        if self.adversarial and not (c["fgsm_eps"] > 0 and c["fgsm_step"] > 0):
+            raise AerobustError("fgsm_eps and fgsm_step must be positive")
+
+    # -- the regularizer terms, as functions of (z, z_adv) so that the weights use the same code --------
+    def regularizers(self) -> dict:
+        prior = self.prior
+        return {"ks": lambda z, _: L.ks_loss(z, prior), "cv": lambda z, _: L.covariance_loss(z, prior)}
+
+    def setup(self, model: Autoencoder, *, dataset_size, batch_size, generator):
+        super().setup(model, dataset_size=dataset_size, batch_size=batch_size, generator=generator)
+        c = self.config
+        self.prior = GMMPrior.build(model.latent_dim, c["n_modes"], scale=c["center_scale"], std=c["prior_std"],
+                                    layout=c["centers"])
+        # Weights are estimated on the CPU with a seeded generator: the same on every device and on resume.
+        self.weights = L.estimate_loss_weights(self.regularizers(), self.prior, batch_size, c["weight_batches"],
+                                               generator)
+        self.weights["rec"] = c["rec_weight"]
+        self.prior = self.prior.to(model.device)
+
+    def adversarial_codes(self, model, x, z, generator):
+        return None
+
+    def losses(self, model, x, generator):
+        z = model.encode(x)
+        z_adv = self.adversarial_codes(model, x, z, generator)
+        terms = {"rec": L.noisy_reconstruction_loss(model.decode, z, x, self.config["latent_noise"], generator)}
+        terms.update({name: term(z, z_adv) for name, term in self.regularizers().items()})
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        if z_adv is not None:
+            terms["adv_code_distance"] = (z_adv - z).detach().norm(dim=1).mean()
+        terms["total"] = total
+        return terms
+
+    def sample_codes(self, n, generator=None):
+        return self.prior.sample(n, generator)[0]
+
+    def describe(self):
+        return {**super().describe(), "loss_weights": dict(self.weights), "weight_estimate":
+                "1/E[term] over independent prior batches (rec: fixed rec_weight)",
+                "prior": self.prior.describe()}
+
+
+@register_defense("augmented")
+class AugmentedDefense(GMMDAEDefense):
+    """GMM-DAE plus latent-FGSM adversarial codes regularized to the prior independently (eq. 6-8)."""
+
+    name = "augmented"
+    options = {**_PRIOR_OPTIONS, **_ADVERSARY_OPTIONS,
+               "cross_block": Option(str, "free", "eq. 8 cross-covariance block: free (not penalized, default) "
+                                     "or penalized towards 0 (anti-robust)", L.CROSS_BLOCKS)}
+    adversarial = True
+
+    def regularizers(self):
+        prior, c = self.prior, self.config
+        return {"ks": lambda z, za: L.augmented_ks_loss(z, za, prior, c["ks_mode"]),
+                "cv": lambda z, za: L.joint_covariance_loss(z, za, prior, 0.0, c["cross_block"])}
+
+    def adversarial_codes(self, model, x, z, generator):
+        x_adv = L.fgsm_latent(model.encode, x, z, self.config["fgsm_eps"], self.config["fgsm_step"], generator)
+        return model.encode(x_adv)
+
+
+@register_defense("coupled-ks")
+class CoupledKSDefense(AugmentedDefense):
+    """The paper's method: latent FGSM codes coupled to clean codes by a two-point KS loss and eq. 10."""
+
+    name = "coupled-ks"
+    options = {**_PRIOR_OPTIONS, **_ADVERSARY_OPTIONS,
+               "coupling": Option(float, 0.9, "alpha of eq. 10: cross-covariance target alpha * Sigma_GMM"),
+               "weighting": Option(str, "per-term", "loss weights: per-term (authors' code) or mix (one weight "
+                                   "for eq. 9's 2/3 + 1/3 KS mix)", ("per-term", "mix"))}
+
+    def validate(self):
+        super().validate()
+        if not 0 <= self.config["coupling"] <= 1:
+            raise AerobustError(f"coupling must lie in [0, 1] (1 asks z_adv = z); got {self.config['coupling']}")
+
+    def regularizers(self):
+        prior, c = self.prior, self.config
+        cv = {"cv": lambda z, za: L.joint_covariance_loss(z, za, prior, c["coupling"])}
+        if c["weighting"] == "mix":
+            return {"ks": lambda z, za: L.coupled_ks_loss(z, za, prior, c["ks_mode"]), **cv}
+        return {"ks": lambda z, za: L.augmented_ks_loss(z, za, prior, c["ks_mode"]),
+                "ks_pair": lambda z, za: L.two_point_ks_loss(z, za, prior), **cv}

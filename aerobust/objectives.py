@@ -1,0 +1,159 @@
+"""Per-sample attack objectives, reported as the paper's "attack loss".
+
+* ``latent`` (eq. 12): ``||g(x + d) - g(x_t)||_2`` to a target code; smaller is a stronger attack.
+* ``max-damage`` (eq. 13): ``||f(g(x + d)) - f(g(x))||_2``; larger is a stronger attack.
+* ``latent-classifier``: cross-entropy of a classifier head on the code ``g(x + d)``; untargeted
+  (true label, larger is stronger) or targeted (target class, smaller is stronger).
+
+An objective is *bound* to one batch (its references: target codes, clean reconstructions, labels)
+and then maps ``x_adv (B, C, H, W) -> values (B,)``. Every sample's value depends on that sample
+only, so a bound objective can be restricted to any subset of rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import AerobustError, ShapeError
+
+
+@dataclass(frozen=True)
+class BoundObjective:
+    """An objective tied to a batch: ``values(x_adv)`` in the paper's sense, one per sample."""
+
+    name: str
+    maximize: bool
+    model: nn.Module
+    evaluate: Callable[[nn.Module, torch.Tensor, dict], torch.Tensor]
+    references: dict = field(default_factory=dict)
+
+    def values(self, x_adv: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(self.model, x_adv, self.references)
+
+    def loss(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """The per-sample quantity every optimizer minimizes."""
+        values = self.values(x_adv)
+        return -values if self.maximize else values
+
+    def stronger(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Mask: value ``a`` is a strictly stronger attack than value ``b``."""
+        return a > b if self.maximize else a < b
+
+    def select(self, index: torch.Tensor) -> "BoundObjective":
+        return replace(self, references={k: v[index] for k, v in self.references.items()})
+
+
+def _latent_distance(model, x_adv, refs):
+    return (model.encode(x_adv) - refs["target_codes"]).norm(dim=1)
+
+
+def _reconstruction_damage(model, x_adv, refs):
+    return (model.decode(model.encode(x_adv)) - refs["clean_reconstructions"]).flatten(1).norm(dim=1)
+
+
+def _classifier_cross_entropy(model, x_adv, refs):
+    return F.cross_entropy(refs["head"](model.encode(x_adv)), refs["classes"], reduction="none")
+
+
+class Objective:
+    """Base: ``bind`` computes the references of a batch once, without gradients."""
+
+    name = "objective"
+    maximize = True
+    needs_targets = False
+    needs_classifier = False
+
+    def bind(self, model, x: torch.Tensor, *, targets: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None, classifier: nn.Module | None = None,
+             target_classes: torch.Tensor | None = None) -> BoundObjective:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"name": self.name, "maximize": self.maximize}
+
+
+class LatentObjective(Objective):
+    """eq. 12: distance of the adversarial code to the code of a target image."""
+
+    name = "latent"
+    maximize = False
+    needs_targets = True
+    target_reachable = True  # x_t itself lies in the box, so an unbounded attack can reach g(x_t)
+
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        if targets is None:
+            raise AerobustError("the latent-space attack needs target images; pass targets=")
+        if targets.shape != x.shape:
+            raise ShapeError(f"targets must have the shape of the images {tuple(x.shape)}, got {tuple(targets.shape)}")
+        with torch.no_grad():
+            codes = model.encode(targets)
+        return BoundObjective(self.name, self.maximize, model, _latent_distance, {"target_codes": codes})
+
+
+class MaxDamageObjective(Objective):
+    """eq. 13: distance of the adversarial reconstruction to the clean reconstruction."""
+
+    name = "max-damage"
+    maximize = True
+
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        with torch.no_grad():
+            clean = model.decode(model.encode(x))
+        return BoundObjective(self.name, self.maximize, model, _reconstruction_damage,
+                              {"clean_reconstructions": clean})
+
+
+class ClassifierObjective(Objective):
+    """Cross-entropy of a head on the codes: away from the label, or towards a target class."""
+
+    name = "latent-classifier"
+    needs_classifier = True
+
+    def __init__(self, targeted: bool = False):
+        self.targeted = targeted
+        self.maximize = not targeted
+
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        if classifier is None:
+            raise AerobustError("the latent-classifier attack needs a classifier head on the codes; pass classifier=")
+        classes = target_classes if self.targeted else labels
+        if classes is None:
+            what = "target classes" if self.targeted else "labels"
+            raise AerobustError(f"the latent-classifier attack needs {what} for every image")
+        classifier.eval()
+        refs = {"head": _RowBroadcast(classifier), "classes": classes.to(x.device).long()}
+        return BoundObjective(self.name, self.maximize, model, _classifier_cross_entropy, refs)
+
+    def config(self) -> dict:
+        return {**super().config(), "targeted": self.targeted}
+
+
+class _RowBroadcast:
+    """Holds a module among per-row references; selecting rows keeps the module itself."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __getitem__(self, index):
+        return self
+
+    def __call__(self, codes):
+        return self.module(codes)
+
+
+OBJECTIVES = {
+    "latent": LatentObjective,
+    "max-damage": MaxDamageObjective,
+    "latent-classifier": ClassifierObjective,
+}
+
+
+def make_objective(name: str, **options) -> Objective:
+    try:
+        return OBJECTIVES[name](**options)
+    except KeyError:
+        raise AerobustError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}") from None

@@ -1,0 +1,187 @@
+"""The threat model: a norm ball of radius lambda around x intersected with the pixel box [0, 1].
+
+The L2 projection is exact and batched. For v and per-coordinate bounds lower <= 0 <= upper the
+KKT conditions of ``min ||d - v||^2 s.t. ||d||_2 <= r, lower <= d <= upper`` give
+``d = clip(v / (1 + mu), lower, upper)`` with a multiplier ``mu >= 0``. Writing ``t = 1 / (1 + mu)``,
+``phi(t) = ||clip(t v)||^2`` is nondecreasing and piecewise quadratic, and the root of
+``phi(t) = r^2`` is found by a monotone active-set iteration: starting below the root at
+``t = r / ||v||``, the quadratic through the current clipping pattern over-estimates ``phi`` to the
+right, so its root is again below the true one and the iterate stays feasible at every step; it is
+exact once the clipping pattern stops changing (a handful of iterations on images, against ~40 for
+bisection). Nothing is rescaled after clipping.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import AerobustError, ThreatViolation
+
+NORMS = ("l2", "linf")
+# Relative slack allowed on the norm bound of a returned point (float32 rounding of the projection).
+NORM_RTOL = 1e-5
+_MAX_PROJECTION_ITERATIONS = 200
+
+
+def _per_sample(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """A radius broadcast to shape (batch,) on ``like``'s device and dtype."""
+    radius = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if radius.dim() == 0:
+        return radius.expand(batch)
+    if radius.shape != (batch,):
+        raise AerobustError(f"a per-sample radius must have shape ({batch},), got {tuple(radius.shape)}")
+    return radius
+
+
+def _clip_masses(t: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 squares: torch.Tensor, scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+    """Per row: (sum of v^2 over coordinates that clip(t v) leaves free, ||clip(t v)||^2).
+
+    Writes into preallocated scratch buffers: on CPU, fresh (B, D) temporaries cost more than the
+    arithmetic itself.
+    """
+    scaled, clipped, free = (buffer[: v.shape[0]] for buffer in scratch)
+    torch.mul(t[:, None], v, out=scaled)
+    torch.minimum(scaled, hi, out=clipped)
+    torch.maximum(clipped, lo, out=clipped)
+    torch.sub(scaled, clipped, out=free)
+    free.eq_(0)
+    return torch.linalg.vecdot(squares, free), torch.linalg.vecdot(clipped, clipped)
+
+
+def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                   radius: float | torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each ``v[i]`` onto ``{||d||_2 <= radius[i]} ∩ [lower[i], upper[i]]``.
+
+    Requires ``lower <= 0 <= upper`` elementwise (true for ``lower = -x, upper = 1 - x``).
+    """
+    batch = v.shape[0]
+    flat_v = v.reshape(batch, -1)
+    lo = lower.expand_as(v).reshape(batch, -1)
+    hi = upper.expand_as(v).reshape(batch, -1)
+    r = _per_sample(radius, batch, flat_v)
+    squares = flat_v * flat_v
+    v_norm = squares.sum(dim=1).sqrt()
+    # t = 1 means mu = 0: the box alone already keeps the point inside the ball.
+    t = torch.where(v_norm > 0, r / v_norm.clamp_min(torch.finfo(v.dtype).tiny), torch.ones_like(r)).clamp(max=1.0)
+    scratch = tuple(torch.empty_like(flat_v) for _ in range(3))
+    rows = torch.arange(batch, device=v.device)
+    for iteration in range(_MAX_PROJECTION_ITERATIONS):
+        # After the first pass only some rows still move; iterate on those alone.
+        if iteration == 0:
+            subset = flat_v, lo, hi, squares, r
+        else:
+            subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares, r))
+        t_rows = t[rows]
+        free_mass, total_mass = _clip_masses(t_rows, *subset[:4], scratch)
+        clipped_mass = total_mass - t_rows * t_rows * free_mass
+        r_rows = subset[4]
+        t_next = ((r_rows * r_rows - clipped_mass).clamp_min(0) / free_mass).sqrt().clamp(max=1.0)
+        moved = t_next > t_rows  # NaN (0 / 0: nothing free and nothing left) compares False
+        if not bool(moved.any()):
+            break
+        rows = rows[moved]
+        t[rows] = t_next[moved]
+    projected = torch.mul(t[:, None], flat_v, out=scratch[0])
+    return torch.maximum(torch.minimum(projected, hi), lo).view_as(v)
+
+
+def project_linf_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                     radius: float | torch.Tensor) -> torch.Tensor:
+    """Projection onto ``{||d||_inf <= r} ∩ [lower, upper]``: both sets are boxes, so clip twice."""
+    r = _per_sample(radius, v.shape[0], v).view(-1, *([1] * (v.dim() - 1)))
+    return torch.maximum(torch.minimum(torch.maximum(torch.minimum(v, r), -r), upper), lower)
+
+
+def seeded_noise(seeds: Sequence[int] | torch.Tensor, shape: Sequence[int],
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample draws ``(normal (B, *shape), uniform (B,))``, each row from its own seed only."""
+    normals, uniforms = [], []
+    for seed in torch.as_tensor(seeds).tolist():
+        generator = torch.Generator().manual_seed(int(seed))
+        normals.append(torch.randn(tuple(shape), generator=generator))
+        uniforms.append(torch.rand((), generator=generator))
+    return torch.stack(normals).to(device), torch.stack(uniforms).to(device)
+
+
+@dataclass(frozen=True)
+class Threat:
+    """``{x + d : ||d||_norm <= radius, 0 <= x + d <= 1}``; ``radius`` is a float or a (B,) tensor."""
+
+    radius: float | torch.Tensor
+    norm: str = "l2"
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise AerobustError(f"unknown threat norm '{self.norm}'; use one of {', '.join(NORMS)}")
+        radius = torch.as_tensor(self.radius, dtype=torch.float64)
+        if radius.dim() > 1:
+            raise AerobustError("the radius must be a number or a 1-D tensor with one radius per sample")
+        if not bool(torch.isfinite(radius).all()) or bool((radius < 0).any()):
+            raise AerobustError("the attack radius lambda must be a finite number >= 0")
+
+    def radii(self, x: torch.Tensor) -> torch.Tensor:
+        return _per_sample(self.radius, x.shape[0], x)
+
+    def select(self, index: torch.Tensor) -> "Threat":
+        """The threat restricted to the samples ``index`` (for sub-batches)."""
+        if torch.as_tensor(self.radius).dim() == 0:
+            return self
+        return Threat(torch.as_tensor(self.radius)[index.to(torch.as_tensor(self.radius).device)], self.norm)
+
+    def project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Nearest perturbation to ``delta`` (Euclidean) that keeps ``x + delta`` inside the threat."""
+        lower, upper = -x, 1 - x
+        if self.norm == "l2":
+            return project_l2_box(delta, lower, upper, self.radii(x))
+        return project_linf_box(delta, lower, upper, self.radii(x))
+
+    def apply(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``x + project(delta)``, clamped to [0, 1] against float rounding of ``x + (1 - x)``."""
+        return (x + self.project(x, delta)).clamp(0.0, 1.0)
+
+    def random_start(self, x: torch.Tensor, seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """A uniform draw from the norm ball (one seed per sample), projected onto the box."""
+        normal, uniform = seeded_noise(seeds, x.shape[1:], x.device)
+        normal, uniform = normal.to(x.dtype), uniform.to(x.dtype)
+        radius = self.radii(x)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        if self.norm == "l2":
+            dims = normal[0].numel()
+            direction = normal / normal.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+            delta = direction * (radius * uniform.pow(1.0 / dims)).view(shape)
+        else:
+            # Map the normal draw to a uniform one in [-1, 1] through the normal CDF.
+            delta = torch.special.erf(normal / 2 ** 0.5) * radius.view(shape)
+        return self.project(x, delta)
+
+    def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Per-sample size of the perturbation in this threat's norm."""
+        order = 2 if self.norm == "l2" else float("inf")
+        return torch.linalg.vector_norm((x_adv - x).flatten(1), ord=order, dim=1)
+
+    def check(self, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+        """Raise :class:`ThreatViolation` unless every ``x_adv[i]`` lies in the threat around ``x[i]``."""
+        if x_adv.shape != x.shape:
+            raise ThreatViolation(f"attack returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+        if not bool(torch.isfinite(x_adv).all()):
+            raise ThreatViolation("attack returned non-finite pixels")
+        low, high = float(x_adv.min()), float(x_adv.max())
+        if low < 0.0 or high > 1.0:
+            raise ThreatViolation(f"attack left the pixel box [0, 1]: values in [{low:.6g}, {high:.6g}]")
+        size = self.distance(x, x_adv)
+        bound = self.radii(x) * (1 + NORM_RTOL)
+        over = size > bound
+        if bool(over.any()):
+            worst = int(torch.argmax(size - bound))
+            raise ThreatViolation(
+                f"attack left the {self.norm} ball on {int(over.sum())} of {len(size)} samples: "
+                f"||delta|| = {float(size[worst]):.8g} > lambda = {float(self.radii(x)[worst]):.8g}"
+            )
+
+    def config(self) -> dict:
+        radius = torch.as_tensor(self.radius)
+        return {"norm": self.norm, "box": [0.0, 1.0], "norm_rtol": NORM_RTOL,
+                "radius": float(radius) if radius.dim() == 0 else radius.tolist()}

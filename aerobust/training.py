@@ -1,0 +1,246 @@
+"""Train any registered architecture (or a user's module) with any registered defense.
+
+Reproducibility: every epoch draws its shuffle and its noise from generators seeded by (seed, epoch),
+so a run resumed from the checkpoint of epoch e continues exactly like the uninterrupted run (the
+optimizer state is checkpointed too). Checkpoint layout under ``out_dir``:
+
+* ``model.pt`` + ``model.json`` (weights and sidecar via :func:`aerobust.checkpoints.save_checkpoint`),
+* ``optimizer.pt`` (optimizer state and the epoch it belongs to; loads with ``weights_only=True``),
+* ``history.jsonl`` / ``history.csv`` (one row per epoch: every loss term and the epoch time),
+* ``manifest.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adapter import wrap
+from .checkpoints import read_sidecar, save_checkpoint
+from .datasets import ImageSet
+from .defenses import Defense
+from .errors import AerobustError, CheckpointError, ShapeError
+from .registry import ARCHITECTURES, DEFENSES
+from .runtime import resolve_device, write_manifest
+
+MODEL_FILE = "model.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+HISTORY_FILE = "history.jsonl"
+# Settings a resumed run must share with the run it continues (epochs may grow).
+_RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """``model``: the trained module (eval mode); ``history``: one dict per epoch; ``checkpoint``: model.pt."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    checkpoint: Path | None
+    defense: Defense
+    config: dict[str, Any]
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2 ** 63)
+
+
+def _build_defense(defense: str | Defense, options: dict) -> Defense:
+    if isinstance(defense, Defense):
+        if options:
+            raise AerobustError("pass defense options either to the Defense instance or to train(), not both")
+        return defense
+    return DEFENSES.create(defense, **options)
+
+
+def _build_model(arch: str | nn.Module, arch_kwargs: dict | None, seed: int) -> tuple[nn.Module, str, dict]:
+    if isinstance(arch, nn.Module):
+        if arch_kwargs:
+            raise AerobustError("arch_kwargs only apply to registered architecture names, not to a module")
+        return arch, f"user:{type(arch).__module__}.{type(arch).__qualname__}", {}
+    if not isinstance(arch, str):
+        raise AerobustError(f"arch must be a registered architecture name or an nn.Module; got {type(arch).__name__}")
+    factory = ARCHITECTURES.get(arch)
+    torch.manual_seed(seed)  # the initialization is part of the run
+    try:
+        module = factory(**(arch_kwargs or {}))
+    except TypeError as exc:
+        raise AerobustError(f"architecture {arch} does not take the arguments {sorted(arch_kwargs or {})} ({exc})") from None
+    return module, arch, dict(arch_kwargs or {})
+
+
+def _check_data(data: ImageSet, input_shape: tuple, batch_size: int):
+    if not isinstance(data, ImageSet):
+        raise AerobustError(f"data must be an aerobust ImageSet (see aerobust.load_dataset); got {type(data).__name__}")
+    if tuple(data.image_shape) != tuple(input_shape):
+        c, h, w = data.image_shape
+        raise ShapeError(f"the data are {c}x{h}x{w} images but the model expects {'x'.join(map(str, input_shape))}; "
+                         "fit the data (--pad, --resize) or build the architecture for this shape")
+    if len(data) < 2:
+        raise AerobustError("training needs at least 2 images")
+    if not torch.isfinite(data.images).all():
+        raise AerobustError("the training images contain NaN or infinite values; clean the data first")
+
+
+def _ids_digest(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.cpu().numpy().astype("int64").tobytes()).hexdigest()
+
+
+def _write_history(out_dir: Path, history: list[dict]):
+    import pandas as pd
+
+    tmp = out_dir / (HISTORY_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+    os.replace(tmp, out_dir / HISTORY_FILE)
+    pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+
+
+def _read_history(out_dir: Path, epochs_done: int) -> list[dict]:
+    path = out_dir / HISTORY_FILE
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows[:epochs_done]
+
+
+def _load_resume_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> int:
+    """Load weights and optimizer state from ``out_dir``; returns the number of completed epochs."""
+    sidecar = read_sidecar(out_dir / MODEL_FILE)
+    saved = sidecar.get("training", {})
+    differing = [key for key in _RESUME_KEYS if json.dumps(saved.get(key), sort_keys=True, default=str)
+                 != json.dumps(config[key], sort_keys=True, default=str)]
+    if differing:
+        raise AerobustError(f"{out_dir} holds a run with different {', '.join(differing)}; resume with the same "
+                            "settings or train into another --out")
+    try:
+        weights = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+        opt_state = torch.load(out_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"cannot resume: {exc.filename} is missing") from None
+    done = int(saved.get("epochs_completed", -1))
+    if opt_state.get("epoch") != done:
+        raise CheckpointError(f"cannot resume from {out_dir}: the optimizer state (epoch {opt_state.get('epoch')}) "
+                              f"does not match the model (epoch {done}); the run was interrupted while saving")
+    module.load_state_dict(weights)
+    optimizer.load_state_dict(opt_state["optimizer"])
+    return done
+
+
+def _save_epoch(out_dir: Path, module, optimizer, config, defense, history, device) -> Path:
+    done = len(history)
+    tmp = out_dir / (OPTIMIZER_FILE + ".tmp")
+    torch.save({"optimizer": optimizer.state_dict(), "epoch": done}, tmp)
+    os.replace(tmp, out_dir / OPTIMIZER_FILE)
+    path = save_checkpoint(out_dir / MODEL_FILE, module, architecture=config["architecture"],
+                           arch_kwargs=config["arch_kwargs"], defense=config["defense"],
+                           training={**config, "epochs_completed": done},
+                           extra={"defense_config": defense.describe()})
+    _write_history(out_dir, history)
+    write_manifest(out_dir, command="train", config=config, seed=config["seed"], device=device,
+                   defense_config=defense.describe(), epochs_completed=done, checkpoint=MODEL_FILE,
+                   last_epoch=history[-1])
+    return path
+
+
+def _format_epoch(row: dict) -> str:
+    terms = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "epoch_time_s"))
+    return f"epoch {row['epoch']}: {terms} ({row['epoch_time_s']:.1f}s)"
+
+
+def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epochs: int, batch_size: int = 100,
+          lr: float = 2e-4, seed: int = 0, device: str | torch.device = "auto", out_dir: str | os.PathLike | None = None,
+          resume: bool = False, quiet: bool = False, arch_kwargs: dict | None = None,
+          **defense_options) -> TrainResult:
+    """Train ``arch`` (registered name or nn.Module) on ``data`` with ``defense`` for ``epochs`` epochs.
+
+    Adam with learning rate ``lr``; batches of ``batch_size`` (the last incomplete batch of an epoch is
+    dropped so that every batch estimates the prior statistics from the same number of codes).
+    ``defense_options`` are the defense's own options (see ``aerobust list defenses`` and
+    ``Defense.options``). With ``out_dir`` every epoch is checkpointed; ``resume=True`` continues from
+    the last checkpoint there and yields the same weights as an uninterrupted run.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise AerobustError(f"epochs must be a positive integer; got {epochs}")
+    if batch_size < 2:
+        raise AerobustError(f"batch_size must be at least 2 (the regularizers need batch statistics); got {batch_size}")
+    if not lr > 0:
+        raise AerobustError(f"the learning rate must be positive; got {lr}")
+    defense_obj = _build_defense(defense, defense_options)
+    module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
+    dev = resolve_device(device)
+    model = wrap(module, device=dev)
+    _check_data(data, model.input_shape, batch_size)
+    batch_size = min(batch_size, len(data))
+    steps_per_epoch = len(data) // batch_size
+    config = {
+        "defense": defense_obj.name, "defense_options": defense_obj.config, "architecture": arch_name,
+        "arch_kwargs": arch_kwargs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "optimizer": "adam", "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape),
+                                      "ids_sha256": _ids_digest(data.ids)},
+    }
+    defense_obj.setup(model, dataset_size=len(data), batch_size=batch_size,
+                      generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+
+    out_path = Path(out_dir) if out_dir is not None else None
+    history: list[dict] = []
+    if out_path is not None:
+        has_run = (out_path / MODEL_FILE).is_file()
+        if has_run and not resume:
+            raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
+                                "choose another --out")
+        out_path.mkdir(parents=True, exist_ok=True)
+        if has_run:
+            done = _load_resume_state(out_path, module, optimizer, config)
+            history = _read_history(out_path, done)
+            if len(history) != done:
+                raise CheckpointError(f"cannot resume from {out_path}: {HISTORY_FILE} has {len(history)} of "
+                                      f"{done} epochs")
+    elif resume:
+        raise AerobustError("resume needs the out_dir of the run to continue")
+
+    images = data.images
+    progress = tqdm(total=(epochs - len(history)) * steps_per_epoch, desc=f"train {defense_obj.name}",
+                    disable=quiet, leave=False, unit="step")
+    checkpoint = out_path / MODEL_FILE if out_path is not None and history else None
+    for epoch in range(len(history), epochs):
+        epoch_seed = _epoch_seed(seed, epoch)
+        torch.manual_seed(epoch_seed)  # user modules with dropout draw from the global generator
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed))
+        noise = torch.Generator(device=dev).manual_seed(epoch_seed)
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        start = time.perf_counter()
+        for step in range(steps_per_epoch):
+            x = images[order[step * batch_size:(step + 1) * batch_size]].to(dev, non_blocking=True)
+            terms = defense_obj.losses(model, x, noise)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            for name, value in terms.items():
+                value = value.detach()
+                sums[name] = sums[name] + value if name in sums else value
+            progress.update()
+        row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
+               "epoch_time_s": time.perf_counter() - start}
+        if not math.isfinite(row["total"]):
+            progress.close()
+            raise AerobustError(f"training diverged: the loss is {row['total']} in epoch {epoch + 1}; "
+                                "lower the learning rate (--lr) or check the data")
+        history.append(row)
+        if not quiet:
+            progress.write(_format_epoch(row))
+        if out_path is not None:
+            checkpoint = _save_epoch(out_path, module, optimizer, config, defense_obj, history, dev)
+    progress.close()
+    model.eval()
+    return TrainResult(model=module, history=history, checkpoint=checkpoint, defense=defense_obj, config=config)

@@ -1,0 +1,51 @@
+"""Plugin example written from scratch: gradient-free random search (any objective, L2 or L-inf).
+
+Load with ``--plugin attacks/random_search.py --attack random-search``. Each step proposes, for every
+sample, the current perturbation plus a random direction of a shrinking size, projects it onto the
+threat and keeps it when the objective improves. Every sample draws from its own generator
+(seeded by the base class per lambda/trial/image/restart), so results do not depend on the batch.
+Pass ``objective="latent"`` (with targets) to search eq. 12 instead of the default eq. 13.
+"""
+import torch
+
+from aerobust.attacks import Attack, OptimizationResult
+from aerobust.objectives import make_objective
+from aerobust.registry import register_attack
+
+
+@register_attack("random-search")
+class RandomSearch(Attack):
+    name = "random-search"
+
+    def __init__(self, *, objective="max-damage", initial_size=0.5, **options):
+        self.objective_name = objective
+        self.initial_size = float(initial_size)
+        self.needs_targets = make_objective(objective).needs_targets
+        self.needs_classifier = make_objective(objective).needs_classifier
+        options.setdefault("steps", 300)
+        options.setdefault("restarts", 1)
+        super().__init__(**options)
+
+    def config(self):
+        return {**super().config(), "initial_size": self.initial_size}
+
+    def optimize(self, problem):
+        x = problem.x
+        shape = (-1, *([1] * (x.dim() - 1)))
+        generators = [torch.Generator().manual_seed(int(s)) for s in problem.seeds]
+        radius = problem.threat.radii(x)
+        delta = problem.random_start() if self.random_start else torch.zeros_like(x)
+        with torch.no_grad():
+            best = problem.values(x + delta)
+            history = torch.empty(len(x), self.steps, device=x.device)
+            for step in range(self.steps):
+                noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
+                noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+                size = self.initial_size * (1 - step / self.steps) * radius
+                proposal = problem.threat.project(x, delta + noise * size.view(shape))
+                values = problem.values(x + proposal)
+                better = problem.objective.stronger(values, best)
+                delta = torch.where(better.view(shape), proposal, delta)
+                best = torch.where(better, values, best)
+                history[:, step] = best
+        return OptimizationResult(problem.threat.apply(x, delta), history)

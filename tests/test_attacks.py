@@ -1,0 +1,255 @@
+"""The attack engine on the small MNIST autoencoder: contract, monotonicity, determinism, flags."""
+import sys
+
+import pytest
+import torch
+
+from aerobust.adapter import wrap
+from aerobust.attacks import Attack, OptimizationResult, SweepResult, choose_targets
+from aerobust.errors import AerobustError, ShapeError, ThreatViolation
+from aerobust.latent_classifier import (LatentClassifier, latent_classifier_accuracy, latent_codes,
+                                        require_torchattacks, train_latent_classifier)
+from aerobust.registry import ATTACKS
+
+N_IMAGES = 8
+FAST = dict(steps=40, restarts=1)
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_test):
+    x, y = mnist_test.images[:N_IMAGES], mnist_test.labels[:N_IMAGES]
+    index = choose_targets(y, 2, seed=0, pool_labels=mnist_test.labels)
+    return x, y, mnist_test.images[index], index
+
+
+def strength(result: SweepResult) -> torch.Tensor:
+    return result.attack_loss if result.maximize else -result.attack_loss
+
+
+def test_registry_contract():
+    assert {"latent", "max-damage", "latent-classifier"} <= set(ATTACKS.list())
+    latent, damage, classifier = (ATTACKS.create(n) for n in ("latent", "max-damage", "latent-classifier"))
+    assert latent.needs_targets and not latent.needs_classifier
+    assert not damage.needs_targets and not damage.needs_classifier
+    assert classifier.needs_classifier and not classifier.needs_targets
+    attack = ATTACKS.create("max-damage", optimizer="fgsm", norm="linf", steps=7, restarts=2, step_size=0.1)
+    config = attack.config()
+    assert (config["optimizer"], config["norm"], config["steps"], config["restarts"]) == ("fgsm", "linf", 7, 2)
+    with pytest.raises(AerobustError, match="optimizer"):
+        ATTACKS.create("latent", optimizer="adam")
+
+
+def test_lambda_zero_returns_x_and_results_stay_in_the_threat(small_ae, batch):
+    x, _, targets, _ = batch
+    result = ATTACKS.create("latent", **FAST).sweep(small_ae, x, [0.0, 1.0, 3.0], 2, 0, targets=targets)
+    assert result.x_adv.shape == (3, 2, N_IMAGES, *x.shape[1:])
+    assert result.attack_loss.shape == result.delta_norm.shape == (3, 2, N_IMAGES)
+    assert result.history.shape == (3, 2, N_IMAGES, FAST["steps"])
+    assert torch.equal(result.x_adv[0], x.expand(2, *x.shape))
+    assert bool((result.delta_norm[0] == 0).all())
+    for i, lam in enumerate(result.lambdas):
+        assert float(result.delta_norm[i].max()) <= lam * (1 + 1e-5)
+    assert float(result.x_adv.min()) >= 0 and float(result.x_adv.max()) <= 1
+    # The reported loss is the objective recomputed on the returned images.
+    codes = small_ae.encode(result.x_adv[1, 0])
+    expected = (codes - small_ae.encode(targets[0])).norm(dim=1)
+    torch.testing.assert_close(result.attack_loss[1, 0], expected.detach(), rtol=1e-5, atol=1e-5)
+    assert result.config["lambdas"] == [0.0, 1.0, 3.0] and result.config["steps"] == FAST["steps"]
+
+
+def test_latent_distance_falls_and_damage_rises_with_lambda(small_ae, batch):
+    x, _, targets, _ = batch
+    lambdas = [0.0, 0.5, 1.0, 2.0, 4.0]
+    latent = ATTACKS.create("latent", steps=60, restarts=2).sweep(small_ae, x, lambdas, 2, 0, targets=targets)
+    damage = ATTACKS.create("max-damage", steps=60, restarts=2).sweep(small_ae, x, lambdas, 2, 0)
+    distance = latent.attack_loss.mean(dim=(1, 2))
+    harm = damage.attack_loss.mean(dim=(1, 2))
+    assert bool((distance[1:] < distance[:-1]).all()), distance
+    assert bool((harm[1:] > harm[:-1]).all()), harm
+    # Per sample too: the worst case over nested balls never weakens.
+    assert bool((latent.attack_loss[1:] <= latent.attack_loss[:-1] * 1.01).all())
+    assert bool((damage.attack_loss[1:] >= damage.attack_loss[:-1] * 0.99).all())
+    # A sound attack on a smooth model raises no sanity flag (including the unbounded-target check).
+    assert latent.flags == [] and damage.flags == []
+    # The clean value is the lambda = 0 row.
+    torch.testing.assert_close(latent.clean_loss, latent.attack_loss[0])
+
+
+@pytest.mark.parametrize("name", ["latent", "max-damage"])
+def test_pgd_is_as_strong_as_the_legacy_lbfgs_protocol(small_ae, batch, name):
+    x, _, targets, _ = batch
+    kwargs = dict(targets=targets[:1, :6]) if name == "latent" else {}
+    pgd = ATTACKS.create(name, steps=100, restarts=1).sweep(small_ae, x[:6], [1.0], 1, 0, **kwargs)
+    legacy = ATTACKS.create(name, optimizer="lbfgs-legacy", restarts=1, sanity_checks=False).sweep(
+        small_ae, x[:6], [1.0], 1, 0, **kwargs)
+    assert legacy.config["lbfgs_memory"] == 25 and legacy.config["lbfgs_factr"] == 10
+    assert float(legacy.delta_norm.max()) <= 1 + 1e-5
+    pgd_median, legacy_median = float(pgd.attack_loss.median()), float(legacy.attack_loss.median())
+    if name == "latent":
+        assert pgd_median <= 1.02 * legacy_median
+    else:
+        assert pgd_median >= legacy_median / 1.02
+    # Both beat doing nothing.
+    for result in (pgd, legacy):
+        gain = result.attack_loss[0] - result.clean_loss
+        assert bool(((gain if result.maximize else -gain) > 0).all())
+
+
+def test_fgsm_and_linf_options(small_ae, batch):
+    x = batch[0]
+    fgsm = ATTACKS.create("max-damage", optimizer="fgsm", restarts=1, random_start=False).sweep(small_ae, x, [1.0], 1, 0)
+    pgd = ATTACKS.create("max-damage", **FAST).sweep(small_ae, x, [1.0], 1, 0)
+    assert fgsm.history.shape[-1] == 2
+    assert float(fgsm.attack_loss.mean()) > 0 and float(pgd.attack_loss.mean()) >= float(fgsm.attack_loss.mean())
+    linf = ATTACKS.create("max-damage", norm="linf", **FAST).sweep(small_ae, x, [0.05], 1, 0)
+    step = (linf.x_adv[0, 0] - x).flatten(1).abs().amax(dim=1)
+    assert float(step.max()) <= 0.05 * (1 + 1e-5) and float(linf.attack_loss.min()) > 0
+
+
+def test_sweep_is_deterministic_and_independent_of_the_batch(small_ae, batch):
+    x, _, targets, _ = batch
+    attack = ATTACKS.create("latent", steps=15, restarts=2)
+    first = attack.sweep(small_ae, x, [1.0, 3.0], 2, 5, targets=targets)
+    second = attack.sweep(small_ae, x, [1.0, 3.0], 2, 5, targets=targets)
+    assert torch.equal(first.x_adv, second.x_adv) and torch.equal(first.attack_loss, second.attack_loss)
+    # Same (seed, lambda, trial, image id) in a different company: same result.
+    keep = torch.tensor([5, 2])
+    alone = attack.sweep(small_ae, x[keep], [3.0], 2, 5, targets=targets[:, keep], image_ids=keep)
+    torch.testing.assert_close(alone.x_adv[0], first.x_adv[1][:, keep], rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone.attack_loss[0], first.attack_loss[1][:, keep], rtol=1e-5, atol=1e-5)
+    other_seed = attack.sweep(small_ae, x[keep], [3.0], 2, 6, targets=targets[:, keep], image_ids=keep)
+    assert not torch.equal(other_seed.x_adv, alone.x_adv)
+
+
+def test_early_stop_retires_samples_without_losing_strength(small_ae, batch):
+    x = batch[0]
+    full = ATTACKS.create("max-damage", steps=60, restarts=1).sweep(small_ae, x, [1.0], 1, 0)
+    early = ATTACKS.create("max-damage", steps=60, restarts=1, early_stop=5).sweep(small_ae, x, [1.0], 1, 0)
+    assert bool(torch.isnan(early.history).any())  # some samples stopped before the last step
+    assert float(early.attack_loss.median()) >= 0.95 * float(full.attack_loss.median())
+
+
+def test_choose_targets_picks_other_classes_reproducibly(mnist_test):
+    labels, pool = mnist_test.labels[:20], mnist_test.labels
+    index = choose_targets(labels, 3, seed=1, pool_labels=pool)
+    assert index.shape == (3, 20)
+    assert bool((pool[index] != labels).all())
+    assert torch.equal(index, choose_targets(labels, 3, seed=1, pool_labels=pool))
+    subset = torch.tensor([3, 7])
+    torch.testing.assert_close(choose_targets(labels[subset], 3, 1, pool, image_ids=subset), index[:, subset])
+    unlabeled = choose_targets(None, 4, seed=0, image_ids=torch.arange(5))
+    assert bool((unlabeled != torch.arange(5)).all()) and int(unlabeled.max()) < 5
+    assert len(set(index.flatten().tolist())) > 10
+
+
+def test_user_errors(small_ae, batch):
+    x, _, targets, _ = batch
+    attack = ATTACKS.create("latent", **FAST)
+    with pytest.raises(AerobustError, match="lambda"):
+        attack.sweep(small_ae, x, [-1.0], 1, 0, targets=targets[:1])
+    with pytest.raises(AerobustError, match="target"):
+        attack.sweep(small_ae, x, [1.0], 1, 0)
+    with pytest.raises(ShapeError):
+        attack.sweep(small_ae, x, [1.0], 2, 0, targets=targets[:1])
+    with pytest.raises(AerobustError, match="NaN"):
+        attack.sweep(small_ae, x * float("nan"), [1.0], 1, 0, targets=targets[:1])
+    with pytest.raises(AerobustError, match="classifier"):
+        ATTACKS.create("latent-classifier").sweep(small_ae, x, [1.0], 1, 0, labels=batch[1])
+
+
+class _Reckless(Attack):
+    """Returns a perturbation twice as long as allowed (inside the box): the base must refuse it."""
+
+    name = "reckless"
+    objective_name = "max-damage"
+
+    def optimize(self, problem):
+        room = 1 - problem.x
+        scale = 2 * problem.threat.radii(problem.x) / room.flatten(1).norm(dim=1)
+        return OptimizationResult(problem.x + room * scale.view(-1, 1, 1, 1))
+
+
+class _Idle(Attack):
+    """Never moves (a broken optimizer): the sanity checks must notice."""
+
+    name = "idle"
+    objective_name = "latent"
+    needs_targets = True
+
+    def optimize(self, problem):
+        return OptimizationResult(problem.x.clone())
+
+
+class _Shrinking(Attack):
+    """Strong at small lambda, idle at large lambda: the worst case is then not monotone."""
+
+    name = "shrinking"
+    objective_name = "max-damage"
+
+    def optimize(self, problem):
+        from aerobust.attacks.optimizers import pgd
+
+        result = pgd(self, problem)
+        large = problem.threat.radii(problem.x) > 1.5
+        result.x_adv[large] = problem.x[large]
+        return result
+
+
+def test_threat_violations_raise(small_ae, batch):
+    with pytest.raises(ThreatViolation):
+        _Reckless().sweep(small_ae, batch[0], [1.0], 1, 0)
+
+
+def test_sanity_flags_catch_broken_attacks(small_ae, batch):
+    x, _, targets, _ = batch
+    idle = _Idle(sanity_checks=True).sweep(small_ae, x, [1.0], 2, 0, targets=targets)
+    names = {flag["flag"] for flag in idle.flags}
+    assert "unbounded-target-missed" in names
+    assert all(set(flag) >= {"flag", "message"} for flag in idle.flags)
+    shrinking = _Shrinking(steps=20, restarts=1).sweep(small_ae, x, [1.0, 2.0], 1, 0)
+    names = {flag["flag"] for flag in shrinking.flags}
+    assert {"non-monotone-lambda", "weaker-than-noise"} <= names
+    # A model whose code ignores the input has zero gradients everywhere.
+    flat = wrap((lambda images: images.flatten(1)[:, :4] * 0, lambda z: z.new_zeros(len(z), 1, 32, 32)),
+                input_shape=(1, 32, 32), device="cpu")
+    masked = ATTACKS.create("max-damage", steps=3, restarts=1).sweep(flat, x, [1.0], 1, 0)
+    assert "zero-gradient" in {flag["flag"] for flag in masked.flags}
+
+
+@pytest.fixture(scope="module")
+def head(small_ae, mnist_train_small):
+    images, labels = mnist_train_small.images[:2000], mnist_train_small.labels[:2000]
+    return train_latent_classifier(small_ae, images, labels, epochs=15, seed=0)
+
+
+def test_latent_classifier_trains_and_suffers_under_the_latent_attack(small_ae, head, mnist_test):
+    images, labels = mnist_test.images[:60], mnist_test.labels[:60]
+    network = LatentClassifier(small_ae, head)
+    torch.testing.assert_close(network(images), head(latent_codes(small_ae, images)))
+    report = latent_classifier_accuracy(small_ae, head, images, labels, lam=2.0, trials=1, seed=0,
+                                        pool_images=mnist_test.images, pool_labels=mnist_test.labels,
+                                        steps=40, restarts=1)
+    clean = float((network(images).argmax(1) == labels).float().mean())
+    assert report["clean_accuracy"] == pytest.approx(clean)
+    assert report["clean_accuracy"] > 0.7
+    assert report["attacked_accuracy"] < report["clean_accuracy"] - 0.1
+    none = latent_classifier_accuracy(small_ae, head, images, labels, lam=0.0, steps=5, restarts=1)
+    assert none["attacked_accuracy"] == pytest.approx(none["clean_accuracy"])
+
+
+def test_latent_classifier_attack_untargeted_and_targeted(small_ae, head, batch):
+    x, y, _, _ = batch
+    untargeted = ATTACKS.create("latent-classifier", **FAST).sweep(
+        small_ae, x, [0.0, 2.0], 1, 0, labels=y, classifier=head)
+    assert bool((untargeted.attack_loss[1] > untargeted.attack_loss[0]).all())
+    targeted = ATTACKS.create("latent-classifier", targeted=True, **FAST).sweep(
+        small_ae, x, [0.0, 2.0], 1, 0, labels=y, classifier=head)
+    assert bool((targeted.target_classes != y).all())
+    assert bool((targeted.attack_loss[1] < targeted.attack_loss[0]).all())
+    assert all(p.requires_grad for p in head.parameters())  # frozen only during the attack
+
+
+def test_missing_torchattacks_is_a_user_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchattacks", None)
+    with pytest.raises(AerobustError, match="pip install --no-deps torchattacks"):
+        require_torchattacks()

@@ -1,0 +1,251 @@
+"""Reports from a small audit directory whose numbers are real MS-SSIM scores of real MNIST images.
+
+The "models" are fixed image operators (blurs), the "adversarial" inputs noise of L2 norm lambda,
+the "encoder" an 8x8 average pooling and the "classifier" the nearest class mean of those codes, so
+every column is computed, not invented; the tables are then checked against direct computations.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from aerobust.cli import main
+from aerobust.errors import AerobustError
+from aerobust.metrics import MSSSIMSettings, l2_distance, ms_ssim
+from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results, mean_std_strings,
+                             table1_statistics, table3_statistics, trial_statistics, write_comparison)
+from aerobust.runtime import write_manifest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions: with two threads on two shared, busy cores they wait on each other ~100x longer."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+LAMBDAS = (1.0, 3.0)
+TRIALS = 3
+IMAGES = 6
+MODELS = {"blur-3": 3, "blur-7": 7}
+ATTACKS = ("latent", "max-damage", "latent-classifier", "noise-plugin")
+
+
+def _reconstruct(images, kernel):
+    return F.avg_pool2d(images, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+
+
+def _encode(images):
+    return F.avg_pool2d(images, 4).flatten(1)
+
+
+def _write_audit(directory, mnist_test, settings: MSSSIMSettings, models=MODELS):
+    images, labels = mnist_test.images[:40], mnist_test.labels[:40]
+    class_means = torch.stack([_encode(images[labels == c]).mean(0) for c in range(10)])
+
+    def classify(batch):
+        return torch.cdist(_encode(batch), class_means).argmin(1)
+
+    inputs, input_labels = images[:IMAGES], labels[:IMAGES]
+    target_index = torch.tensor([int(torch.nonzero(labels != label)[0]) for label in input_labels])
+    targets = images[target_index]
+    rows, examples = [], {}
+    for model, kernel in models.items():
+        clean_recon = _reconstruct(inputs, kernel)
+        clean_correct = (classify(clean_recon) == input_labels).double()
+        for attack in ATTACKS:
+            targeted = attack == "latent"
+            classified = attack in ("latent", "latent-classifier")
+            for lam in LAMBDAS:
+                # all trials in one batch: trial t holds rows t * IMAGES ... (t + 1) * IMAGES - 1
+                generator = torch.Generator().manual_seed(zlib.crc32(f"{model}/{attack}/{lam}".encode()))
+                x, x_t = inputs.repeat(TRIALS, 1, 1, 1), targets.repeat(TRIALS, 1, 1, 1)
+                recon, y = clean_recon.repeat(TRIALS, 1, 1, 1), input_labels.repeat(TRIALS)
+                noise = torch.randn(x.shape, generator=generator)
+                adversarial = (x + noise * (lam / noise.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)).clamp(0, 1)
+                adv_recon = _reconstruct(adversarial, kernel)
+                nan = torch.full((len(x),), float("nan"), dtype=torch.float64)
+                columns = {
+                    "attack_loss": l2_distance(_encode(adversarial), _encode(x_t)) if targeted
+                    else l2_distance(adv_recon, recon),
+                    "l2_delta": l2_distance(adversarial, x),
+                    "msssim_input_adv": ms_ssim(x, adversarial, settings),
+                    "msssim_target_advrecon": ms_ssim(x_t, adv_recon, settings) if targeted else nan,
+                    "msssim_input_advrecon": ms_ssim(x, adv_recon, settings),
+                    "msssim_recon_advrecon": ms_ssim(recon, adv_recon, settings),
+                    "l2_recon_advrecon": l2_distance(adv_recon, recon),
+                    "l2_target_advrecon": l2_distance(adv_recon, x_t) if targeted else nan,
+                    "latent_target_distance": l2_distance(_encode(adversarial), _encode(x_t)) if targeted else nan,
+                    "classifier_correct": (classify(adv_recon) == y).double() if classified else nan,
+                    "clean_classifier_correct": clean_correct.repeat(TRIALS) if classified else nan,
+                }
+                columns = {k: v.tolist() for k, v in columns.items()}
+                for row in range(len(x)):
+                    i = row % IMAGES
+                    rows.append({
+                        "model": model, "attack": attack, "lambda": lam, "trial": row // IMAGES, "image_id": i,
+                        "target_id": int(target_index[i]) if targeted else -1, "label": int(input_labels[i]),
+                        "target_label": int(labels[target_index[i]]) if targeted else -1,
+                        **{k: v[row] for k, v in columns.items()},
+                    })
+                grid = torch.stack([x, recon, adversarial, adv_recon,
+                                    x_t if targeted else torch.full_like(x, float("nan"))], dim=1)
+                examples[f"{model}::{attack}::{lam:g}"] = grid[:2].numpy()
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(directory / "results.csv", index=False)
+    np.savez(directory / "examples.npz", **examples)
+    write_manifest(directory, command="audit", config={"lambdas": list(LAMBDAS), "trials": TRIALS},
+                   seed=0, device="cpu", metrics=settings.as_dict())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def audit_dir(tmp_path_factory, mnist_test):
+    return _write_audit(tmp_path_factory.mktemp("audit") / "audit-a", mnist_test,
+                        MSSSIMSettings.from_preset("small"))
+
+
+def _direct(results, model, attack, lam, column):
+    rows = results[(results.model == model) & (results.attack == attack) & (results["lambda"] == lam)]
+    trial_means = np.array([rows.loc[rows.trial == t, column].mean() for t in range(TRIALS)])
+    return trial_means.mean(), trial_means.std(ddof=1)
+
+
+def test_load_results_types(audit_dir):
+    audit = load_results(audit_dir)
+    assert len(audit.results) == len(MODELS) * len(ATTACKS) * len(LAMBDAS) * TRIALS * IMAGES
+    assert audit.results["trial"].dtype == np.int64 and audit.results["lambda"].dtype == float
+    assert audit.metric_settings["window_size"] == 7
+    assert set(audit.examples()) == {(m, a, f"{lam:g}") for m in MODELS for a in ATTACKS for lam in LAMBDAS}
+
+
+def test_table1_matches_a_direct_computation(audit_dir):
+    results = load_results(audit_dir).results
+    table = table1_statistics(results)
+    assert list(table.index) == list(MODELS)
+    # every attack: two metrics x two lambdas x (mean, std)
+    assert table.shape == (len(MODELS), len(ATTACKS) * 2 * len(LAMBDAS) * 2)
+    assert set(table["latent"].columns.get_level_values("metric")) == {"msssim_target_advrecon", "msssim_input_adv"}
+    assert set(table["max-damage"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
+                                                                           "msssim_input_adv"}
+    assert set(table["noise-plugin"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
+                                                                             "msssim_input_adv"}
+    for model in MODELS:
+        for attack, column in (("latent", "msssim_target_advrecon"), ("max-damage", "msssim_recon_advrecon"),
+                               ("max-damage", "msssim_input_adv")):
+            for lam in LAMBDAS:
+                mean, std = _direct(results, model, attack, lam, column)
+                assert table.loc[model, (attack, column, f"{lam:g}", "mean")] == pytest.approx(mean, abs=1e-12)
+                assert table.loc[model, (attack, column, f"{lam:g}", "std")] == pytest.approx(std, abs=1e-12)
+    # the numbers carry signal: more noise, less similarity between clean and attacked reconstructions
+    assert (table[("max-damage", "msssim_recon_advrecon", "1", "mean")]
+            > table[("max-damage", "msssim_recon_advrecon", "3", "mean")]).all()
+
+
+def test_table3_matches_a_direct_computation(audit_dir):
+    results = load_results(audit_dir).results
+    table = table3_statistics(results)
+    assert set(table.columns.get_level_values("attack")) == {"clean", "latent", "latent-classifier"}
+    for model in MODELS:
+        clean = results[(results.model == model) & (results.attack == "latent") & (results["lambda"] == 1.0)]
+        trial_means = clean.groupby("trial")["clean_classifier_correct"].mean().to_numpy() * 100
+        assert table.loc[model, ("clean", "clean_classifier_correct", "", "mean")] == pytest.approx(trial_means.mean())
+        for lam in LAMBDAS:
+            mean, std = _direct(results, model, "latent-classifier", lam, "classifier_correct")
+            assert table.loc[model, ("latent-classifier", "classifier_correct", f"{lam:g}", "mean")] == \
+                pytest.approx(100 * mean)
+            assert table.loc[model, ("latent-classifier", "classifier_correct", f"{lam:g}", "std")] == \
+                pytest.approx(100 * std)
+    without_classifier = results.assign(classifier_correct=np.nan, clean_classifier_correct=np.nan)
+    assert table3_statistics(without_classifier) is None
+
+
+def test_mean_std_strings():
+    stats = pd.DataFrame([[0.5512, 0.0201, 0.7, np.nan]], index=["m"],
+                         columns=pd.MultiIndex.from_tuples([("a", "mean"), ("a", "std"), ("b", "mean"), ("b", "std")]))
+    assert mean_std_strings(stats, decimals=2).loc["m"].tolist() == ["0.55 ± 0.02", "0.70"]
+
+
+@hypothesis_settings(max_examples=20, deadline=None)
+@given(values=st.lists(st.floats(0, 1), min_size=6, max_size=6), trials=st.integers(2, 3))
+def test_trial_statistics_is_mean_of_trial_means(values, trials):
+    frame = pd.DataFrame({"model": "m", "attack": "a", "lambda": 1.0,
+                          "trial": [i % trials for i in range(6)], "value": values})
+    trial_means = [np.mean([v for i, v in enumerate(values) if i % trials == t]) for t in range(trials)]
+    stats = trial_statistics(frame, "value").iloc[0]
+    assert stats["mean"] == pytest.approx(np.mean(trial_means))
+    assert stats["std"] == pytest.approx(np.std(trial_means, ddof=1), abs=1e-12)
+    assert stats["trials"] == trials
+
+
+def test_build_report_writes_everything(audit_dir, tmp_path):
+    written = build_report(audit_dir, tmp_path / "report")
+    for stem in ("table1_msssim", "table3_latent_classifier", "summary"):
+        for fmt in ("csv", "md", "tex", "html"):
+            assert written[f"{stem}.{fmt}"].stat().st_size > 0
+    for name in ("fig2_attack_loss.png", "fig3_examples_latent_lambda1.png", "fig3_examples_max-damage_lambda3.png",
+                 "report.html", "manifest.json"):
+        assert written[name].is_file(), name
+    csv = pd.read_csv(written["table1_msssim.csv"], index_col=0)
+    assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
+    assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns)
+    assert " ± " in written["table1_msssim.md"].read_text()
+    assert r"$\pm$" in written["table1_msssim.tex"].read_text()
+    page = written["report.html"].read_text()
+    assert page.count("data:image/png;base64,") == 1 + len(ATTACKS) * len(LAMBDAS)
+    assert '"window_size"' not in page and ">window_size<" in page  # the settings table is there
+    manifest = json.loads(written["manifest.json"].read_text())
+    assert manifest["metrics"]["window_size"] == 7 and manifest["command"] == "report"
+
+
+def test_report_cli(audit_dir, tmp_path):
+    result = CliRunner().invoke(main, ["report", str(audit_dir), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "report.html").is_file()
+    help_text = CliRunner().invoke(main, ["report", "--help"]).output
+    assert "Examples" in help_text
+
+
+@pytest.mark.parametrize("problem", ["missing", "no-csv", "garbage", "wrong-columns"])
+def test_report_cli_bad_input_exits_2(tmp_path, problem):
+    directory = tmp_path / "audit"
+    if problem != "missing":
+        directory.mkdir()
+        write_manifest(directory, command="audit", config={}, seed=0, device="cpu", metrics={})
+    if problem == "garbage":
+        (directory / "results.csv").write_bytes(b'\x00\xff"unterminated\n1,2\n3,4,5,6\n')
+    if problem == "wrong-columns":
+        (directory / "results.csv").write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(main, ["report", str(directory)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_compare_merges_audits_with_equal_settings(audit_dir, tmp_path, mnist_test):
+    other = _write_audit(tmp_path / "audit-b", mnist_test, MSSSIMSettings.from_preset("small"),
+                         models={"blur-3": 3, "blur-5": 5})
+    table = compare([audit_dir, other])
+    assert list(table.index) == ["blur-3 [audit-a]", "blur-7", "blur-3 [audit-b]", "blur-5"]
+    single = table1_statistics(load_results(other).results)
+    pd.testing.assert_series_equal(table.loc["blur-5"], single.loc["blur-5"], check_names=False)
+    written = write_comparison([audit_dir, other], tmp_path / "comparison")
+    assert written["comparison_table1_msssim.csv"].is_file() and written["report.html"].is_file()
+
+
+def test_compare_refuses_different_metric_settings(audit_dir, tmp_path, mnist_test):
+    other = _write_audit(tmp_path / "audit-paper", mnist_test, MSSSIMSettings.from_preset("paper"),
+                         models={"blur-3": 3})
+    with pytest.raises(AerobustError, match="not comparable"):
+        compare([audit_dir, other])
+    result = CliRunner().invoke(main, ["compare", str(audit_dir), str(other), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "window_size" in result.output

@@ -1,0 +1,129 @@
+"""Every defense trains on real MNIST; checkpoints resume exactly; the CLI; fidelity helpers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aerobust.adapter import wrap
+from aerobust.architectures import MLPAutoencoder
+from aerobust.checkpoints import load_checkpoint
+from aerobust.cli import main
+from aerobust.errors import AerobustError
+from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, fitted_gaussian_codes,
+                               frechet_distance_inception_v3, frechet_distance_small_classifier,
+                               per_mode_samples, prior_from_defense_config, sample_grid_figure)
+from aerobust.registry import DEFENSES
+from aerobust.reporting import save_figure
+from aerobust.training import train
+
+DETERMINISTIC = ["ae", "gmm-dae", "augmented", "coupled-ks"]
+VARIATIONAL = ["vae", "beta-vae", "beta-tcvae"]
+TINY = {"hidden": [64]}
+
+
+@pytest.fixture(scope="module")
+def small_set(mnist_train_small):
+    return mnist_train_small.subset(range(600))
+
+
+def test_all_defenses_registered():
+    assert set(DETERMINISTIC + VARIATIONAL) <= set(DEFENSES.list())
+
+
+@pytest.mark.parametrize("defense", DETERMINISTIC + VARIATIONAL)
+def test_defense_trains_with_falling_loss(defense, small_set):
+    torch.manual_seed(0)
+    module = MLPAutoencoder(hidden=(64,), variational=defense in VARIATIONAL)
+    result = train(defense, module, small_set, epochs=4, batch_size=100, lr=1e-3, quiet=True)
+    totals = [row["total"] for row in result.history]
+    assert all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in result.history)
+    assert totals[-1] < totals[0], totals
+    assert result.model is module and not module.training
+    expected_terms = {"rec", "total"} | ({"ks", "cv"} if defense in DETERMINISTIC[1:] else set())
+    assert expected_terms <= set(result.history[0])
+    if defense == "coupled-ks":
+        assert {"ks_pair", "adv_code_distance"} <= set(result.history[0])
+
+
+def test_variational_defense_needs_variational_model(small_set):
+    with pytest.raises(AerobustError, match="variational architecture"):
+        train("vae", MLPAutoencoder(hidden=(16,)), small_set, epochs=1, quiet=True)
+    with pytest.raises(AerobustError, match="deterministic"):
+        train("gmm-dae", MLPAutoencoder(hidden=(16,), variational=True), small_set, epochs=1, quiet=True)
+    with pytest.raises(AerobustError, match="has no option coupling"):
+        train("gmm-dae", MLPAutoencoder(hidden=(16,)), small_set, epochs=1, quiet=True, coupling=0.5)
+    with pytest.raises(AerobustError, match="coupling must lie"):
+        train("coupled-ks", MLPAutoencoder(hidden=(16,)), small_set, epochs=1, quiet=True, coupling=1.5)
+
+
+def test_checkpoint_resume_gives_the_same_weights(small_set, tmp_path):
+    common = dict(epochs=2, batch_size=100, lr=1e-3, seed=3, quiet=True, arch_kwargs=TINY, coupling=0.5)
+    straight = train("coupled-ks", "mlp-ae-32", small_set, out_dir=tmp_path / "straight", **common)
+    first = train("coupled-ks", "mlp-ae-32", small_set, out_dir=tmp_path / "split",
+                  **{**common, "epochs": 1})
+    assert len(first.history) == 1
+    resumed = train("coupled-ks", "mlp-ae-32", small_set, out_dir=tmp_path / "split", resume=True, **common)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [r["total"] for r in resumed.history] == pytest.approx([r["total"] for r in straight.history], rel=1e-6)
+
+    module, sidecar = load_checkpoint(resumed.checkpoint)
+    assert torch.equal(module.state_dict()["code_head.weight"], straight.model.state_dict()["code_head.weight"])
+    assert sidecar["defense"] == "coupled-ks" and sidecar["training"]["epochs_completed"] == 2
+    assert sidecar["defense_config"]["options"]["coupling"] == 0.5
+    assert set(sidecar["defense_config"]["loss_weights"]) == {"rec", "ks", "ks_pair", "cv"}
+    run = tmp_path / "split"
+    assert len((run / "history.jsonl").read_text().splitlines()) == 2
+    assert json.loads((run / "manifest.json").read_text())["epochs_completed"] == 2
+    with pytest.raises(AerobustError, match="already holds"):
+        train("coupled-ks", "mlp-ae-32", small_set, out_dir=run, **common)
+    with pytest.raises(AerobustError, match="different lr"):
+        train("coupled-ks", "mlp-ae-32", small_set, out_dir=run, resume=True, **{**common, "lr": 5e-4})
+
+
+def test_cli_train_and_bad_input(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--defense", "gmm-dae", "--data", "mnist-5k", "--pad", "32", "--limit",
+                                  "200", "--epochs", "1", "--batch-size", "50", "--arch-option", "hidden=[32]",
+                                  "--latent-noise", "0.05", "--option", "n_modes=5", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((out / "model.json").read_text())
+    assert sidecar["arch_kwargs"]["hidden"] == [32] and sidecar["defense_config"]["prior"]["n_modes"] == 5
+    assert sidecar["defense_config"]["options"]["latent_noise"] == 0.05
+
+    for args, message in [(["--defense", "ae", "--coupling", "0.5"], "has no option coupling"),
+                          (["--defense", "nope"], "unknown defenses 'nope'"),
+                          (["--defense", "vae"], "variational architecture"),
+                          (["--defense", "coupled-ks", "--option", "weighting=best"], "weighting")]:
+        bad = runner.invoke(main, ["train", *args, "--pad", "32", "--limit", "100", "--epochs", "1", "--quiet",
+                                   "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2, bad.output
+        assert message in bad.output and "Traceback" not in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_fidelity_samples_and_frechet_distance(small_set, mnist_test, tmp_path):
+    result = train("gmm-dae", MLPAutoencoder(hidden=(64,)), small_set, epochs=2, lr=1e-3, quiet=True)
+    model = wrap(result.model, device="cpu")
+    prior = prior_from_defense_config(result.defense.describe())
+    rows = per_mode_samples(model, prior, 6, torch.Generator().manual_seed(0))
+    assert len(rows) == 10 and rows[0].shape == (6, 1, 32, 32)
+    assert (save_figure(sample_grid_figure(rows, [f"mode {k}" for k in range(10)]), tmp_path, "grid")).is_file()
+
+    features = SmallClassifierFeatures(small_set.images, small_set.labels, epochs=1)
+    real_a, real_b = mnist_test.images[:300], mnist_test.images[300:600]
+    generated = decode_codes(model, prior.sample(300, torch.Generator().manual_seed(1))[0])
+    noise = torch.rand(300, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    real_vs_real = frechet_distance_small_classifier(real_a, real_b, features)
+    real_vs_generated = frechet_distance_small_classifier(real_a, generated, features)
+    real_vs_noise = frechet_distance_small_classifier(real_a, noise, features)
+    assert 0 <= real_vs_real < real_vs_generated < real_vs_noise
+
+    codes = fitted_gaussian_codes(model, small_set.images, 50, torch.Generator().manual_seed(0))
+    assert codes.shape == (50, 10) and torch.isfinite(codes).all()
+    with pytest.raises(AerobustError, match="inception_v3 state-dict"):
+        frechet_distance_inception_v3(real_a, generated, tmp_path / "missing.pth")
