@@ -120,7 +120,8 @@ class _Plan:
         self.target_index = None
         if need_targets:
             # Targets come from the whole split (pool) and belong to another class than the image.
-            self.target_index = choose_targets(self.labels, config.trials, config.seed, pool_labels=pool.labels)
+            self.target_index = choose_targets(self.labels, config.trials, config.seed, pool_labels=pool.labels,
+                                               image_ids=self.image_ids, pool_size=len(pool))
         self.pool = pool
 
     def targets(self) -> torch.Tensor | None:

@@ -74,25 +74,38 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def frozen_modules(*modules: nn.Module):
-    """Eval mode with parameter gradients off for every module (attacks need input gradients only)."""
-    states = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
+def eval_mode(*modules: nn.Module):
+    """Eval mode for every module; restores each submodule's own flag (a wrapper may differ from its parts)."""
+    states = [(m, m.training) for module in modules for m in module.modules()]
     for module in modules:
         module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
     try:
         yield modules
     finally:
-        for module, was_training, flags in states:
-            for p, flag in zip(module.parameters(), flags):
-                p.requires_grad_(flag)
-            module.train(was_training)
+        for module, was_training in states:
+            module.training = was_training
+
+
+@contextlib.contextmanager
+def frozen_modules(*modules: nn.Module):
+    """Eval mode with parameter gradients off for every module (attacks need input gradients only)."""
+    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
+    with eval_mode(*modules):
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        try:
+            yield modules
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 3,
                      batch_size: int = 128, lr: float = 1e-3, seed: int = 0, quiet: bool = True) -> nn.Module:
-    """Train ``model`` with Adam + cross-entropy on a seeded shuffle; returns it in eval mode."""
+    """Train ``model`` with Adam + cross-entropy on a shuffle seeded by ``seed``; returns it in eval mode.
+
+    The initial weights are the caller's: seed torch before building the model for a reproducible run.
+    """
     if labels is None:
         raise AerobustError("training a classifier needs labelled images; the dataset has no labels")
     if len(images) != len(labels):
@@ -122,13 +135,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Logits of ``model`` on ``images`` in eval mode, batched; on the images' device."""
-    was_training = model.training
-    model.eval()
     device = model_device(model)
-    out = torch.cat([model(images[i:i + batch_size].to(device)).to(images.device)
-                     for i in range(0, len(images), batch_size)])
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        return torch.cat([model(images[i:i + batch_size].to(device)).to(images.device)
+                          for i in range(0, len(images), batch_size)])
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:

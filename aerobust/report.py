@@ -249,7 +249,7 @@ def table3_statistics(results: pd.DataFrame) -> pd.DataFrame | None:
                                if _has_values(results, a, "classifier_correct")])
     table = pd.concat([clean, attacked], axis=1).reindex(attacked.index)
     table.index.name = "model"
-    table.columns.names = attacked.columns.names if len(attacked.columns) else ["attack", "metric", "lambda", "statistic"]
+    table.columns.names = ["attack", "metric", "lambda", "statistic"]
     return table
 
 

@@ -44,8 +44,7 @@ def _clip_masses(t: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, hi: torch.T
     """
     scaled, clipped, free = (buffer[: v.shape[0]] for buffer in scratch)
     torch.mul(t[:, None], v, out=scaled)
-    torch.minimum(scaled, hi, out=clipped)
-    torch.maximum(clipped, lo, out=clipped)
+    torch.clamp(scaled, lo, hi, out=clipped)
     torch.sub(scaled, clipped, out=free)
     free.eq_(0)
     return torch.linalg.vecdot(squares, free), torch.linalg.vecdot(clipped, clipped)
@@ -68,24 +67,23 @@ def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     t = torch.where(v_norm > 0, r / v_norm.clamp_min(torch.finfo(v.dtype).tiny), torch.ones_like(r)).clamp(max=1.0)
     scratch = tuple(torch.empty_like(flat_v) for _ in range(3))
     rows = torch.arange(batch, device=v.device)
-    for iteration in range(_MAX_PROJECTION_ITERATIONS):
-        # After the first pass only some rows still move; iterate on those alone.
-        if iteration == 0:
-            subset = flat_v, lo, hi, squares, r
-        else:
-            subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares, r))
-        t_rows = t[rows]
-        free_mass, total_mass = _clip_masses(t_rows, *subset[:4], scratch)
+    for _ in range(_MAX_PROJECTION_ITERATIONS):
+        # Rows stop once their clipping pattern is stable; gather the others only when they are few
+        # (recomputing a converged row is harmless: its t does not move).
+        compact = len(rows) < batch // 2
+        subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares)) if compact else (flat_v, lo, hi, squares)
+        t_rows, r_rows = (t[rows], r[rows]) if compact else (t, r)
+        free_mass, total_mass = _clip_masses(t_rows, *subset, scratch)
         clipped_mass = total_mass - t_rows * t_rows * free_mass
-        r_rows = subset[4]
         t_next = ((r_rows * r_rows - clipped_mass).clamp_min(0) / free_mass).sqrt().clamp(max=1.0)
         moved = t_next > t_rows  # NaN (0 / 0: nothing free and nothing left) compares False
         if not bool(moved.any()):
             break
-        rows = rows[moved]
-        t[rows] = t_next[moved]
+        index = rows[moved] if compact else torch.nonzero(moved).flatten()
+        t[index] = t_next[moved]
+        rows = index
     projected = torch.mul(t[:, None], flat_v, out=scratch[0])
-    return torch.maximum(torch.minimum(projected, hi), lo).view_as(v)
+    return torch.clamp(projected, lo, hi).view_as(v)
 
 
 def project_linf_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -131,9 +129,13 @@ class Threat:
             return self
         return Threat(torch.as_tensor(self.radius)[index.to(torch.as_tensor(self.radius).device)], self.norm)
 
-    def project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Nearest perturbation to ``delta`` (Euclidean) that keeps ``x + delta`` inside the threat."""
-        lower, upper = -x, 1 - x
+    def project(self, x: torch.Tensor, delta: torch.Tensor,
+                bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Nearest perturbation to ``delta`` (Euclidean) that keeps ``x + delta`` inside the threat.
+
+        ``bounds`` may pass ``(-x, 1 - x)`` precomputed, for loops that project many times.
+        """
+        lower, upper = bounds if bounds is not None else (-x, 1 - x)
         if self.norm == "l2":
             return project_l2_box(delta, lower, upper, self.radii(x))
         return project_linf_box(delta, lower, upper, self.radii(x))

@@ -8,7 +8,9 @@ over restarts and runs the sanity checks. A custom attack subclasses :class:`Att
 
 Determinism: every random draw of a sample (start point, target class, noise baseline) comes from a
 seed derived from ``(seed, trial, image_id, restart)``, never from a shared generator, so a result
-does not depend on which other lambdas, trials or images share the call.
+does not depend on which other lambdas, trials or images share the call. The start of a
+(trial, image, restart) is the same random direction at every lambda, drawn at a radius scaled by
+lambda, so the curves over lambda are not blurred by independent starts.
 """
 from __future__ import annotations
 
@@ -34,6 +36,14 @@ def derive_seed(seed: int, *parts) -> int:
 
 def _seeds(seed: int, tag: str, *columns: Sequence) -> torch.Tensor:
     return torch.tensor([derive_seed(seed, tag, *row) for row in zip(*columns)], dtype=torch.long)
+
+
+def _input_gradient(loss: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """d loss.sum() / d inputs; zero when the loss does not depend on the inputs at all."""
+    if not loss.requires_grad:
+        return torch.zeros_like(inputs)
+    (grad,) = torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
+    return torch.zeros_like(inputs) if grad is None else grad
 
 
 @dataclass
@@ -79,7 +89,7 @@ class AttackProblem:
             delta = delta.detach().requires_grad_(True)
             values = self.objective.values(self.x + delta)
             loss = -values if self.objective.maximize else values
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            grad = _input_gradient(loss, delta)
         return values.detach(), grad
 
 
@@ -143,7 +153,8 @@ class Attack:
     Options (plain keywords, all recorded in ``config()``):
       optimizer: "pgd" (batched projected gradient, default), "lbfgs-legacy" (scipy L-BFGS-B per
         image, the reference protocol) or "fgsm" (one full-radius step).
-      steps, restarts: PGD iterations and random restarts (worst case kept per sample).
+      steps, restarts: PGD iterations and random restarts (worst case kept per sample); restarts
+        defaults to 3 for PGD and 1 for FGSM and the legacy protocol (which had one start).
       step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
         "constant" decay of it. random_start: start uniformly in the ball (else at x).
       early_stop: stop a sample after this many steps without improvement (None: never).
@@ -157,7 +168,7 @@ class Attack:
     needs_targets = False
     needs_classifier = False
 
-    def __init__(self, *, optimizer: str = "pgd", steps: int = 200, restarts: int = 3,
+    def __init__(self, *, optimizer: str = "pgd", steps: int = 200, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
                  early_stop: int | None = None, norm: str = "l2", batch_size: int = 4096,
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
@@ -172,6 +183,8 @@ class Attack:
             raise AerobustError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
         if optimizer == "lbfgs-legacy" and norm != "l2":
             raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
+        if restarts is None:
+            restarts = 3 if optimizer == "pgd" else 1
         for key, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
             if int(value) < 1:
                 raise AerobustError(f"{key} must be at least 1, got {value}")
@@ -199,7 +212,11 @@ class Attack:
     def make_objective(self, **options) -> Objective:
         if self.objective_name is None:
             raise AerobustError(f"attack {type(self).__name__} sets no objective_name")
-        return make_objective(self.objective_name, **options)
+        try:
+            return make_objective(self.objective_name, **options)
+        except TypeError:
+            raise AerobustError(f"attack '{self.name}' does not take the option(s) {', '.join(options)}; "
+                                "see help(aerobust.attacks.Attack) for the options") from None
 
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
         """Find adversarial images for a flat batch; the base checks and bookkeeps the result."""
@@ -279,7 +296,7 @@ class Attack:
             zero_grad = torch.zeros(total, dtype=torch.bool)
             nan_grad = torch.zeros(total, dtype=torch.bool)
             attacked = torch.nonzero(radius > 0).flatten()
-            for chunk in attacked.split(self.batch_size):
+            for chunk in attacked.split(self.batch_size) if len(attacked) else ():
                 problem = bind(chunk)
                 result = self.optimize(problem)
                 problem.threat.check(problem.x, result.x_adv)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from .base import AttackProblem, OptimizationResult
+from .base import AttackProblem, OptimizationResult, _input_gradient
 
 SCHEDULES = {
     "constant": lambda k, n: 1.0,
@@ -20,20 +20,20 @@ SCHEDULES = {
 }
 
 
-def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """Steepest-ascent direction of unit size in the threat's norm (zero where grad is zero)."""
-    if norm == "linf":
-        return grad.sign()
-    size = grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
-    return grad.div_(size.view(-1, *([1] * (grad.dim() - 1))))
+def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit steepest-descent direction in the threat's norm, the gradient's L2 size, bad rows.
 
-
-def _sanitize(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """NaN/inf gradient entries become 0 (the attack keeps going); returns the rows that had them."""
-    bad = ~torch.isfinite(grad).flatten(1).all(dim=1)
+    Rows with NaN/inf entries (their L2 size is not finite) get direction 0 and are reported.
+    """
+    size = grad.flatten(1).norm(dim=1)
+    bad = ~torch.isfinite(size)
     if bool(bad.any()):
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-    return grad, bad
+        size = grad.flatten(1).norm(dim=1)
+    if norm == "linf":
+        return grad.sign(), size, bad
+    scale = size.clamp_min(torch.finfo(grad.dtype).tiny).reciprocal()
+    return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
 
 def pgd(attack, problem: AttackProblem) -> OptimizationResult:
@@ -50,6 +50,7 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     stale = torch.zeros(batch, dtype=torch.long, device=x.device)
     rows = torch.arange(batch, device=x.device)
     active = problem  # shrinks only when early stopping retires samples
+    bounds = (-x, 1 - x)
 
     def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         improved = objective.stronger(values, best_values[rows])
@@ -58,28 +59,29 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         return improved
 
     for step in range(attack.steps):
-        current = delta if len(rows) == batch else delta[rows]
+        full = len(rows) == batch
+        current = delta if full else delta[rows]
         values, grad = active.loss_and_grad(current)
-        grad, bad = _sanitize(grad)
+        direction, size, bad = _direction(grad, attack.norm)
         nan_gradient[rows] |= bad
         if step == 0:
-            zero_gradient[rows] = grad.flatten(1).norm(dim=1) == 0
+            zero_gradient[rows] = size == 0
         history[rows, step] = values
         improved = keep_best(values, current)
-        size = attack.step_size * SCHEDULES[attack.schedule](step, attack.steps) * radius[rows]
-        moved = current - _direction(grad, attack.norm) * size.view(shape)
-        if len(rows) == batch:
-            delta = active.threat.project(active.x, moved)
+        length = (attack.step_size * SCHEDULES[attack.schedule](step, attack.steps)) * radius[rows]
+        moved = torch.addcmul(current, direction, length.view(shape), value=-1)
+        if full:
+            delta = active.threat.project(active.x, moved, bounds)
         else:
-            delta[rows] = active.threat.project(active.x, moved)
+            delta[rows] = active.threat.project(active.x, moved, (bounds[0][rows], bounds[1][rows]))
         if attack.early_stop is not None:
             stale[rows] = torch.where(improved, torch.zeros_like(stale[rows]), stale[rows] + 1)
             keep = stale[rows] < attack.early_stop
             if not bool(keep.all()):
                 rows = rows[keep]
-                active = active.select(keep.nonzero().flatten().cpu()) if len(rows) else active
                 if len(rows) == 0:
                     break
+                active = active.select(keep.nonzero().flatten().cpu())
     if len(rows):
         current = delta if len(rows) == batch else delta[rows]
         with torch.no_grad():
@@ -92,12 +94,12 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     x = problem.x
     start = problem.random_start() if attack.random_start else torch.zeros_like(x)
     values, grad = problem.loss_and_grad(start)
-    grad, bad = _sanitize(grad)
+    direction, size, bad = _direction(grad, attack.norm)
     radius = problem.threat.radii(x).view(-1, *([1] * (x.dim() - 1)))
-    x_adv = problem.threat.apply(x, start - _direction(grad, attack.norm) * radius)
+    x_adv = problem.threat.apply(x, start - direction * radius)
     with torch.no_grad():
         history = torch.stack([values, problem.values(x_adv)], dim=1)
-    return OptimizationResult(x_adv, history, grad.flatten(1).norm(dim=1) == 0, bad)
+    return OptimizationResult(x_adv, history, size == 0, bad)
 
 
 def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
@@ -133,9 +135,9 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
                 bounded = noise_t * (lam / length) if float(length.detach()) > lam else noise_t
                 value = single.values(image + bounded)
                 loss = -value if objective.maximize else value
-                (grad,) = torch.autograd.grad(loss.sum(), noise_t)
-            evaluations.append(float(value))
-            return float(loss), grad.detach().flatten().double().cpu().numpy()
+                grad = _input_gradient(loss, noise_t)
+            evaluations.append(float(value.detach()))
+            return float(loss.detach()), grad.detach().flatten().double().cpu().numpy()
 
         noise, _, _ = fmin_l_bfgs_b(loss_and_grad, start.numpy(), bounds=list(zip(-flat, 1.0 - flat)),
                                     m=attack.lbfgs_memory, factr=attack.lbfgs_factr,

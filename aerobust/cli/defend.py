@@ -39,6 +39,12 @@ def _defend_options(command):
         click.option("--l2-eps", default="1,2,3", show_default=True, help="Budgets of the L2 attacks."),
         click.option("--attack-images", default=200, show_default=True, type=int,
                      help="Attack the first N evaluation images."),
+        click.option("--pgd-steps", default=AttackOptions.pgd_steps, show_default=True, type=int,
+                     help="PGD iterations."),
+        click.option("--cw-steps", default=AttackOptions.cw_steps, show_default=True, type=int,
+                     help="Carlini-Wagner iterations."),
+        click.option("--lbfgs-iterations", default=AttackOptions.lbfgs_iterations, show_default=True, type=int,
+                     help="L-BFGS-B iterations per bisection step of the L-BFGS attack."),
         click.option("--adaptive/--no-adaptive", default=True, show_default=True,
                      help="Also attack autoencoder+classifier as one model (the honest number)."),
         click.option("--eot-samples", default=0, show_default=True, type=int,
@@ -69,7 +75,9 @@ def _run(ctx: click.Context, analyses, **opts):
         l2_budgets=tuple(parse_float_list(opts["l2_eps"], "--l2-eps")),
         attack_images=opts["attack_images"], adaptive=opts["adaptive"], eot_samples=opts["eot_samples"],
         detection_samples=opts["samples"], latent_noise=opts["latent_noise"], prior=opts["prior"],
-        calibration_bins=opts["bins"], seed=opts["seed"], attack_options=AttackOptions())
+        calibration_bins=opts["bins"], seed=opts["seed"],
+        attack_options=AttackOptions(pgd_steps=opts["pgd_steps"], cw_steps=opts["cw_steps"],
+                                     lbfgs_iterations=opts["lbfgs_iterations"]))
     config.validate()
     device = resolve_device(opts["device"])
     seed_everything(opts["seed"])

@@ -8,14 +8,14 @@ from .calibration import calibration_data, calibration_summary
 from .detect import DETECTION_SCORES, consistency_scores, detection_table, entropy, roc_auc
 from .ood import OOD_SCORES, PRIORS, ood_scores, ood_sets, ood_table, reconstruction_error, resolve_prior
 from .purify import AdversarialSet, PurifiedClassifier, generate_adversarials, purification_table
-from .report import summary_table, write_defend_report
+from .report import findings_text, summary_table, write_defend_report
 from .suite import ANALYSES, DefendConfig, DefendResults, config_record, run_defend
 
 __all__ = [
     "ANALYSES", "CLASSIFIER_ATTACKS", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet",
     "AttackOptions", "DefendConfig", "DefendResults", "PurifiedClassifier", "attack_classifier",
     "calibration_data", "calibration_summary", "check_threat", "config_record", "consistency_scores",
-    "detection_table", "entropy", "generate_adversarials", "get_attack", "ood_scores", "ood_sets", "ood_table",
+    "detection_table", "entropy", "findings_text", "generate_adversarials", "get_attack", "ood_scores", "ood_sets", "ood_table",
     "purification_table", "reconstruction_error", "resolve_prior", "roc_auc", "run_defend", "summary_table",
     "write_defend_report",
 ]

@@ -35,7 +35,7 @@ class AttackOptions:
 
     pgd_steps: int = 20
     cw_steps: int = 100
-    cw_c: float = 1.0
+    cw_c: float = 10.0
     cw_lr: float = 0.01
     lbfgs_iterations: int = 30
     lbfgs_search_steps: int = 4

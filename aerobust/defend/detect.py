@@ -57,6 +57,8 @@ def consistency_scores(classifier: nn.Module, autoencoder: Autoencoder, images: 
     ``spread`` (per-dimension code scale; default: that of ``images``) matters only for deterministic models;
     pass the spread of clean data so clean and suspicious inputs get the same noise.
     """
+    if len(images) == 0:
+        return {name: torch.empty(0) for name in DETECTION_SCORES}
     if samples < 2:
         raise AerobustError("reconstruction consistency needs at least 2 samples per input")
     if not autoencoder.is_stochastic:

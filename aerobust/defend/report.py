@@ -65,6 +65,55 @@ def summary_table(results: DefendResults) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "analysis", "setting", "result", "verdict"])
 
 
+def findings_text(results: DefendResults) -> str:
+    """Plain-language answers, per model, computed from the tables (Markdown)."""
+    lines = ["# Can the autoencoder protect the classifier, and does it flag inputs that are off?", ""]
+    purification, detection = results.purification, results.detection
+    models = list(dict.fromkeys([*purification.get("model", []), *detection.get("model", []),
+                                 *results.ood.get("model", []), *results.calibration_stats.get("model", [])]))
+    for model in models:
+        lines.append(f"## {model}")
+        part = purification[purification["model"] == model] if len(purification) else purification
+        if len(part):
+            lines.append(
+                f"- Purification: clean accuracy {part['clean_acc'].iloc[0]:.3f} becomes "
+                f"{part['purified_clean_acc'].iloc[0]:.3f} after reconstruction. Averaged over "
+                f"{len(part)} attack/budget settings, accuracy is {part['adversarial_acc'].mean():.3f} attacked, "
+                f"{part['purified_acc'].mean():.3f} attacked then purified, and {part['adaptive_acc'].mean():.3f} "
+                "when the attack differentiates through autoencoder + classifier (the honest number).")
+            for (norm, budget), group in part.groupby(["norm", "budget"]):
+                lines.append(f"  - worst case over {', '.join(group['attack'])} at {norm} {budget:g}: attacked "
+                             f"{group['adversarial_acc'].min():.3f}, purified {group['purified_acc'].min():.3f}, "
+                             f"adaptive {group['adaptive_acc'].min():.3f}")
+            counts = part["verdict"].value_counts()
+            lines.append("- Verdicts: " + "; ".join(f"{v} ({n})" for v, n in counts.items()) + ".")
+            if counts.get("helps only against non-adaptive attacks", 0):
+                lines.append("- Purification helps only against attacks that ignore it wherever the verdict says "
+                             "so; do not count it as robustness.")
+        part = detection[detection["model"] == model] if len(detection) else detection
+        for target, words in (("classifier", "plain"), ("purifier", "adaptive (purifier-aware)")):
+            rows = part[part["attack_target"] == target] if len(part) else part
+            if len(rows):
+                best = rows[[f"auc_{s}" for s in DETECTION_SCORES]].max(axis=1)
+                lines.append(f"- Consistency detection vs {words} adversarials: best-score ROC-AUC median "
+                             f"{best.median():.3f} (range {best.min():.3f}-{best.max():.3f}) over {len(rows)} settings; "
+                             "the detector was not attacked itself, so these are upper bounds.")
+        part = results.ood[results.ood["model"] == model] if len(results.ood) else results.ood
+        if len(part):
+            lines.append("- OOD ROC-AUC (reconstruction error / prior likelihood): " + "; ".join(
+                f"{r['ood_set']} {r['auc_reconstruction_error']:.3f} / {r['auc_negative_prior_loglik']:.3f}"
+                for _, r in part.iterrows()) + ".")
+        part = results.calibration_stats
+        part = part[part["model"] == model] if len(part) else part
+        if len(part):
+            lines.append(f"- Calibration: Spearman rho between reconstruction loss and classifier confidence "
+                         f"{part['spearman_rho'].iloc[0]:.3f} (p {part['spearman_p'].iloc[0]:.2g}, "
+                         f"n {part['n'].iloc[0]}).")
+        lines.append("")
+    lines += [f"Note: {note}" for note in results.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _purification_figure(table: pd.DataFrame):
     import matplotlib.pyplot as plt
 
@@ -145,7 +194,7 @@ def _calibration_figure(points: pd.DataFrame, bins: pd.DataFrame):
 
 def write_defend_report(results: DefendResults, out_dir: str | os.PathLike, *, command: str, config: dict,
                         seed: int, device, **manifest_extra) -> Path:
-    """Write every table (CSV/MD/TeX/HTML), the figures, summary and manifest.json; returns ``out_dir``."""
+    """Write every table (CSV/MD/TeX/HTML), the figures, summary, findings.md and manifest.json; returns ``out_dir``."""
     out_dir = Path(out_dir)
     tables = {"purification": results.purification, "detection": results.detection, "ood": results.ood,
               "calibration_bins": results.calibration_bins, "calibration_stats": results.calibration_stats}
@@ -156,6 +205,7 @@ def write_defend_report(results: DefendResults, out_dir: str | os.PathLike, *, c
             written.append(stem)
     summary = summary_table(results)
     write_table(summary, out_dir, "summary")
+    (out_dir / "findings.md").write_text(findings_text(results))
     figures = []
     if len(results.purification):
         figures.append(save_figure(_purification_figure(results.purification), out_dir, "purification").name)

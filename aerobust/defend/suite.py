@@ -53,6 +53,9 @@ class DefendConfig:
             raise AerobustError("--attack-images must be at least 1")
         if any(b < 0 for b in [*self.linf_budgets, *self.l2_budgets]):
             raise AerobustError("attack budgets must be >= 0")
+        steps = self.attack_options
+        if min(steps.pgd_steps, steps.cw_steps, steps.lbfgs_iterations, steps.lbfgs_search_steps) < 1:
+            raise AerobustError("attack iteration counts (--pgd-steps, --cw-steps, --lbfgs-iterations) must be >= 1")
         if self.eot_samples < 0:
             raise AerobustError("--eot-samples must be >= 0")
 

@@ -9,8 +9,6 @@ The chosen weights are recorded in the checkpoint sidecar.
 """
 from __future__ import annotations
 
-import torch
-
 from .. import losses as L
 from ..adapter import Autoencoder
 from ..errors import AerobustError
@@ -109,7 +107,12 @@ class GMMDAEDefense(Defense):
 
 @register_defense("augmented")
 class AugmentedDefense(GMMDAEDefense):
-    """GMM-DAE plus latent-FGSM adversarial codes regularized to the prior independently (eq. 6-8)."""
+    """GMM-DAE plus latent-FGSM adversarial codes regularized to the prior independently (eq. 6-8).
+
+    The cross-covariance block of eq. 8 is left out of the penalty by default (``cross_block="free"``):
+    pulling it to 0, the literal reading, asks every adversarial code to be as far from its clean code
+    as an independent prior draw, which trains against robustness rather than ignoring the coupling.
+    """
 
     name = "augmented"
     options = {**_PRIOR_OPTIONS, **_ADVERSARY_OPTIONS,

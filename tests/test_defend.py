@@ -1,0 +1,325 @@
+"""Autoencoders as a classifier defense: attacks, purification, detection, OOD, calibration, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from aerobust.adapter import wrap
+from aerobust.architectures import MLPAutoencoder
+from aerobust.checkpoints import save_checkpoint
+from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classifier, predict_logits,
+                                  save_classifier, train_classifier)
+from aerobust.cli import main
+from aerobust.defend import (PurifiedClassifier, attack_classifier, calibration_data, calibration_summary,
+                             check_threat, consistency_scores, entropy, generate_adversarials, ood_sets,
+                             ood_table, purification_table, resolve_prior, roc_auc)
+from aerobust.defend.attacks import AttackOptions
+from aerobust.defend.detect import detection_table
+from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
+from aerobust.training import train
+
+from .conftest import SHARED_MNIST, train_small_ae
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread (two threads on two busy cores are many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FAST = AttackOptions(pgd_steps=10, cw_steps=30, lbfgs_iterations=15, lbfgs_search_steps=3)
+
+
+def make_tiny_classifier():
+    """Factory used through ``--classifier tests.test_defend:make_tiny_classifier``."""
+    return MLPClassifier((1, 32, 32), 10, hidden=(64,))
+
+
+@pytest.fixture(scope="module")
+def classifier(mnist_train_small):
+    torch.manual_seed(0)
+    return train_classifier(make_tiny_classifier(), mnist_train_small.images, mnist_train_small.labels,
+                            epochs=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(mnist_train_small):
+    torch.manual_seed(0)
+    module = MLPAutoencoder((1, 32, 32), latent_dim=8, hidden=(64,), variational=True)
+    result = train("vae", module, mnist_train_small, epochs=1, batch_size=100, lr=3e-3, seed=0, device="cpu",
+                   quiet=True)
+    return wrap(result.model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def eval_images(mnist_test):
+    return mnist_test.images[:60], mnist_test.labels[:60]
+
+
+# -- math against independent computations ---------------------------------------------------------
+def test_roc_auc_matches_hand_counted_pairs():
+    negative, positive = torch.tensor([0.1, 0.4, 0.35]), torch.tensor([0.8, 0.4, 0.2])
+    # pairs (pos > neg) + 0.5 * ties over 9 pairs: 0.8 beats all 3; 0.4 beats 0.1, 0.35 and ties 0.4; 0.2 beats 0.1
+    assert roc_auc(negative, positive) == pytest.approx((3 + 2.5 + 1) / 9)
+    assert np.isnan(roc_auc(negative, torch.tensor([])))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=12), st.lists(st.integers(0, 5), min_size=1, max_size=12))
+def test_roc_auc_equals_mann_whitney_u(negative, positive):
+    u = stats.mannwhitneyu(positive, negative, alternative="two-sided").statistic
+    assert roc_auc(torch.tensor(negative, dtype=torch.float), torch.tensor(positive, dtype=torch.float)) == \
+        pytest.approx(u / (len(negative) * len(positive)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0, 10), min_size=2, max_size=10).filter(lambda v: sum(v) > 1e-3))
+def test_entropy_equals_scipy(weights):
+    p = torch.tensor(weights, dtype=torch.float64)
+    p = p / p.sum()
+    assert float(entropy(p)) == pytest.approx(stats.entropy(p.numpy()), abs=1e-9)
+
+
+# -- classifiers ------------------------------------------------------------------------------------------
+def test_classifier_training_is_seeded_and_learns(mnist_train_small, mnist_test, classifier):
+    subset = mnist_train_small.subset(range(300))
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)  # initialization is the caller's; train_classifier seeds the shuffle and steps
+        models.append(train_classifier(make_tiny_classifier(), subset.images, subset.labels, epochs=1, seed=3))
+    first, second = models
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    assert accuracy(classifier, mnist_test.images, mnist_test.labels) > 0.8
+    cnn = SmallCNN((3, 28, 28))
+    assert cnn(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+
+
+def test_load_classifier_roundtrip_and_bad_files(tmp_path, classifier, eval_images):
+    images, _ = eval_images
+    path = save_classifier(tmp_path / "clf.pt", classifier)
+    loaded = load_classifier("tests.test_defend:make_tiny_classifier", input_shape=(1, 32, 32), weights=path)
+    assert torch.equal(predict_logits(loaded, images), predict_logits(classifier, images))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_classifier("mlp", input_shape=(1, 32, 32), weights=tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_classifier("mlp", input_shape=(1, 32, 32), weights=tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_classifier("cnn", input_shape=(1, 32, 32), weights=path)
+    with pytest.raises(ShapeError, match="logits"):
+        load_classifier("tests.test_defend:make_tiny_classifier", input_shape=(1, 32, 32), num_classes=3)
+    with pytest.raises(UnknownNameError, match="mlp, cnn"):
+        load_classifier("resnet", input_shape=(1, 32, 32))
+
+
+# -- attacks ------------------------------------------------------------------------------------------------
+def test_attacks_stay_in_threat_and_hurt_accuracy(classifier, eval_images):
+    images, labels = eval_images
+    clean = accuracy(classifier, images, labels)
+    linf = attack_classifier(classifier, images, labels, "pgd", [0.0, 0.1, 0.2], options=FAST)
+    assert torch.equal(linf[0.0], images)
+    assert accuracy(classifier, linf[0.2], labels) < clean - 0.5
+    l2 = attack_classifier(classifier, images, labels, "lbfgs", [0.5, 3.0], options=FAST)
+    fooled_small = predict_logits(classifier, l2[0.5]).argmax(1) != labels
+    fooled_large = predict_logits(classifier, l2[3.0]).argmax(1) != labels
+    assert fooled_large.sum() > fooled_small.sum()  # thresholding a minimum-norm attack is monotone
+    assert (fooled_small & ~fooled_large).sum() == 0
+    cw = attack_classifier(classifier, images, labels, "cw", [3.0], options=FAST)
+    assert accuracy(classifier, cw[3.0], labels) < clean
+
+
+def test_attack_errors_and_threat_check(classifier, eval_images):
+    images, labels = eval_images
+    with pytest.raises(UnknownNameError, match="fgsm, pgd, cw, lbfgs, deepfool"):
+        attack_classifier(classifier, images, labels, "jsma", [0.1])
+    with pytest.raises(AerobustError, match=">= 0"):
+        attack_classifier(classifier, images, labels, "fgsm", [-0.1])
+    with pytest.raises(ThreatViolation):
+        check_threat(images, (images + 0.3).clamp(0, 1), 0.1, "linf")
+    with pytest.raises(ThreatViolation):
+        check_threat(images, images + 2.0, 100.0, "l2")
+
+
+# -- purification ---------------------------------------------------------------------------------------------
+def test_purification_adaptive_attack_is_stronger(classifier, small_ae, eval_images):
+    images, labels = eval_images
+    sets = generate_adversarials(classifier, small_ae, images, labels, attacks=["pgd"],
+                                 budgets={"linf": [0.15], "l2": []}, options=FAST)
+    assert [(s.target, s.budget) for s in sets] == [("classifier", 0.15), ("purifier", 0.15)]
+    row = purification_table(classifier, small_ae, images, labels, sets).iloc[0]
+    with torch.no_grad():
+        independent = (classifier(small_ae.decode(small_ae.encode(images))).argmax(1) == labels).float().mean()
+    assert row["purified_clean_acc"] == pytest.approx(float(independent))
+    assert row["adaptive_acc"] <= row["purified_acc"]
+    assert row["purified_acc"] > row["adversarial_acc"]  # plain PGD does not transfer through the AE
+
+
+def test_purifier_eot_averages_seeded_posterior_draws(classifier, tiny_vae, eval_images):
+    images = eval_images[0][:8]
+    purifier = PurifiedClassifier(classifier, tiny_vae, eot_samples=3, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        expected = torch.stack([classifier(tiny_vae.decode(tiny_vae.sample_latent(images, generator)))
+                                for _ in range(3)]).mean(0)
+        assert torch.allclose(purifier(images), expected)
+        mean_path = PurifiedClassifier(classifier, tiny_vae)(images)
+        assert torch.allclose(mean_path, classifier(tiny_vae.reconstruct(images)))
+
+
+def test_evaluation_restores_each_submodule_mode(small_ae, eval_images):
+    batchnorm_classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 10), torch.nn.BatchNorm1d(10))
+    batchnorm_classifier.train()
+    purifier = PurifiedClassifier(batchnorm_classifier, small_ae)
+    statistics = batchnorm_classifier[2].running_mean.clone()
+    predict_logits(purifier, eval_images[0][:8])
+    attack_classifier(purifier, eval_images[0][:8], eval_images[1][:8], "fgsm", [0.1])
+    assert torch.equal(statistics, batchnorm_classifier[2].running_mean)  # evaluated in eval mode
+    assert batchnorm_classifier.training and not small_ae.training  # each part keeps its own mode
+
+
+# -- detection ----------------------------------------------------------------------------------------------------
+def test_consistency_scores_agree_with_votes(classifier, small_ae, tiny_vae, eval_images):
+    images = eval_images[0][:30]
+    for model in (small_ae, tiny_vae):
+        scores = consistency_scores(classifier, model, images, samples=6, seed=1)
+        again = consistency_scores(classifier, model, images, samples=6, seed=1)
+        assert all(torch.equal(scores[k], again[k]) for k in scores)
+        distinct, label_entropy = scores["distinct_labels"], scores["label_entropy"]
+        assert ((distinct >= 1) & (distinct <= 6)).all()
+        assert torch.equal(label_entropy == 0, distinct == 1)
+        assert (label_entropy <= torch.log(distinct) + 1e-6).all()  # entropy of k outcomes is at most log k
+        assert (scores["softmax_entropy"] <= np.log(10) + 1e-6).all()
+    # One vote pattern checked by hand: re-draw the same noise and count the labels.
+    generator = torch.Generator().manual_seed(1)
+    spread = small_ae.encode(images).std(0)
+    votes = []
+    with torch.no_grad():
+        for _ in range(6):
+            code = small_ae.encode(images) + 0.25 * spread * torch.randn(len(images), small_ae.latent_dim,
+                                                                          generator=generator)
+            votes.append(classifier(small_ae.decode(code)).argmax(1))
+    votes = torch.stack(votes, 1)
+    scores = consistency_scores(classifier, small_ae, images, samples=6, seed=1)
+    for i in range(len(images)):
+        counts = np.bincount(votes[i].numpy(), minlength=10)
+        assert scores["distinct_labels"][i] == (counts > 0).sum()
+        assert float(scores["label_entropy"][i]) == pytest.approx(stats.entropy(counts), abs=1e-6)
+    with pytest.raises(AerobustError, match="latent-noise"):
+        consistency_scores(classifier, small_ae, images, latent_noise=0.0)
+
+
+def test_detection_table_counts_only_successful_adversarials(classifier, tiny_vae, eval_images):
+    images, labels = eval_images
+    sets = generate_adversarials(classifier, tiny_vae, images, labels, attacks=["fgsm"],
+                                 budgets={"linf": [0.2], "l2": []}, adaptive=False, options=FAST)
+    table = detection_table(classifier, tiny_vae, images, labels, sets, samples=5)
+    fooled = ((predict_logits(classifier, sets[0].images).argmax(1) != labels)
+              & (predict_logits(classifier, images).argmax(1) == labels)).sum()
+    assert table.loc[0, "n_adversarial"] == int(fooled) > 0
+    assert 0 <= table.loc[0, "auc_softmax_entropy"] <= 1
+
+
+# -- out-of-distribution -------------------------------------------------------------------------------------------
+def test_ood_scores_and_priors(small_ae, tiny_vae, mnist_test, mnist_train_small):
+    reference = mnist_test.subset(range(200))
+    sets, notes = ood_sets(reference, seed=0)
+    assert set(sets) >= {"uniform-noise", "inverted", "rotated-90", "sklearn-digits"}
+    assert all(v.shape == reference.images.shape for v in sets.values())
+    assert "fashion-mnist" in sets or any("fashion-mnist skipped" in n for n in notes)
+    prior, name = resolve_prior(small_ae, "auto", mnist_train_small.images[:1000])
+    assert name == "gaussian-fit"
+    table, scores = ood_table(small_ae, reference.images, sets, prior)
+    noise = table.set_index("ood_set").loc["uniform-noise"]
+    assert noise["auc_reconstruction_error"] > 0.95
+    # Fitted Gaussian log-density against scipy on the same codes.
+    with torch.no_grad():
+        fit_codes = small_ae.encode(mnist_train_small.images[:1000]).double().numpy()
+        codes = small_ae.encode(reference.images[:20]).double().numpy()
+    expected = stats.multivariate_normal(fit_codes.mean(0), np.cov(fit_codes.T)).logpdf(codes)
+    assert np.allclose(-scores["in-distribution"]["negative_prior_loglik"][:20].numpy(), expected, rtol=1e-3)
+    # The VAE's prior is N(0, I): closed form.
+    vae_prior, vae_name = resolve_prior(tiny_vae)
+    with torch.no_grad():
+        z = tiny_vae.encode(reference.images[:20])
+    closed = -0.5 * (z ** 2).sum(1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
+    assert vae_name == "standard-normal" and torch.allclose(vae_prior.log_prob(z), closed, atol=1e-4)
+    gmm, _ = resolve_prior(tiny_vae, "gmm")
+    centers = 10 * torch.eye(8)
+    by_hand = torch.logsumexp(torch.distributions.Normal(centers, 1.0).log_prob(z[:, None]).sum(-1), 1) - np.log(8)
+    assert torch.allclose(gmm.log_prob(z), by_hand, atol=1e-4)
+    with pytest.raises(AerobustError, match="unknown prior"):
+        resolve_prior(small_ae, "laplace")
+
+
+# -- calibration ------------------------------------------------------------------------------------------------------
+def test_calibration_bins_and_spearman(classifier, small_ae, mnist_test):
+    images, labels = mnist_test.images[:300], mnist_test.labels[:300]
+    points = calibration_data(classifier, small_ae, images, labels)
+    bins, summary = calibration_summary(points, bins=5)
+    assert bins["n"].sum() == 300 and (bins["mean_confidence"].diff().dropna() >= 0).all()
+    ranks_loss, ranks_conf = stats.rankdata(points["reconstruction_error"]), stats.rankdata(points["confidence"])
+    assert summary["spearman_rho"] == pytest.approx(np.corrcoef(ranks_loss, ranks_conf)[0, 1])
+    assert bins["accuracy"].iloc[-1] >= bins["accuracy"].iloc[0]  # the most confident fifth is not worse
+    with pytest.raises(AerobustError, match="bins"):
+        calibration_summary(points, bins=0)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, mnist_train_small, classifier):
+    folder = tmp_path_factory.mktemp("defend_cli")
+    model = train_small_ae(mnist_train_small.images, steps=100, hidden=(64,))
+    checkpoint = save_checkpoint(folder / "ae.pt", model, architecture="mlp-ae-32",
+                                 arch_kwargs={"hidden": [64], "latent_dim": 10})
+    return folder, checkpoint, save_classifier(folder / "clf.pt", classifier)
+
+
+def _base_args(checkpoint, weights, out):
+    return ["defend", "run", "--checkpoint", str(checkpoint), "--classifier", "tests.test_defend:make_tiny_classifier",
+            "--classifier-weights", str(weights), "--eval-data", f"idx:{SHARED_MNIST}", "--pad", "32",
+            "--limit", "80", "--attack-images", "16", "--attacks", "fgsm,lbfgs", "--linf-eps", "0.1",
+            "--l2-eps", "2", "--lbfgs-iterations", "5", "--samples", "4", "--bins", "4", "--quiet", "--out", str(out)]
+
+
+def test_cli_defend_run_writes_report(cli_files):
+    folder, checkpoint, weights = cli_files
+    out = folder / "report"
+    result = CliRunner().invoke(main, _base_args(checkpoint, weights, out))
+    assert result.exit_code == 0, result.output
+    for stem in ("purification", "detection", "ood", "calibration_bins", "summary"):
+        assert (out / f"{stem}.csv").is_file() and (out / f"{stem}.md").is_file()
+    for figure in ("purification", "detection", "ood_scores", "calibration"):
+        assert (out / f"{figure}.png").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["attacks"]["lbfgs"]["norm"] == "l2" and len(manifest["sample_ids"]) == 80
+    summary = (out / "summary.md").read_text()
+    assert "adaptive" in summary and "Spearman" in summary
+    findings = (out / "findings.md").read_text()
+    assert "honest number" in findings and "OOD ROC-AUC" in findings
+
+
+@pytest.mark.parametrize("change, message", [
+    (("--attacks", "fgsm,jsma"), "unknown classifier attack 'jsma'"),
+    (("--classifier-weights", "nowhere.pt"), "nowhere.pt does not exist"),
+    (("--classifier", "resnet"), "unknown classifier 'resnet'"),
+    (("--linf-eps", "a,b"), "--linf-eps must be comma-separated"),
+])
+def test_cli_bad_inputs_fail_in_one_line(cli_files, change, message):
+    folder, checkpoint, weights = cli_files
+    args = _base_args(checkpoint, weights, folder / "bad")
+    index = args.index(change[0])
+    args[index + 1] = change[1]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
