@@ -77,9 +77,11 @@ def _as_float_images(array: np.ndarray) -> torch.Tensor:
 
 
 def _deterministic_split(n: int, split: str) -> np.ndarray:
+    # Shuffled, not sorted: sources such as mnist-5k are stored class by class, and a prefix
+    # (``limit``) of a split must still hold every class.
     order = np.random.default_rng(_SPLIT_SEED).permutation(n)
     n_test = int(round(n * _TEST_FRACTION))
-    return {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:]), "all": np.arange(n)}[split]
+    return {"test": order[:n_test], "train": order[n_test:], "all": np.arange(n)}[split]
 
 
 def _split_arrays(images, labels, split):

@@ -12,7 +12,8 @@ from aerobust.datasets import load_dataset
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-test"
 
-torch.set_num_threads(2)
+# One thread: on two shared cores, two torch threads per process slow small models down badly.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ def test_mnist_5k_real_images_and_disjoint_deterministic_splits():
     assert len(train) == 4000 and len(test) == 1000
     assert not set(train.ids.tolist()) & set(test.ids.tolist())
     assert torch.equal(load_dataset("mnist-5k", "test").ids, test.ids)
+    assert len(load_dataset("mnist-5k", "train", limit=100).labels.unique()) == 10
     # real digits: mean ink of MNIST is about 0.13 and the border pixels are blank
     assert 0.10 < train.images.mean() < 0.16
     assert train.images[:, :, 0, :].max() == 0
