@@ -45,8 +45,7 @@ def _clip_masses(t: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, hi: torch.T
     scaled, clipped, free = (buffer[: v.shape[0]] for buffer in scratch)
     torch.mul(t[:, None], v, out=scaled)
     torch.clamp(scaled, lo, hi, out=clipped)
-    torch.sub(scaled, clipped, out=free)
-    free.eq_(0)
+    torch.eq(scaled, clipped, out=free)
     return torch.linalg.vecdot(squares, free), torch.linalg.vecdot(clipped, clipped)
 
 
@@ -67,23 +66,32 @@ def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     t = torch.where(v_norm > 0, r / v_norm.clamp_min(torch.finfo(v.dtype).tiny), torch.ones_like(r)).clamp(max=1.0)
     scratch = tuple(torch.empty_like(flat_v) for _ in range(3))
     rows = torch.arange(batch, device=v.device)
+    stale = rows  # rows whose t changed since the last full pass wrote clip(t v) into scratch[1]
     for _ in range(_MAX_PROJECTION_ITERATIONS):
         # Rows stop once their clipping pattern is stable; gather the others only when they are few
         # (recomputing a converged row is harmless: its t does not move).
         compact = len(rows) < batch // 2
-        subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares)) if compact else (flat_v, lo, hi, squares)
-        t_rows, r_rows = (t[rows], r[rows]) if compact else (t, r)
-        free_mass, total_mass = _clip_masses(t_rows, *subset, scratch)
+        if compact:
+            subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares))
+            free_mass, total_mass = _clip_masses(t[rows], *subset, tuple(torch.empty_like(subset[0]) for _ in range(3)))
+            t_rows, r_rows = t[rows], r[rows]
+        else:
+            free_mass, total_mass = _clip_masses(t, flat_v, lo, hi, squares, scratch)
+            t_rows, r_rows = t, r
         clipped_mass = total_mass - t_rows * t_rows * free_mass
         t_next = ((r_rows * r_rows - clipped_mass).clamp_min(0) / free_mass).sqrt().clamp(max=1.0)
         moved = t_next > t_rows  # NaN (0 / 0: nothing free and nothing left) compares False
-        if not bool(moved.any()):
-            break
         index = rows[moved] if compact else torch.nonzero(moved).flatten()
+        if not compact:
+            stale = index
+        if len(index) == 0:
+            break
         t[index] = t_next[moved]
         rows = index
-    projected = torch.mul(t[:, None], flat_v, out=scratch[0])
-    return torch.clamp(projected, lo, hi).view_as(v)
+    projected = scratch[1]
+    if len(stale):
+        projected[stale] = torch.clamp(t[stale, None] * flat_v[stale], lo[stale], hi[stale])
+    return projected.view_as(v)
 
 
 def project_linf_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,

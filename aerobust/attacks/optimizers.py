@@ -53,9 +53,14 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     bounds = (-x, 1 - x)
 
     def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        improved = objective.stronger(values, best_values[rows])
-        best_values[rows] = torch.where(improved, values, best_values[rows])
-        best_delta[rows[improved]] = candidate[improved]
+        if len(rows) == batch:
+            improved = objective.stronger(values, best_values)
+            torch.where(improved, values, best_values, out=best_values)
+            torch.where(improved.view(shape), candidate, best_delta, out=best_delta)
+        else:
+            improved = objective.stronger(values, best_values[rows])
+            best_values[rows] = torch.where(improved, values, best_values[rows])
+            best_delta[rows[improved]] = candidate[improved]
         return improved
 
     for step in range(attack.steps):
@@ -66,7 +71,10 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         nan_gradient[rows] |= bad
         if step == 0:
             zero_gradient[rows] = size == 0
-        history[rows, step] = values
+        if full:
+            history[:, step] = values
+        else:
+            history[rows, step] = values
         improved = keep_best(values, current)
         length = (attack.step_size * SCHEDULES[attack.schedule](step, attack.steps)) * radius[rows]
         moved = torch.addcmul(current, direction, length.view(shape), value=-1)
