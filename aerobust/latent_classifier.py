@@ -46,6 +46,14 @@ def make_head(latent_dim: int, num_classes: int, hidden: Sequence[int] = (128,))
     return nn.Sequential(*layers)
 
 
+def build_latent_head(latent_dim: int, num_classes: int, hidden: Sequence[int] = (128,), *,
+                      mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> nn.Sequential:
+    """``Standardize -> MLP``; without statistics it is an empty shell for ``load_state_dict``."""
+    mean = torch.zeros(latent_dim) if mean is None else mean
+    std = torch.ones(latent_dim) if std is None else std
+    return nn.Sequential(Standardize(mean, std), make_head(latent_dim, num_classes, hidden))
+
+
 def latent_codes(model, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Deterministic codes of ``images`` (no gradients, eval mode), on the model's device."""
     with model.frozen(), torch.no_grad():
@@ -67,8 +75,8 @@ def train_latent_classifier(model, images: torch.Tensor, labels: torch.Tensor, *
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = nn.Sequential(Standardize(codes.mean(0), codes.std(0)),
-                             make_head(codes.shape[1], num_classes, hidden)).to(codes.device)
+        head = build_latent_head(codes.shape[1], num_classes, hidden, mean=codes.mean(0), std=codes.std(0))
+    head = head.to(codes.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     head.train()
     for _ in range(epochs):

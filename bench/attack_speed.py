@@ -7,7 +7,7 @@ lambda = 1, the maximum-damage (eq. 13) and latent-space (eq. 12) attacks.
 
 * PGD: one batched sweep (100 x 10 = 1,000 samples in one tensor pass), ``--steps`` steps
   (default 30: the smallest budget that reaches the legacy loss here; the attacks' own default,
-  200 steps x 3 restarts, is for audits), 1 restart (the legacy protocol has one start too),
+  100 steps x 2 restarts, is for audits), 1 restart (the legacy protocol has one start too),
   sanity checks off (timing only).
 * legacy: the same attack with optimizer="lbfgs-legacy" (scipy L-BFGS-B per image, m = 25,
   factr = 10), timed on the first ``--legacy-samples`` images of trial 0 and scaled linearly to
@@ -25,33 +25,13 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from aerobust.adapter import wrap
 from aerobust.attacks import choose_targets
 from aerobust.datasets import load_dataset
-from aerobust.registry import ARCHITECTURES, ATTACKS
-
-MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
-
-
-def train_reference_ae(epochs: int, seed: int):
-    train = load_dataset("mnist-5k", "train", pad_to=32)
-    torch.manual_seed(seed)
-    network = ARCHITECTURES.create("mlp-ae-32")
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    network.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(train), generator=generator).split(128):
-            images = train.images[batch]
-            loss = torch.nn.functional.mse_loss(network(images), images)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return wrap(network.eval(), device="cpu")
+from aerobust.registry import ATTACKS
+from common import MNIST_TEST, reference_ae
 
 
 def forward_backward_seconds(model, problem_x, objective, repeats: int) -> float:
@@ -115,7 +95,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run for development (fewer images, epochs)")
     parser.add_argument("--steps", type=int, default=30,
-                        help="PGD steps (30 matches the legacy loss; audits default to 200 x 3 restarts)")
+                        help="PGD steps (30 matches the legacy loss; audits default to 100 x 2 restarts)")
     parser.add_argument("--lam", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attacks", default="max-damage,latent")
@@ -124,9 +104,7 @@ def main():
     torch.set_num_threads(args.threads)
     args.images, args.trials, args.legacy_samples, epochs = (20, 5, 4, 3) if args.quick else (100, 10, 25, 10)
 
-    start = time.perf_counter()
-    model = train_reference_ae(epochs, args.seed)
-    print(f"trained mlp-ae-32 for {epochs} epochs on mnist-5k (seed {args.seed}) in {time.perf_counter() - start:.1f} s")
+    model, _ = reference_ae(epochs, args.seed)
     test = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32, limit=1000)
     rows = []
     for name in args.attacks.split(","):

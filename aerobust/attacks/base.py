@@ -154,7 +154,9 @@ class Attack:
       optimizer: "pgd" (batched projected gradient, default), "lbfgs-legacy" (scipy L-BFGS-B per
         image, the reference protocol) or "fgsm" (one full-radius step).
       steps, restarts: PGD iterations and random restarts (worst case kept per sample); restarts
-        defaults to 3 for PGD and 1 for FGSM and the legacy protocol (which had one start).
+        defaults to 2 for PGD and 1 for FGSM and the legacy protocol (which had one start).
+        The PGD default, 100 steps x 2 restarts, reached the same median loss as 200 x 3 on the
+        reference MLP AE (bench/audit_speed.py) at a third of the cost.
       step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
         "constant" decay of it. random_start: start uniformly in the ball (else at x).
       early_stop: stop a sample after this many steps without improvement (None: never).
@@ -168,7 +170,7 @@ class Attack:
     needs_targets = False
     needs_classifier = False
 
-    def __init__(self, *, optimizer: str = "pgd", steps: int = 200, restarts: int | None = None,
+    def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
                  early_stop: int | None = None, norm: str = "l2", batch_size: int = 4096,
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
@@ -184,7 +186,7 @@ class Attack:
         if optimizer == "lbfgs-legacy" and norm != "l2":
             raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
         if restarts is None:
-            restarts = 3 if optimizer == "pgd" else 1
+            restarts = 2 if optimizer == "pgd" else 1
         for key, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
             if int(value) < 1:
                 raise AerobustError(f"{key} must be at least 1, got {value}")
