@@ -107,9 +107,9 @@ DEMO_DEFENSES = (("AE", "ae"), ("coupled-KS", "coupled-ks"))
 
 @click.command("demo")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--epochs", default=8, show_default=True, type=int, help="Training epochs per model.")
+@click.option("--epochs", default=100, show_default=True, type=int, help="Training epochs per model.")
 @click.option("--images", default=100, show_default=True, type=int, help="Test images attacked.")
-@click.option("--trials", default=3, show_default=True, type=int, help="Trials per image.")
+@click.option("--trials", default=10, show_default=True, type=int, help="Trials per image.")
 @click.option("--lambdas", default="1,3,5", show_default=True, help="L2 budgets, comma-separated.")
 @seed_option
 @device_option
