@@ -12,14 +12,13 @@ Accepted shapes:
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from .errors import AerobustError, ShapeError
-from .runtime import resolve_device
+from .runtime import frozen_modules, resolve_device
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -128,20 +127,9 @@ class Autoencoder(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device)
         return mean + noise * (0.5 * logvar).exp()
 
-    @contextlib.contextmanager
     def frozen(self):
         """Eval mode with parameter gradients off (attacks need input gradients only); restores both."""
-        was_training = self.training
-        flags = [p.requires_grad for p in self.parameters()]
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
-        try:
-            yield self
-        finally:
-            for p, flag in zip(self.parameters(), flags):
-                p.requires_grad_(flag)
-            self.train(was_training)
+        return frozen_modules(self)
 
     def extra_repr(self):
         return (f"input_shape={self.input_shape}, latent_dim={self.latent_dim}, "

@@ -6,7 +6,6 @@ that is read with ``torch.load(weights_only=True)``, so a weights file cannot ex
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import AerobustError, CheckpointError, ShapeError, UnknownNameError
+from .runtime import eval_mode
 
 
 class MLPClassifier(nn.Module):
@@ -72,32 +72,6 @@ def model_device(model: nn.Module) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
 
-
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module):
-    """Eval mode for every module; restores each submodule's own flag (a wrapper may differ from its parts)."""
-    states = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield modules
-    finally:
-        for module, was_training in states:
-            module.training = was_training
-
-
-@contextlib.contextmanager
-def frozen_modules(*modules: nn.Module):
-    """Eval mode with parameter gradients off for every module (attacks need input gradients only)."""
-    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
-    with eval_mode(*modules):
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        try:
-            yield modules
-        finally:
-            for parameter, flag in flags:
-                parameter.requires_grad_(flag)
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 3,

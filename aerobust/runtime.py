@@ -1,6 +1,7 @@
 """Device selection, seeding and the manifest every result-writing command leaves behind."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .errors import AerobustError
 
@@ -94,3 +96,30 @@ def write_manifest(out_dir: str | Path, **fields) -> Path:
     path = out_dir / "manifest.json"
     path.write_text(json.dumps(build_manifest(**fields), indent=2, sort_keys=True) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module):
+    """Eval mode for every module; restores each submodule's own flag (a wrapper may differ from its parts)."""
+    states = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield modules
+    finally:
+        for module, was_training in states:
+            module.training = was_training
+
+
+@contextlib.contextmanager
+def frozen_modules(*modules: nn.Module):
+    """Eval mode with parameter gradients off for every module (attacks need input gradients only)."""
+    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
+    with eval_mode(*modules):
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        try:
+            yield modules
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)

@@ -27,14 +27,6 @@ from aerobust.training import train
 
 from .conftest import SHARED_MNIST, train_small_ae
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread (two threads on two busy cores are many times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FAST = AttackOptions(pgd_steps=10, cw_steps=30, lbfgs_iterations=15, lbfgs_search_steps=3)
 

@@ -17,15 +17,6 @@ from aerobust.metrics import (MSSSIM_PRESETS, MSSSIMSettings, l2_distance, ms_ss
 from aerobust.registry import METRICS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: with two threads on two shared, busy cores they wait on each other ~100x longer."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _smooth_noise(generator, n, channels, side):
     """Random fields with image-like spatial correlation: upsampled coarse noise in [0, 1]."""
     coarse = torch.rand(n, channels, side // 8, side // 8, generator=generator)

@@ -25,14 +25,6 @@ from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results
 from aerobust.runtime import write_manifest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: with two threads on two shared, busy cores they wait on each other ~100x longer."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 LAMBDAS = (1.0, 3.0)
 TRIALS = 3
 IMAGES = 6

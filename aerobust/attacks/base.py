@@ -14,7 +14,6 @@ lambda, so the curves over lambda are not blurred by independent starts.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..errors import AerobustError, ShapeError
 from ..objectives import BoundObjective, Objective, make_objective
+from ..runtime import frozen_modules
 from ..threat import NORMS, Threat
 
 
@@ -128,23 +128,6 @@ class SweepResult:
         return bool(self.config["objective"]["maximize"])
 
 
-@contextlib.contextmanager
-def _frozen_module(module: nn.Module | None):
-    """Eval mode and no parameter gradients for an optional extra module (the classifier head)."""
-    if module is None:
-        yield
-        return
-    was_training = module.training
-    flags = [p.requires_grad for p in module.parameters()]
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
-        module.train(was_training)
 
 
 class Attack:
@@ -291,7 +274,7 @@ class Attack:
             return AttackProblem(x[n], Threat(radius[rows].to(device), self.norm), objective, seeds[rows],
                                  model, classifier, row_labels, row_targets, row_classes)
 
-        with model.frozen(), _frozen_module(classifier):
+        with frozen_modules(*(m for m in (model, classifier) if m is not None)):
             x_adv = x[img_idx.to(device)].clone()
             values = torch.empty(total, device=device)
             histories = []

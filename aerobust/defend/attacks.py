@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..classifiers import frozen_modules, model_device, predict_logits
+from ..classifiers import model_device, predict_logits
+from ..runtime import frozen_modules
 from ..errors import AerobustError, ThreatViolation, UnknownNameError
 
 _NORM_TOLERANCE = 1e-4
