@@ -456,6 +456,15 @@ def _write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str 
     return written
 
 
+FLAG_COLUMNS = ["model", "attack", "lambda", "flag", "count", "of", "message"]
+
+
+def sanity_flags_table(manifest: dict) -> pd.DataFrame:
+    """The attacks' sanity flags recorded in an audit manifest, one row per (model, attack, lambda, flag)."""
+    rows = [{k: flag.get(k) for k in FLAG_COLUMNS} for flag in manifest.get("flags") or []]
+    return pd.DataFrame(rows, columns=FLAG_COLUMNS)
+
+
 def build_report(results_dir, out_dir=None) -> dict[str, Path]:
     """Rebuild every table, figure and the HTML page of an audit directory; returns the written paths.
 
@@ -467,6 +476,9 @@ def build_report(results_dir, out_dir=None) -> dict[str, Path]:
     _refuse_audit_dir(audit.directory, out_dir)
     settings = resolve_msssim_settings(audit.metric_settings).as_dict() if audit.metric_settings else None
     written = _write_tables_and_figures(audit.results, out_dir)
+    flags = sanity_flags_table(audit.manifest)
+    if len(flags):
+        written["sanity_flags"] = write_table(flags, out_dir, "sanity_flags")
     examples = audit.examples()
     figures = {}
     for model, attack, lam in examples:
@@ -624,6 +636,13 @@ def _html_page(title: str, written: dict, settings: dict | None, sources, result
             parts.append(f"<h2>{html.escape(heading)}</h2>"
                          + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
                          + f"<div class='scroll'>{fragment}</div>")
+    if len(sources) == 1 and "flags" in sources[0][1]:
+        parts.append("<h2>Sanity flags</h2><p class='note'>Checks in the spirit of AutoAttack's: zero or NaN "
+                     "gradients, attack loss not monotone in λ, an unbounded latent attack that misses its target, "
+                     "an attack weaker than random noise of the same norm. A flag means the numbers of that block "
+                     "may overstate robustness.</p>")
+        parts.append(f"<div class='scroll'>{Path(written['sanity_flags']['html']).read_text()}</div>"
+                     if "sanity_flags" in written else "<p>No flag was raised.</p>")
     parts.append("<h2>Figure 2: attack loss against λ</h2>" + _image_tag(written["fig2_attack_loss"], "attack loss"))
     example_keys = [k for k in written if k.startswith("fig3_")]
     if example_keys:

@@ -95,8 +95,10 @@ def _write_audit(directory, mnist_test, settings: MSSSIMSettings, models=MODELS)
     directory.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(directory / "results.csv", index=False)
     np.savez(directory / "examples.npz", **examples)
+    flags = [{"model": "blur-7", "attack": "max-damage", "lambda": 3.0, "flag": "zero-gradient", "count": 2,
+              "of": IMAGES * TRIALS, "message": "the gradient was exactly zero on 2 samples"}]
     write_manifest(directory, command="audit", config={"lambdas": list(LAMBDAS), "trials": TRIALS},
-                   seed=0, device="cpu", metrics=settings.as_dict())
+                   seed=0, device="cpu", metrics=settings.as_dict(), flags=flags)
     return directory
 
 
@@ -191,6 +193,10 @@ def test_build_report_writes_everything(audit_dir, tmp_path):
     assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
     assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns)
     assert " ± " in written["table1_msssim.md"].read_text()
+    flags = pd.read_csv(written["sanity_flags.csv"])
+    assert flags[["model", "flag", "count"]].values.tolist() == [["blur-7", "zero-gradient", 2]]
+    page = written["report.html"].read_text()
+    assert "Sanity flags" in page and "the gradient was exactly zero on 2 samples" in page
     assert r"$\pm$" in written["table1_msssim.tex"].read_text()
     page = written["report.html"].read_text()
     assert page.count("data:image/png;base64,") == 1 + len(ATTACKS) * len(LAMBDAS)

@@ -85,8 +85,8 @@ def audit_command(models, checkpoints, data, split, pad, resize, attacks, lambda
       aerobust audit --checkpoint AE=ae.pt --checkpoint Ours=coupled.pt --pad 32 --out cmp
       aerobust audit --model mypkg.models:build --data npz:my.npz --attacks max-damage \\
                      --lambdas 0.5,1 --images 20 --trials 2 --out quick
-      aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/scratch_random_search.py \\
-                     --attacks random-search-max-damage --out rs
+      aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
+                     --attacks random-search --out rs
     """
     specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
     for spec in specs:

@@ -23,7 +23,7 @@ def list_command(kind, pattern):
     Examples:
       aerobust list
       aerobust list architectures --pattern 'conv-*'
-      aerobust list attacks --plugin attacks/scratch_random_search.py
+      aerobust list attacks --plugin attacks/random_search.py
     """
     for name in [kind] if kind else sorted(REGISTRIES):
         registry = get_registry(name)
