@@ -140,13 +140,14 @@ class Audit:
     """Runs an :class:`AuditConfig` into ``out_dir``; ``run()`` returns the long-format results table."""
 
     def __init__(self, config: AuditConfig, out_dir: str | os.PathLike, *, device: str = "auto",
-                 quiet: bool = False):
+                 quiet: bool = False, download: bool = False):
         config.validate()
         self.config = config
         self.out_dir = Path(out_dir)
         self.blocks_dir = self.out_dir / "blocks"
         self.device = resolve_device(device)
         self.quiet = quiet
+        self.download = download
         self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
                         for name in config.attacks}
         from .metrics import resolve_msssim_settings
@@ -194,7 +195,7 @@ class Audit:
             head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return head.to(self.device).eval()
         train = load_dataset(self.config.data, "train", pad_to=self.config.pad_to, resize=self.config.resize,
-                             limit=None)
+                             download=self.download)
         keep = min(len(train), self.config.classifier_images)
         head = train_latent_classifier(model, train.images[:keep], train.labels[:keep],
                                        epochs=self.config.classifier_epochs, seed=self.config.seed)
@@ -273,7 +274,7 @@ class Audit:
         self._claim_out_dir()
         seed_everything(self.config.seed)
         cfg = self.config
-        pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize)
+        pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
         model_info = {}
@@ -322,9 +323,9 @@ class Audit:
 
 
 def run_audit(config: AuditConfig, out_dir, *, device: str = "auto", quiet: bool = False,
-              report: bool = True) -> pd.DataFrame:
+              report: bool = True, download: bool = False) -> pd.DataFrame:
     """Run (or resume) an audit into ``out_dir`` and, by default, build its report there."""
-    results = Audit(config, out_dir, device=device, quiet=quiet).run()
+    results = Audit(config, out_dir, device=device, quiet=quiet, download=download).run()
     if report:
         from .report import build_report
 

@@ -208,11 +208,11 @@ def _torchvision(name: str, factory: Callable, expected_files: str):
         try:
             dataset = factory(base, split, download)
         except Exception as exc:  # torchvision raises RuntimeError or OSError for missing files
-            hint = "pass --download (needs internet)" if not download else "download failed (offline?)"
-            raise DataUnavailableError(
-                f"{name} is not available under {base}: put {expected_files} there or {hint} "
-                f"({type(exc).__name__})"
-            ) from None
+            if download:
+                message = f"{name} could not be downloaded into {base} (offline?): put {expected_files} there"
+            else:
+                message = f"{name} is not available under {base}: put {expected_files} there or pass --download"
+            raise DataUnavailableError(f"{message} ({type(exc).__name__})") from None
         data = getattr(dataset, "data", None)
         if data is not None and name in ("mnist", "fashion-mnist"):
             images = data.numpy()

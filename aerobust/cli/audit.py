@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
-from .common import UserError, device_option, parse_float_list, plugin_option, quiet_option, seed_option
+from .common import (UserError, device_option, download_option, parse_float_list, plugin_option, quiet_option,
+                     seed_option)
 
 
 def _parse_attack_options(items, attacks) -> dict:
@@ -68,10 +69,11 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train", "all"]))
 @click.option("--pad", type=int, help="Zero-pad images to this side (the reference pads MNIST to 32).")
 @click.option("--resize", type=int, help="Resize images to this side.")
+@download_option
 @audit_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
-def audit_command(models, checkpoints, data, split, pad, resize, attacks, lambdas, images, trials,
+def audit_command(models, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
                   attack_options, msssim, seed, device, quiet, out, no_report):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
@@ -95,7 +97,7 @@ def audit_command(models, checkpoints, data, split, pad, resize, attacks, lambda
     config = _config(specs, data, split, pad, resize, attacks, lambdas, images, trials, attack_options,
                      msssim, seed)
     try:
-        results = run_audit(config, out, device=device, quiet=quiet, report=not no_report)
+        results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
     if not quiet:

@@ -41,6 +41,9 @@ device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 seed_option = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+download_option = click.option(
+    "--download", is_flag=True,
+    help="Let torchvision download mnist, fashion-mnist, svhn or celeba into $AEROBUST_DATA (needs internet).")
 
 
 def parse_float_list(text: str, name: str) -> list[float]:

@@ -11,7 +11,8 @@ from ..datasets import load_dataset
 from ..defend import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, get_attack, run_defend,
                       write_defend_report)
 from ..runtime import resolve_device, seed_everything
-from .common import AerobustGroup, UserError, device_option, parse_float_list, plugin_option, quiet_option, seed_option
+from .common import (AerobustGroup, UserError, device_option, download_option, parse_float_list, plugin_option,
+                     quiet_option, seed_option)
 
 
 def _defend_options(command):
@@ -32,6 +33,7 @@ def _defend_options(command):
         click.option("--eval-data", help="Dataset spec evaluated on (test split); default: --data."),
         click.option("--pad", type=int, help="Zero-pad images to this side (32 for MNIST with the reference models)."),
         click.option("--resize", type=int, help="Resize images to this side."),
+        download_option,
         click.option("--limit", type=int, help="Evaluate on the first N test images."),
         click.option("--attacks", default="fgsm,pgd,cw,lbfgs", show_default=True,
                      help="Comma-separated classifier attacks: fgsm, pgd (L-inf), cw, lbfgs, deepfool (L2)."),
@@ -82,7 +84,8 @@ def _run(ctx: click.Context, analyses, **opts):
     device = resolve_device(opts["device"])
     seed_everything(opts["seed"])
     autoencoder, model_info = resolve_model(opts["model"], opts["checkpoint"], device=device)
-    geometry = dict(pad_to=opts["pad"], resize=opts["resize"], channels=autoencoder.input_shape[0])
+    geometry = dict(pad_to=opts["pad"], resize=opts["resize"], channels=autoencoder.input_shape[0],
+                    download=opts["download"])
     train = load_dataset(opts["data"], "train", **geometry)
     evaluation = load_dataset(opts["eval_data"] or opts["data"], "test", limit=opts["limit"], **geometry)
     num_classes = int(max(train.num_classes or 0, evaluation.num_classes or 0))

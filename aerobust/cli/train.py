@@ -6,7 +6,7 @@ import json
 import click
 
 from ..datasets import load_dataset
-from .common import UserError, device_option, plugin_option, quiet_option, seed_option
+from .common import UserError, device_option, download_option, plugin_option, quiet_option, seed_option
 
 def _parse_value(text: str):
     """JSON where it parses (numbers, lists, true/false), a comma list of those, else the string."""
@@ -42,6 +42,7 @@ def _parse_pairs(pairs, flag: str, convert) -> dict:
 @click.option("--pad", type=int, default=None, help="Zero-pad images to this side (e.g. 32 for 28 px MNIST).")
 @click.option("--resize", type=int, default=None, help="Resize images to this side.")
 @click.option("--channels", type=click.IntRange(1, 3), default=None, help="Convert images to 1 or 3 channels.")
+@download_option
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="Number of epochs.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=100, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate.")
@@ -66,7 +67,7 @@ def _parse_pairs(pairs, flag: str, convert) -> dict:
 @seed_option
 @quiet_option
 @plugin_option
-def train_command(defense, arch, data_spec, split, limit, pad, resize, channels, epochs, batch_size, lr,
+def train_command(defense, arch, data_spec, split, limit, pad, resize, channels, download, epochs, batch_size, lr,
                   latent_dim, arch_options, coupling, fgsm_eps, fgsm_step, latent_noise, beta, n_modes, options,
                   out_dir, resume, device, seed, quiet):
     """Train an autoencoder with a defense; checkpoints every epoch.
@@ -92,7 +93,8 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
     arch_kwargs = _parse_pairs(arch_options, "--arch-option", _parse_value)
     if latent_dim is not None:
         arch_kwargs["latent_dim"] = latent_dim
-    data = load_dataset(data_spec, split, pad_to=pad, resize=resize, channels=channels, limit=limit)
+    data = load_dataset(data_spec, split, pad_to=pad, resize=resize, channels=channels, limit=limit,
+                        download=download)
     if "input_shape" not in arch_kwargs and arch.startswith("mlp-"):
         # The MLPs take any image shape; the conv architectures are named after theirs.
         arch_kwargs["input_shape"] = list(data.image_shape)
