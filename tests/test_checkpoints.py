@@ -42,6 +42,7 @@ class _Exploit:
         return (os.system, ("touch EXPLOITED_MARKER",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_executes_nothing(tmp_path, mnist_test, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, path = _saved(tmp_path, mnist_test)
