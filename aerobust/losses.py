@@ -128,19 +128,37 @@ def noisy_reconstruction_loss(decode: Callable[[torch.Tensor], torch.Tensor], z:
 
 
 # -- loss weights (eq. 11) -----------------------------------------------------------------------------
+def coupled_prior_pairs(prior: GMMPrior, n: int, coupling: float = 0.0,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs (z, z_other) whose joint covariance is eq. 10's target and whose marginals are the prior.
+
+    Row by row, ``z_other`` repeats ``z`` with probability ``coupling`` and is an independent prior draw
+    otherwise, so Cov(z, z_other) = coupling * Sigma_GMM exactly. ``coupling=0`` draws exactly what two
+    independent calls of ``prior.sample`` draw (the same generator stream).
+    """
+    if not 0 <= coupling <= 1:
+        raise AerobustError(f"the pair coupling is a probability in [0, 1]; got {coupling}")
+    z, _ = prior.sample(n, generator)
+    z_other, _ = prior.sample(n, generator)
+    if coupling > 0:
+        repeat = torch.rand(n, 1, generator=generator, device=z.device) < coupling
+        z_other = torch.where(repeat, z, z_other)
+    return z, z_other
+
+
 def estimate_loss_weights(terms: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
                           prior: GMMPrior, batch_size: int, n_batches: int = 100,
-                          generator: torch.Generator | None = None) -> dict[str, float]:
-    """1 / E[term] for each term, the mean taken over ``n_batches`` pairs of independent prior batches.
+                          generator: torch.Generator | None = None, coupling: float = 0.0) -> dict[str, float]:
+    """1 / E[term] for each term, the mean taken over ``n_batches`` pairs of prior batches.
 
-    Each term is called as ``term(z, z_other)`` with two independent batches of ``batch_size`` codes
-    (the authors' estimate: clean and adversarial codes drawn independently from the prior).
+    Each term is called as ``term(z, z_other)`` with two batches of ``batch_size`` codes from
+    :func:`coupled_prior_pairs`: independent batches by default (the authors' estimate), or pairs
+    coupled like eq. 10's target with ``coupling`` = alpha.
     """
     totals = dict.fromkeys(terms, 0.0)
     with torch.no_grad():
         for _ in range(n_batches):
-            z, _ = prior.sample(batch_size, generator)
-            z_other, _ = prior.sample(batch_size, generator)
+            z, z_other = coupled_prior_pairs(prior, batch_size, coupling, generator)
             for name, term in terms.items():
                 totals[name] += float(term(z, z_other))
     weights = {}

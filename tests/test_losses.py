@@ -200,6 +200,55 @@ def test_loss_weights_are_inverse_expectations_under_the_prior():
     assert weights["cv"] == pytest.approx(1 / mean_cv, rel=0.1)
 
 
+def numpy_coupled_pairs(rng, centers: np.ndarray, n: int, coupling: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of unit-std GMM draws where the second repeats the first with probability ``coupling``."""
+    def draw():
+        return centers[rng.integers(len(centers), size=n)] + rng.normal(size=(n, centers.shape[1]))
+    z, other = draw(), draw()
+    repeat = rng.random(n) < coupling
+    other[repeat] = z[repeat]
+    return z, other
+
+
+def test_coupled_prior_pairs_have_prior_marginals_and_the_eq10_cross_covariance():
+    prior = GMMPrior.build(4, 4, std=1.0)
+    z, z_other = L.coupled_prior_pairs(prior, 20000, 0.9, torch.Generator().manual_seed(0))
+    joint = np.cov(torch.cat([z, z_other], 1).double().numpy().T, bias=True)
+    sigma = prior.covariance().double().numpy()
+    np.testing.assert_allclose(joint[:4, 4:], 0.9 * sigma, atol=0.25)  # entries of Sigma are up to 10
+    np.testing.assert_allclose(joint[4:, 4:], sigma, atol=0.25)
+    assert float((z == z_other).all(dim=1).float().mean()) == pytest.approx(0.9, abs=0.01)
+    centers = prior.centers.double().numpy()
+    for d in range(4):
+        cdf = lambda v, c=centers[:, d]: numpy_marginal_cdf(v, c, 1.0)
+        assert scipy.stats.kstest(z_other[:, d].double().numpy(), cdf).pvalue > 1e-3
+    # coupling 0 is exactly two independent prior batches from the same generator stream
+    generator = torch.Generator().manual_seed(1)
+    a, _ = prior.sample(50, generator)
+    b, _ = prior.sample(50, generator)
+    pair = L.coupled_prior_pairs(prior, 50, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(pair[0], a) and torch.equal(pair[1], b)
+    with pytest.raises(AerobustError, match="probability"):
+        L.coupled_prior_pairs(prior, 5, 1.5)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.9])
+def test_covariance_weight_on_coupled_pairs(alpha):
+    """The eq. 10 weight estimated on coupled pairs matches numpy; independent pairs shrink it."""
+    prior = GMMPrior.build(10)
+    term = {"cv": lambda z, za: L.joint_covariance_loss(z, za, prior, alpha)}
+    coupled = L.estimate_loss_weights(term, prior, 100, 100, torch.Generator().manual_seed(0), coupling=alpha)["cv"]
+    independent = L.estimate_loss_weights(term, prior, 100, 100, torch.Generator().manual_seed(0))["cv"]
+    rng = np.random.default_rng(2)
+    centers = prior.centers.numpy()
+    target = L.joint_covariance_target(prior, alpha).double().numpy()
+    mean_cv = np.mean([np.mean((np.cov(np.hstack(numpy_coupled_pairs(rng, centers, 100, alpha)).T, bias=True)
+                                - target) ** 2) for _ in range(300)])
+    assert coupled == pytest.approx(1 / mean_cv, rel=0.1)
+    # independent pairs miss the alpha * Sigma cross block: their mean is dominated by that mismatch
+    assert coupled > (2 if alpha == 0.5 else 4) * independent
+
+
 # -- eq. 6 and the reconstruction -----------------------------------------------------------------
 def test_fgsm_stays_in_threat_and_moves_codes_more_than_noise(tiny_ae, mnist_test):
     x = mnist_test.images[:64]

@@ -70,6 +70,24 @@ def test_variational_defense_needs_variational_model(small_set):
         train("coupled-ks", MLPAutoencoder(hidden=(16,)), small_set, epochs=1, quiet=True, coupling=1.5)
 
 
+def test_coupled_covariance_weight_uses_coupled_prior_pairs():
+    """Default: the eq. 10 weight is estimated on prior pairs coupled like its target, about as strong as
+    GMM-DAE's own covariance weight; ``independent`` is the authors' estimate (about 6x weaker at 0.9)."""
+    def weights(defense, **options):
+        recipe = DEFENSES.create(defense, **options)
+        recipe.setup(wrap(MLPAutoencoder(hidden=(16,)), device="cpu"), dataset_size=1000, batch_size=100,
+                     generator=torch.Generator().manual_seed(0))
+        return recipe.weights, recipe.describe()["weight_estimate"]
+
+    coupled, described = weights("coupled-ks")
+    independent, _ = weights("coupled-ks", cv_weight_pairs="independent")
+    gmm, _ = weights("gmm-dae")
+    assert "cv: pairs coupled with alpha 0.9" in described
+    assert coupled["cv"] == pytest.approx(gmm["cv"], rel=0.25)
+    assert coupled["cv"] > 4 * independent["cv"]
+    assert {k: coupled[k] for k in ("ks", "ks_pair", "rec")} == {k: independent[k] for k in ("ks", "ks_pair", "rec")}
+
+
 def test_checkpoint_resume_gives_the_same_weights(small_set, tmp_path):
     common = dict(epochs=2, batch_size=100, lr=1e-3, seed=3, quiet=True, arch_kwargs=TINY, coupling=0.5)
     straight = train("coupled-ks", "mlp-ae-32", small_set, out_dir=tmp_path / "straight", **common)
