@@ -18,16 +18,6 @@ from aerobust.priors import GMMPrior, gmm_centers
 from aerobust.training import train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a second thread stalls whenever another process holds
-    one of the two cores (measured: 0.02 s vs 3.9 s per epoch); restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny_ae(mnist_train_small):
     """A 1024-64-10 AE trained briefly on 1,000 real MNIST images (enough structure for FGSM)."""

@@ -24,16 +24,6 @@ VARIATIONAL = ["vae", "beta-vae", "beta-tcvae"]
 TINY = {"hidden": [64]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a second thread stalls whenever another process holds
-    one of the two cores (measured: 0.02 s vs 3.9 s per epoch); restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def small_set(mnist_train_small):
     # mnist-5k is sorted by class: draw a seeded subset that holds every digit
