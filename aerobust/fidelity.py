@@ -123,9 +123,7 @@ def frechet_distance_inception_v3(real: torch.Tensor, generated: torch.Tensor, w
 def prior_from_defense_config(defense_config: dict) -> GMMPrior | None:
     """The GMM prior recorded in a checkpoint sidecar's ``defense_config``; None for other defenses."""
     prior = (defense_config or {}).get("prior")
-    if prior is None:
-        return None
-    return GMMPrior(torch.tensor(prior["centers"], dtype=torch.float32), prior["std"])
+    return None if prior is None else GMMPrior.from_description(prior)
 
 
 @torch.no_grad()

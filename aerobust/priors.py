@@ -88,6 +88,18 @@ class GMMPrior:
         return {"n_modes": self.n_modes, "latent_dim": self.latent_dim, "std": self.std,
                 "centers": self.centers.cpu().tolist()}
 
+    @classmethod
+    def from_description(cls, description: dict) -> "GMMPrior":
+        """Inverse of :meth:`describe` (as stored in checkpoint sidecars)."""
+        return cls(torch.tensor(description["centers"], dtype=torch.float32), description["std"])
+
+    def distribution(self) -> torch.distributions.Distribution:
+        """The mixture as a torch distribution (for ``log_prob``), on the centers' device."""
+        components = torch.distributions.Independent(
+            torch.distributions.Normal(self.centers, torch.full_like(self.centers, self.std)), 1)
+        mixture = torch.distributions.Categorical(logits=torch.zeros(self.n_modes, device=self.centers.device))
+        return torch.distributions.MixtureSameFamily(mixture, components)
+
     # -- sampling ----------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` codes and their mode indices; drawn on the generator's device (the centers' if none)."""

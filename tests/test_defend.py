@@ -249,6 +249,14 @@ def test_ood_scores_and_priors(small_ae, tiny_vae, mnist_test, mnist_train_small
     centers = 10 * torch.eye(8)
     by_hand = torch.logsumexp(torch.distributions.Normal(centers, 1.0).log_prob(z[:, None]).sum(-1), 1) - np.log(8)
     assert torch.allclose(gmm.log_prob(z), by_hand, atol=1e-4)
+    # A GMM-regularized model's own prior (from its sidecar) wins over the defaults.
+    from aerobust.priors import GMMPrior
+
+    trained = GMMPrior(3 * torch.eye(8)[:4], std=2.0)
+    own, own_name = resolve_prior(tiny_vae, "auto", trained_prior=GMMPrior.from_description(trained.describe()))
+    by_hand = torch.logsumexp(torch.distributions.Normal(trained.centers, 2.0).log_prob(z[:, None]).sum(-1), 1) \
+        - np.log(4)
+    assert own_name == "trained-gmm" and torch.allclose(own.log_prob(z), by_hand, atol=1e-4)
     with pytest.raises(AerobustError, match="unknown prior"):
         resolve_prior(small_ae, "laplace")
 

@@ -8,6 +8,7 @@ import click
 from ..checkpoints import resolve_model
 from ..classifiers import BUILTIN_CLASSIFIERS, accuracy, load_classifier, save_classifier, train_classifier
 from ..datasets import load_dataset
+from ..fidelity import prior_from_defense_config
 from ..defend import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, get_attack, run_defend,
                       write_defend_report)
 from ..runtime import resolve_device, seed_everything
@@ -99,8 +100,9 @@ def _run(ctx: click.Context, analyses, **opts):
                                       seed=opts["seed"], quiet=opts["quiet"])
     if opts["save_classifier"]:
         save_classifier(opts["save_classifier"], classifier)
+    trained_prior = prior_from_defense_config(model_info.get("sidecar", {}).get("defense_config"))
     results = run_defend(classifier, {"model": autoencoder}, evaluation, fit_set=train, config=config,
-                         quiet=opts["quiet"])
+                         trained_priors={"model": trained_prior}, quiet=opts["quiet"])
     out = write_defend_report(
         results, opts["out"], command=ctx.command_path, seed=opts["seed"], device=device,
         config={**config_record(config), "cli": dict(opts)},

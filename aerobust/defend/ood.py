@@ -4,8 +4,9 @@ Scores (higher = more out-of-distribution):
 
 * ``reconstruction_error``: per-image mean squared error of ``reconstruct(x)``;
 * ``negative_prior_loglik``: ``-log p(encode(x))`` under the model's prior -- the standard normal for a
-  VAE, the GMM of ``aerobust.priors`` for GMM-regularized models (``prior="gmm"``), or, for a plain AE that
-  has no prior, a full-covariance Gaussian fitted to the codes of the training images (``gaussian-fit``).
+  VAE, the GMM prior a GMM-regularized model was trained towards (read from its checkpoint; ``auto``
+  picks it), or, for a plain AE that has no prior, a full-covariance Gaussian fitted to the codes of
+  the training images (``gaussian-fit``).
 """
 from __future__ import annotations
 
@@ -37,21 +38,20 @@ def codes(autoencoder: Autoencoder, images: torch.Tensor, batch_size: int = 500)
     return _batched(autoencoder.encode, images, autoencoder.device, batch_size)
 
 
-def gmm_distribution(prior) -> D.Distribution:
-    """A ``priors.GMMPrior`` (equal weights, isotropic std) as a torch mixture distribution."""
-    centers = prior.centers.detach().cpu().float()
-    components = D.Independent(D.Normal(centers, torch.full_like(centers, prior.std)), 1)
-    return D.MixtureSameFamily(D.Categorical(logits=torch.zeros(len(centers))), components)
-
-
 def resolve_prior(autoencoder: Autoencoder, prior: str | D.Distribution = "auto",
                   fit_images: torch.Tensor | None = None, *, gmm_scale: float = 10.0,
-                  gmm_std: float = 1.0) -> tuple[D.Distribution, str]:
-    """The latent density used for ``negative_prior_loglik`` and its name (see the module doc)."""
+                  gmm_std: float = 1.0, trained_prior=None) -> tuple[D.Distribution, str]:
+    """The latent density used for ``negative_prior_loglik`` and its name (see the module doc).
+
+    ``trained_prior`` is the GMM prior a model was trained towards (from its checkpoint sidecar);
+    ``auto`` and ``gmm`` use it when given.
+    """
     if isinstance(prior, D.Distribution):
         return prior, "user"
     if prior not in PRIORS:
         raise AerobustError(f"unknown prior '{prior}'; use one of {', '.join(PRIORS)}")
+    if prior in ("auto", "gmm") and trained_prior is not None:
+        return trained_prior.to("cpu").distribution(), "trained-gmm"
     if prior == "auto":
         prior = "standard-normal" if autoencoder.is_stochastic else "gaussian-fit"
     dim = autoencoder.latent_dim
@@ -60,7 +60,7 @@ def resolve_prior(autoencoder: Autoencoder, prior: str | D.Distribution = "auto"
     if prior == "gmm":
         from ..priors import GMMPrior
 
-        return gmm_distribution(GMMPrior.build(dim, scale=gmm_scale, std=gmm_std)), prior
+        return GMMPrior.build(dim, scale=gmm_scale, std=gmm_std).distribution(), prior
     if fit_images is None or len(fit_images) <= dim:
         raise AerobustError(f"the gaussian-fit prior needs more than {dim} training images to fit the codes")
     fitted = codes(autoencoder, fit_images).double()

@@ -86,11 +86,12 @@ def _tagged(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval_set: ImageSet, *,
                fit_set: ImageSet | None = None, config: DefendConfig | None = None,
-               quiet: bool = True) -> DefendResults:
+               trained_priors: dict | None = None, quiet: bool = True) -> DefendResults:
     """The requested analyses for each autoencoder (name -> wrapped model) on ``eval_set``.
 
     Attacks use the first ``attack_images`` images; OOD and calibration use all of ``eval_set``.
-    ``fit_set`` (training images) is needed only for the ``gaussian-fit`` prior of deterministic models.
+    ``fit_set`` (training images) is needed only for the ``gaussian-fit`` prior of deterministic models;
+    ``trained_priors`` (name -> GMMPrior) gives the priors GMM-regularized models were trained towards.
     """
     config = config or DefendConfig()
     config.validate()
@@ -127,7 +128,8 @@ def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval
             if "ood" in config.analyses:
                 prior, priors[name] = resolve_prior(
                     autoencoder, config.prior, None if fit_set is None else fit_set.images.to(device),
-                    gmm_scale=config.gmm_scale, gmm_std=config.gmm_std)
+                    gmm_scale=config.gmm_scale, gmm_std=config.gmm_std,
+                    trained_prior=(trained_priors or {}).get(name))
                 table, ood_scores[name] = ood_table(autoencoder, images, ood_images, prior)
                 tables["ood"].append(table.assign(model=name, prior=priors[name]))
             if "calibrate" in config.analyses:
