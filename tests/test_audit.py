@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from aerobust import save_checkpoint
 from aerobust.audit import Audit, AuditConfig, ModelSpec
 from aerobust.cli import main
-from tests.conftest import SHARED_MNIST, train_small_ae
+from tests.conftest import MNIST_TEST_SPEC, train_small_ae
 
 FAST = {"steps": 8}  # a weak but real attack keeps the suite fast; strength is the benchmarks' job
 
@@ -24,7 +24,7 @@ def checkpoint(tmp_path_factory, mnist_train_small):
 
 
 def _config(checkpoint, **overrides):
-    settings = dict(models=[ModelSpec("tiny", checkpoint=str(checkpoint))], data=f"idx:{SHARED_MNIST}",
+    settings = dict(models=[ModelSpec("tiny", checkpoint=str(checkpoint))], data=MNIST_TEST_SPEC,
                     pad_to=32, lambdas=[0.5, 1.5], images=5, trials=2, seed=3, classifier_epochs=3,
                     classifier_images=1000, examples=3,
                     attack_options={a: dict(FAST) for a in ("latent", "max-damage", "latent-classifier")})
@@ -81,7 +81,7 @@ def _cli(args):
 
 def test_cli_end_to_end_on_real_mnist(tmp_path, checkpoint):
     out = tmp_path / "audit"
-    result = _cli(["audit", "--checkpoint", f"tiny={checkpoint}", "--data", f"idx:{SHARED_MNIST}", "--pad", "32",
+    result = _cli(["audit", "--checkpoint", f"tiny={checkpoint}", "--data", MNIST_TEST_SPEC, "--pad", "32",
                    "--images", "4", "--trials", "2", "--lambdas", "0.5,1", "--attack-option", "*.steps=5",
                    "--seed", "1", "--device", "cpu", "--quiet", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -103,7 +103,7 @@ def test_cli_end_to_end_on_real_mnist(tmp_path, checkpoint):
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, checkpoint, args, message, monkeypatch):
     monkeypatch.setenv("AEROBUST_DATA", str(tmp_path / "empty"))
-    base = {"--checkpoint": str(checkpoint), "--data": f"idx:{SHARED_MNIST}", "--pad": "32"}
+    base = {"--checkpoint": str(checkpoint), "--data": MNIST_TEST_SPEC, "--pad": "32"}
     if args == ["--no-pad"]:
         base.pop("--pad")
         args = []

@@ -25,7 +25,7 @@ from aerobust.defend.detect import detection_table
 from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
 from aerobust.training import train
 
-from .conftest import SHARED_MNIST, train_small_ae
+from .conftest import MNIST_TEST_SPEC, train_small_ae
 
 
 FAST = AttackOptions(pgd_steps=10, cw_steps=30, lbfgs_iterations=15, lbfgs_search_steps=3)
@@ -286,7 +286,7 @@ def cli_files(tmp_path_factory, mnist_train_small, classifier):
 
 def _base_args(checkpoint, weights, out):
     return ["defend", "run", "--checkpoint", str(checkpoint), "--classifier", "tests.test_defend:make_tiny_classifier",
-            "--classifier-weights", str(weights), "--eval-data", f"idx:{SHARED_MNIST}", "--pad", "32",
+            "--classifier-weights", str(weights), "--eval-data", MNIST_TEST_SPEC, "--pad", "32",
             "--limit", "80", "--attack-images", "16", "--attacks", "fgsm,lbfgs", "--linf-eps", "0.1",
             "--l2-eps", "2", "--lbfgs-iterations", "5", "--samples", "4", "--bins", "4", "--quiet", "--out", str(out)]
 

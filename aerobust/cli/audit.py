@@ -101,7 +101,7 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
     if not quiet:
-        click.echo(f"{len(results)} result rows; report: {Path(out) / 'report.html'}")
+        click.echo(f"{len(results)} result rows; report: {Path(out) / 'report' / 'report.html'}")
 
 
 DEMO_DEFENSES = (("AE", "ae"), ("coupled-KS", "coupled-ks"))
@@ -143,4 +143,4 @@ def demo_command(out, epochs, images, trials, lambdas, seed, device, quiet):
                      (), "paper", seed)
     run_audit(config, out / "audit", device=device, quiet=quiet)
     if not quiet:
-        click.echo(f"report: {out / 'audit' / 'report.html'}")
+        click.echo(f"report: {out / 'audit' / 'report' / 'report.html'}")
