@@ -35,48 +35,81 @@ def _per_sample(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> 
     return radius
 
 
-def _clip_masses(t: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 squares: torch.Tensor, scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+class Workspace:
+    """Scratch tensors kept alive across the calls of a loop (e.g. the projection in every PGD step).
+
+    On CPU a fresh (B, D) temporary is returned to the OS when freed, and touching a new one costs
+    page faults that outweigh the arithmetic on it; reusing buffers avoids them. ``get`` hands out a
+    buffer by name, reallocating only when a larger or differently shaped one is asked for; a
+    buffer's content is valid until the next ``get`` of the same name.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, like: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """A contiguous uninitialized buffer of ``like``'s shape (``rows`` leading rows if given)."""
+        rows = like.shape[0] if rows is None else rows
+        buffer = self._buffers.get(name)
+        if (buffer is None or buffer.shape[0] < rows or buffer.shape[1:] != like.shape[1:]
+                or buffer.dtype != like.dtype or buffer.device != like.device):
+            buffer = self._buffers[name] = torch.empty((rows, *like.shape[1:]), dtype=like.dtype, device=like.device)
+        return buffer[:rows]
+
+
+def _clip_masses(t: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, squares: torch.Tensor,
+                 clipped: torch.Tensor, scratch: torch.Tensor, free: torch.Tensor):
     """Per row: (sum of v^2 over coordinates that clip(t v) leaves free, ||clip(t v)||^2).
 
-    Writes into preallocated scratch buffers: on CPU, fresh (B, D) temporaries cost more than the
-    arithmetic itself.
+    Writes clip(t v) into ``clipped``; ``scratch`` and ``free`` are overwritten. The products are
+    summed exactly as ``torch.linalg.vecdot`` would (multiply, then sum each row), without its
+    fresh temporary.
     """
-    scaled, clipped, free = (buffer[: v.shape[0]] for buffer in scratch)
-    torch.mul(t[:, None], v, out=scaled)
-    torch.clamp(scaled, lo, hi, out=clipped)
-    torch.eq(scaled, clipped, out=free)
-    return torch.linalg.vecdot(squares, free), torch.linalg.vecdot(clipped, clipped)
+    torch.mul(t[:, None], v, out=scratch)
+    torch.clamp(scratch, lo, hi, out=clipped)
+    torch.eq(scratch, clipped, out=free)  # a float 0/1 mask: comparisons into bool are slower on CPU
+    free_mass = torch.mul(squares, free, out=scratch).sum(dim=1)
+    return free_mass, torch.mul(clipped, clipped, out=scratch).sum(dim=1)
 
 
-def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                   radius: float | torch.Tensor) -> torch.Tensor:
+def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, radius: float | torch.Tensor,
+                   *, out: torch.Tensor | None = None, workspace: Workspace | None = None) -> torch.Tensor:
     """Euclidean projection of each ``v[i]`` onto ``{||d||_2 <= radius[i]} ∩ [lower[i], upper[i]]``.
 
-    Requires ``lower <= 0 <= upper`` elementwise (true for ``lower = -x, upper = 1 - x``).
+    Requires ``lower <= 0 <= upper`` elementwise (true for ``lower = -x, upper = 1 - x``). ``out``
+    (contiguous, not overlapping the inputs) receives the result; ``workspace`` keeps the scratch
+    buffers for the next call.
     """
     batch = v.shape[0]
     flat_v = v.reshape(batch, -1)
     lo = lower.expand_as(v).reshape(batch, -1)
     hi = upper.expand_as(v).reshape(batch, -1)
     r = _per_sample(radius, batch, flat_v)
-    squares = flat_v * flat_v
+    space = workspace if workspace is not None else Workspace()
+    squares = torch.mul(flat_v, flat_v, out=space.get("squares", flat_v))
     v_norm = squares.sum(dim=1).sqrt()
     # t = 1 means mu = 0: the box alone already keeps the point inside the ball.
     t = torch.where(v_norm > 0, r / v_norm.clamp_min(torch.finfo(v.dtype).tiny), torch.ones_like(r)).clamp(max=1.0)
-    scratch = tuple(torch.empty_like(flat_v) for _ in range(3))
+    # projected keeps clip(t v) of the last full pass.
+    projected = (torch.empty_like(flat_v) if out is None else out).view(batch, -1)
+    scratch, free, clipped = (space.get(name, flat_v) for name in ("scratch", "free", "clipped"))
     rows = torch.arange(batch, device=v.device)
-    stale = rows  # rows whose t changed since the last full pass wrote clip(t v) into scratch[1]
+    stale = rows  # rows whose t changed since the last full pass wrote clip(t v) into projected
     for _ in range(_MAX_PROJECTION_ITERATIONS):
         # Rows stop once their clipping pattern is stable; gather the others only when they are few
         # (recomputing a converged row is harmless: its t does not move).
         compact = len(rows) < batch // 2
         if compact:
-            subset = tuple(tensor[rows] for tensor in (flat_v, lo, hi, squares))
-            free_mass, total_mass = _clip_masses(t[rows], *subset, tuple(torch.empty_like(subset[0]) for _ in range(3)))
+            count = len(rows)
+            # Fewer than half the rows: two gathered inputs fit in one buffer.
+            pairs = (space.get("gathered", flat_v), space.get("gathered-bounds", flat_v))
+            subset = [torch.index_select(tensor, 0, rows, out=pairs[k // 2][(k % 2) * count: (k % 2 + 1) * count])
+                      for k, tensor in enumerate((flat_v, squares, lo, hi))]
             t_rows, r_rows = t[rows], r[rows]
+            free_mass, total_mass = _clip_masses(t_rows, subset[0], subset[2], subset[3], subset[1],
+                                                 clipped[:count], scratch[:count], free[:count])
         else:
-            free_mass, total_mass = _clip_masses(t, flat_v, lo, hi, squares, scratch)
+            free_mass, total_mass = _clip_masses(t, flat_v, lo, hi, squares, projected, scratch, free)
             t_rows, r_rows = t, r
         clipped_mass = total_mass - t_rows * t_rows * free_mass
         t_next = ((r_rows * r_rows - clipped_mass).clamp_min(0) / free_mass).sqrt().clamp(max=1.0)
@@ -88,17 +121,22 @@ def project_l2_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
             break
         t[index] = t_next[moved]
         rows = index
-    projected = scratch[1]
-    if len(stale):
+    if len(stale) > batch // 4:
+        # Cheaper than gathering many rows: one more full pass (the same arithmetic, row by row).
+        torch.clamp(torch.mul(t[:, None], flat_v, out=scratch), lo, hi, out=projected)
+    elif len(stale):
         projected[stale] = torch.clamp(t[stale, None] * flat_v[stale], lo[stale], hi[stale])
     return projected.view_as(v)
 
 
-def project_linf_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                     radius: float | torch.Tensor) -> torch.Tensor:
+def project_linf_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, radius: float | torch.Tensor,
+                     *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Projection onto ``{||d||_inf <= r} ∩ [lower, upper]``: both sets are boxes, so clip twice."""
     r = _per_sample(radius, v.shape[0], v).view(-1, *([1] * (v.dim() - 1)))
-    return torch.maximum(torch.minimum(torch.maximum(torch.minimum(v, r), -r), upper), lower)
+    result = torch.minimum(v, r, out=torch.empty_like(v) if out is None else out)
+    torch.maximum(result, -r, out=result)
+    torch.minimum(result, upper, out=result)
+    return torch.maximum(result, lower, out=result)
 
 
 def seeded_noise(seeds: Sequence[int] | torch.Tensor, shape: Sequence[int],
@@ -138,19 +176,22 @@ class Threat:
         return Threat(torch.as_tensor(self.radius)[index.to(torch.as_tensor(self.radius).device)], self.norm)
 
     def project(self, x: torch.Tensor, delta: torch.Tensor,
-                bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                bounds: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                out: torch.Tensor | None = None, workspace: Workspace | None = None) -> torch.Tensor:
         """Nearest perturbation to ``delta`` (Euclidean) that keeps ``x + delta`` inside the threat.
 
-        ``bounds`` may pass ``(-x, 1 - x)`` precomputed, for loops that project many times.
+        For loops that project many times: ``bounds`` may pass ``(-x, 1 - x)`` precomputed, ``out``
+        a contiguous tensor (not overlapping ``delta``) to write the result into, ``workspace`` the
+        scratch buffers to reuse.
         """
         lower, upper = bounds if bounds is not None else (-x, 1 - x)
         if self.norm == "l2":
-            return project_l2_box(delta, lower, upper, self.radii(x))
-        return project_linf_box(delta, lower, upper, self.radii(x))
+            return project_l2_box(delta, lower, upper, self.radii(x), out=out, workspace=workspace)
+        return project_linf_box(delta, lower, upper, self.radii(x), out=out)
 
-    def apply(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, delta: torch.Tensor, *, workspace: Workspace | None = None) -> torch.Tensor:
         """``x + project(delta)``, clamped to [0, 1] against float rounding of ``x + (1 - x)``."""
-        return (x + self.project(x, delta)).clamp(0.0, 1.0)
+        return (x + self.project(x, delta, workspace=workspace)).clamp_(0.0, 1.0)
 
     def random_start(self, x: torch.Tensor, seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """A uniform draw from the norm ball (one seed per sample), projected onto the box."""

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from aerobust.errors import AerobustError, ThreatViolation
-from aerobust.threat import Threat, project_l2_box, project_linf_box
+from aerobust.threat import Threat, Workspace, project_l2_box, project_linf_box
 
 floats = st.floats(-3.0, 3.0, allow_nan=False, width=64)
 pixels = st.floats(0.0, 1.0, allow_nan=False, width=64)
@@ -96,6 +96,24 @@ def test_batched_projection_matches_per_sample_and_takes_per_sample_radii(mnist_
     assert bool((batched == 0)[0].all())  # radius 0 leaves nothing
     # Real images clip: the binding samples sit on the sphere, not inside it.
     assert bool((norms[8:] > radius[8:] * (1 - 1e-5)).all())
+
+
+def test_reused_workspace_and_out_give_the_fresh_projection_bit_for_bit(mnist_test):
+    # PGD projects every step into the same buffers, over shrinking row sets (early stopping):
+    # stale scratch content or a sliced buffer must never leak into a result.
+    x = mnist_test.images[:40]
+    generator = torch.Generator().manual_seed(5)
+    workspace = Workspace()
+    for rows, scale, norm in ((40, 0.5, "l2"), (40, 2.0, "l2"), (7, 1.0, "l2"), (40, 0.05, "l2"), (13, 0.5, "linf")):
+        v = torch.randn((rows, *x.shape[1:]), generator=generator) * scale
+        radius = torch.rand(rows, generator=generator) * 3
+        threat = Threat(radius, norm)
+        out = torch.full_like(v, float("nan"))
+        fresh = threat.project(x[:rows], v)
+        reused = threat.project(x[:rows], v, out=out, workspace=workspace)
+        assert reused.data_ptr() == out.data_ptr()
+        assert torch.equal(reused, fresh)
+        threat.check(x[:rows], threat.apply(x[:rows], reused, workspace=workspace))
 
 
 def test_linf_projection_is_the_double_clip():

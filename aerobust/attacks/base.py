@@ -264,7 +264,18 @@ class Attack:
         seeds = _seeds(seed, "start", trial_idx.tolist(), ids.tolist(), restart_idx.tolist())
         total = grid.shape[1]
 
+        last_bound: list[tuple[torch.Tensor, AttackProblem]] = []
+
         def bind(rows: torch.Tensor) -> AttackProblem:
+            # The final evaluation (and the clean one, with one lambda and one restart) usually asks
+            # again for the rows just attacked: reuse their references instead of recomputing them.
+            if last_bound and torch.equal(last_bound[0][0], rows):
+                return last_bound[0][1]
+            problem = _bind(rows)
+            last_bound[:] = [(rows, problem)]
+            return problem
+
+        def _bind(rows: torch.Tensor) -> AttackProblem:
             n, t = img_idx[rows].to(device), trial_idx[rows].to(device)
             row_targets = None if targets is None else targets[t, n]
             row_labels = None if labels is None else labels[n]

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from ..threat import Workspace
 from .base import AttackProblem, OptimizationResult, _input_gradient
 
 SCHEDULES = {
@@ -31,7 +32,7 @@ def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tenso
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         size = grad.flatten(1).norm(dim=1)
     if norm == "linf":
-        return grad.sign(), size, bad
+        return grad.sign_(), size, bad
     scale = size.clamp_min(torch.finfo(grad.dtype).tiny).reciprocal()
     return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
@@ -40,7 +41,8 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample."""
     x, objective, batch = problem.x, problem.objective, len(problem)
     shape = (-1, *([1] * (x.dim() - 1)))
-    delta = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    # contiguous: the projection writes each step's result into it in place
+    delta = problem.random_start() if attack.random_start else torch.zeros_like(x, memory_format=torch.contiguous_format)
     radius = problem.threat.radii(x)
     history = torch.full((batch, attack.steps), float("nan"), device=x.device)
     best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
@@ -51,12 +53,19 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     rows = torch.arange(batch, device=x.device)
     active = problem  # shrinks only when early stopping retires samples
     bounds = (-x, 1 - x)
+    workspace = Workspace()  # the step's (B, D) temporaries, reused across steps
 
     def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         if len(rows) == batch:
             improved = objective.stronger(values, best_values)
             torch.where(improved, values, best_values, out=best_values)
-            torch.where(improved.view(shape), candidate, best_delta, out=best_delta)
+            # Copy only the improved rows (all of them at first, few later): cheaper than a where()
+            # over the whole perturbation.
+            index = improved.nonzero().flatten()
+            if len(index) == batch:
+                best_delta.copy_(candidate)
+            elif len(index):
+                best_delta.index_copy_(0, index, candidate.index_select(0, index))
         else:
             improved = objective.stronger(values, best_values[rows])
             best_values[rows] = torch.where(improved, values, best_values[rows])
@@ -68,20 +77,23 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         current = delta if full else delta[rows]
         values, grad = active.loss_and_grad(current)
         direction, size, bad = _direction(grad, attack.norm)
-        nan_gradient[rows] |= bad
         if step == 0:
             zero_gradient[rows] = size == 0
         if full:
+            nan_gradient |= bad
             history[:, step] = values
         else:
+            nan_gradient[rows] |= bad
             history[rows, step] = values
         improved = keep_best(values, current)
-        length = (attack.step_size * SCHEDULES[attack.schedule](step, attack.steps)) * radius[rows]
-        moved = torch.addcmul(current, direction, length.view(shape), value=-1)
+        length = (attack.step_size * SCHEDULES[attack.schedule](step, attack.steps)) * (radius if full else radius[rows])
+        moved = torch.addcmul(current, direction, length.view(shape), value=-1, out=workspace.get("moved", current))
         if full:
-            delta = active.threat.project(active.x, moved, bounds)
+            # current (= delta) is already recorded (history, best iterate): overwrite it in place.
+            active.threat.project(active.x, moved, bounds, out=delta, workspace=workspace)
         else:
-            delta[rows] = active.threat.project(active.x, moved, (bounds[0][rows], bounds[1][rows]))
+            delta[rows] = active.threat.project(active.x, moved, (bounds[0][rows], bounds[1][rows]),
+                                                out=workspace.get("projected", moved), workspace=workspace)
         if attack.early_stop is not None:
             stale[rows] = torch.where(improved, torch.zeros_like(stale[rows]), stale[rows] + 1)
             keep = stale[rows] < attack.early_stop
@@ -94,7 +106,8 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         current = delta if len(rows) == batch else delta[rows]
         with torch.no_grad():
             keep_best(active.values(active.x + current), current)
-    return OptimizationResult(problem.threat.apply(x, best_delta), history, zero_gradient, nan_gradient)
+    return OptimizationResult(problem.threat.apply(x, best_delta, workspace=workspace), history, zero_gradient,
+                              nan_gradient)
 
 
 def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
