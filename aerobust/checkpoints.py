@@ -106,16 +106,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return module.to(device), sidecar
 
 
-def _user_factory(spec: str) -> nn.Module:
+def module_from_factory(spec: str, option: str = "--model") -> nn.Module:
+    """``package.module:factory`` -> the nn.Module it returns (or names); errors name ``option``."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AerobustError(f"cannot import '{module_name}' for --model {spec} ({exc}); is it on PYTHONPATH?") from None
+        raise AerobustError(f"cannot import '{module_name}' for {option} {spec} ({exc}); is it on PYTHONPATH?") from None
     factory = getattr(module, attr, None)
     if factory is None:
-        raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from --model {spec})")
-    return factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+        raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from {option} {spec})")
+    built = factory if isinstance(factory, nn.Module) else factory()
+    if not isinstance(built, nn.Module):
+        raise AerobustError(f"{option} {spec} returned {type(built).__name__}; it must return a torch nn.Module")
+    return built
 
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
@@ -131,7 +135,7 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
         module, sidecar = load_checkpoint(checkpoint)
         info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar}
     elif ":" in model:
-        module = _user_factory(model)
+        module = module_from_factory(model)
         info = {"source": "factory", "factory": model}
     else:
         module = ARCHITECTURES.create(model, **(arch_kwargs or {}))

@@ -6,7 +6,6 @@ that is read with ``torch.load(weights_only=True)``, so a weights file cannot ex
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoints import module_from_factory
 from .errors import AerobustError, CheckpointError, ShapeError, UnknownNameError
 from .runtime import eval_mode
 
@@ -127,20 +127,6 @@ def save_classifier(path: str | os.PathLike, model: nn.Module) -> Path:
     return path
 
 
-def _factory_classifier(spec: str) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AerobustError(f"cannot import '{module_name}' for --classifier {spec} ({exc}); "
-                            "is it on PYTHONPATH?") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from --classifier {spec})")
-    model = factory if isinstance(factory, nn.Module) else factory()
-    if not isinstance(model, nn.Module):
-        raise AerobustError(f"--classifier {spec} returned {type(model).__name__}; it must return a torch nn.Module")
-    return model
 
 
 def load_classifier_weights(model: nn.Module, weights: str | os.PathLike) -> nn.Module:
@@ -168,7 +154,10 @@ def load_classifier(spec: str, *, input_shape: Sequence[int], num_classes: int =
 
     The result is checked to map ``(N, *input_shape)`` to ``(N, num_classes)`` logits.
     """
-    model = _factory_classifier(spec) if ":" in spec else build_classifier(spec, input_shape, num_classes)
+    if ":" in spec:
+        model = module_from_factory(spec, "--classifier")
+    else:
+        model = build_classifier(spec, input_shape, num_classes)
     if weights is not None:
         load_classifier_weights(model, weights)
     model = model.to(device).eval()
