@@ -47,8 +47,13 @@ class ModelSpec:
         label, sep, source = text.partition("=")
         if not sep:
             source = text
-            label = Path(text).stem if kind == "checkpoint" else text.rsplit(":", 1)[-1]
+            label = _checkpoint_label(Path(text)) if kind == "checkpoint" else text.rsplit(":", 1)[-1]
         return cls(label=label, **{kind: source})
+
+
+def _checkpoint_label(path: Path) -> str:
+    """``runs/coupled/model.pt`` (what ``aerobust train`` writes) -> ``coupled``; else the file stem."""
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
 
 
 @dataclasses.dataclass

@@ -75,6 +75,13 @@ def test_changed_config_is_refused_in_the_same_folder(tmp_path, checkpoint):
         Audit(_config(checkpoint, attacks=["max-damage"], lambdas=[1.0]), tmp_path, device="cpu", quiet=True).run()
 
 
+def test_model_labels():
+    assert ModelSpec.parse("runs/coupled/model.pt", "checkpoint").label == "coupled"
+    assert ModelSpec.parse("ckpt/ae-seed1.pt", "checkpoint").label == "ae-seed1"
+    assert ModelSpec.parse("Ours=runs/x/model.pt", "checkpoint") == ModelSpec("Ours", checkpoint="runs/x/model.pt")
+    assert ModelSpec.parse("mypkg.models:build", "model").label == "build"
+
+
 def _cli(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
