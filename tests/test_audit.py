@@ -137,3 +137,16 @@ def test_cli_as_a_subprocess(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["Error: lambdas must be finite and >= 0; got [-1.0]"]
     assert "Traceback" not in bad.stderr
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path):
+    args = ["demo", "--out", str(tmp_path), "--epochs", "1", "--images", "4", "--trials", "1", "--lambdas", "1",
+            "--device", "cpu", "--quiet"]
+    assert _cli(args).exit_code == 0
+    results = pd.read_csv(tmp_path / "audit" / "results.csv")
+    assert sorted(results.model.unique()) == ["AE", "coupled-KS"] and len(results) == 2 * 3 * 4
+    assert (tmp_path / "models" / "coupled-ks" / "model.json").is_file()
+    assert (tmp_path / "audit" / "report" / "report.html").is_file()
+    before = (tmp_path / "audit" / "results.csv").read_bytes()
+    assert _cli(args).exit_code == 0  # a rerun resumes: nothing retrained or re-attacked, same table
+    assert (tmp_path / "audit" / "results.csv").read_bytes() == before
