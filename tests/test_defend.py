@@ -308,6 +308,26 @@ def test_cli_defend_run_writes_report(cli_files):
     assert "honest number" in findings and "OOD ROC-AUC" in findings
 
 
+def test_cli_defend_rerun_reuses_saved_adversarials(cli_files, monkeypatch):
+    """An interrupted or repeated run resumes: finished attacks are read back, not recomputed."""
+    folder, checkpoint, weights = cli_files
+    out = folder / "resume"
+    assert CliRunner().invoke(main, _base_args(checkpoint, weights, out)).exit_code == 0
+    cached = sorted((out / "cache").rglob("*.pt"))
+    assert cached, "no adversarial images were saved"
+    first = (out / "purification.csv").read_text()
+
+    def no_attacks(*args, **kwargs):
+        raise AssertionError("attack recomputed although its images were saved")
+
+    monkeypatch.setattr("aerobust.defend.purify.attack_classifier", no_attacks)
+    assert CliRunner().invoke(main, _base_args(checkpoint, weights, out), catch_exceptions=False).exit_code == 0
+    assert (out / "purification.csv").read_text() == first
+    other = [*_base_args(checkpoint, weights, out), "--seed", "1"]
+    with pytest.raises(AssertionError, match="recomputed"):  # other settings get their own cache key
+        CliRunner().invoke(main, other, catch_exceptions=False)
+
+
 @pytest.mark.parametrize("change, message", [
     (("--attacks", "fgsm,jsma"), "unknown classifier attack 'jsma'"),
     (("--classifier-weights", "nowhere.pt"), "nowhere.pt does not exist"),

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+from pathlib import Path
 
 import click
 
@@ -66,6 +69,18 @@ def _defend_options(command):
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
+def _run_key(config: dict, opts: dict, *modules) -> str:
+    """Digest of everything that decides the adversarial images: a rerun with the same key reuses them."""
+    digest = hashlib.sha256(json.dumps({"config": config, "options": {k: v for k, v in opts.items()
+                                                                        if k not in ("out", "quiet")}},
+                                       sort_keys=True, default=str).encode())
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _run(ctx: click.Context, analyses, **opts):
     attacks = [a.strip() for a in opts["attacks"].split(",") if a.strip()]
     if not attacks and {"purify", "detect"} & set(analyses):
@@ -101,8 +116,10 @@ def _run(ctx: click.Context, analyses, **opts):
     if opts["save_classifier"]:
         save_classifier(opts["save_classifier"], classifier)
     trained_prior = prior_from_defense_config(model_info.get("sidecar", {}).get("defense_config"))
+    run_key = _run_key(config_record(config), opts, autoencoder, classifier)
     results = run_defend(classifier, {"model": autoencoder}, evaluation, fit_set=train, config=config,
-                         trained_priors={"model": trained_prior}, quiet=opts["quiet"])
+                         trained_priors={"model": trained_prior}, cache_dir=Path(opts["out"]) / "cache" / run_key,
+                         quiet=opts["quiet"])
     out = write_defend_report(
         results, opts["out"], command=ctx.command_path, seed=opts["seed"], device=device,
         config={**config_record(config), "cli": dict(opts)},

@@ -7,6 +7,8 @@ an attacker who knows the defense does. Only the adaptive number measures robust
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -59,10 +61,13 @@ class AdversarialSet:
 def generate_adversarials(classifier: nn.Module, autoencoder: Autoencoder, images: torch.Tensor,
                           labels: torch.Tensor, *, attacks: Sequence[str], budgets: dict[str, Sequence[float]],
                           adaptive: bool = True, eot_samples: int = 0, options: AttackOptions = AttackOptions(),
-                          seed: int = 0, batch_size: int = 250, quiet: bool = True) -> list[AdversarialSet]:
+                          seed: int = 0, batch_size: int = 250, quiet: bool = True,
+                          cache_dir: str | os.PathLike | None = None) -> list[AdversarialSet]:
     """Plain and (if ``adaptive``) adaptive adversarial sets for every attack and budget of its norm.
 
-    ``budgets`` maps a norm (``linf``, ``l2``) to its budget list.
+    ``budgets`` maps a norm (``linf``, ``l2``) to its budget list. With ``cache_dir`` each attack's
+    images are saved as soon as they exist and reused by a rerun, so an interrupted run resumes; the
+    caller keys the folder to everything that decides the images (see ``aerobust defend``).
     """
     specs = [get_attack(name) for name in attacks]
     targets = {"classifier": classifier}
@@ -71,8 +76,18 @@ def generate_adversarials(classifier: nn.Module, autoencoder: Autoencoder, image
     jobs = [(spec, name, model) for spec in specs for name, model in targets.items()]
     sets = []
     for spec, target, model in tqdm(jobs, desc="attacks", disable=quiet, leave=False):
-        found = attack_classifier(model, images, labels, spec.name, budgets[spec.norm], options=options,
-                                  seed=seed, batch_size=batch_size)
+        cached = None if cache_dir is None else Path(cache_dir) / f"{spec.name}__{target}.pt"
+        if cached is not None and cached.is_file():
+            found = {budget: adv.to(images.device)
+                     for budget, adv in torch.load(cached, map_location="cpu", weights_only=True).items()}
+        else:
+            found = attack_classifier(model, images, labels, spec.name, budgets[spec.norm], options=options,
+                                      seed=seed, batch_size=batch_size)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_name(cached.name + ".tmp")
+                torch.save({float(budget): adv.detach().cpu() for budget, adv in found.items()}, partial)
+                os.replace(partial, cached)
         sets += [AdversarialSet(spec.name, spec.norm, budget, target, adv) for budget, adv in found.items()]
     return sets
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -86,12 +87,13 @@ def _tagged(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval_set: ImageSet, *,
                fit_set: ImageSet | None = None, config: DefendConfig | None = None,
-               trained_priors: dict | None = None, quiet: bool = True) -> DefendResults:
+               trained_priors: dict | None = None, cache_dir=None, quiet: bool = True) -> DefendResults:
     """The requested analyses for each autoencoder (name -> wrapped model) on ``eval_set``.
 
     Attacks use the first ``attack_images`` images; OOD and calibration use all of ``eval_set``.
     ``fit_set`` (training images) is needed only for the ``gaussian-fit`` prior of deterministic models;
-    ``trained_priors`` (name -> GMMPrior) gives the priors GMM-regularized models were trained towards.
+    ``trained_priors`` (name -> GMMPrior) gives the priors GMM-regularized models were trained towards;
+    ``cache_dir`` keeps each model's adversarial images (in a subfolder per name) so a rerun resumes.
     """
     config = config or DefendConfig()
     config.validate()
@@ -115,7 +117,8 @@ def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval
                 sets = generate_adversarials(
                     classifier, autoencoder, attack_images, attack_labels, attacks=config.attacks,
                     budgets=config.budgets(), adaptive=config.adaptive, eot_samples=config.eot_samples,
-                    options=config.attack_options, seed=config.seed, batch_size=config.batch_size, quiet=quiet)
+                    options=config.attack_options, seed=config.seed, batch_size=config.batch_size, quiet=quiet,
+                    cache_dir=None if cache_dir is None else Path(cache_dir) / name)
             if "purify" in config.analyses:
                 table = purification_table(classifier, autoencoder, attack_images, attack_labels, sets,
                                            eot_samples=config.eot_samples, seed=config.seed)
