@@ -92,8 +92,8 @@ class AuditConfig:
 
 
 def _block_stem(model: str, attack: str, lam: float) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}__{attack}__lam{lam:g}")
-    return safe
+    """A file-name-safe stem for one (model, attack, lambda) block."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}__{attack}__lam{lam:g}")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):

@@ -4,7 +4,6 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from aerobust import save_checkpoint
