@@ -22,15 +22,12 @@ from .checkpoints import resolve_model
 from .datasets import ImageSet, load_dataset
 from .errors import AerobustError
 from .registry import ATTACKS
-from .runtime import resolve_device, seed_everything, write_manifest
+from .report import RESULT_COLUMNS, lambda_text
+from .runtime import module_digest, resolve_device, seed_everything, tensor_digest, write_manifest
 
-RESULT_COLUMNS = [
-    "model", "attack", "lambda", "trial", "image_id", "target_id", "label", "target_label",
-    "attack_loss", "l2_delta", "msssim_input_adv", "msssim_target_advrecon", "msssim_input_advrecon",
-    "msssim_recon_advrecon", "l2_recon_advrecon", "l2_target_advrecon", "latent_target_distance",
-    "classifier_correct", "clean_classifier_correct",
-]
 PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
+# The audit's identity (config, model and data content hashes, threads); a rerun must match it to resume.
+FINGERPRINT_FILE = "audit-fingerprint.json"
 
 
 @dataclasses.dataclass
@@ -75,13 +72,20 @@ class AuditConfig:
     examples: int = 6
 
     def validate(self):
+        """Refuse what would put two results under one key (file name, table label) or cannot run."""
         if not self.models:
             raise AerobustError("nothing to audit: give --model or --checkpoint at least once")
         labels = [m.label for m in self.models]
         if len(set(labels)) != len(labels):
             raise AerobustError(f"model labels must be unique, got {labels}; name them LABEL=SOURCE")
+        _refuse_collisions(labels, lambda label: _file_safe(label).casefold(), "model labels",
+                           "share one results file name (only letters, digits, '_', '.' and '-' are kept, and "
+                           "case is ignored); name them apart with LABEL=SOURCE")
+        _refuse_collisions(list(self.attacks), str, "--attacks", "are the same attack listed twice; list it once")
         if any(lam < 0 or not np.isfinite(lam) for lam in self.lambdas):
             raise AerobustError(f"lambdas must be finite and >= 0; got {list(self.lambdas)}")
+        _refuse_collisions([float(lam) for lam in self.lambdas], lambda_text, "--lambdas",
+                           "print as the same number in tables and file names; give distinct values")
         if self.trials < 1 or self.images < 1:
             raise AerobustError("--images and --trials must be at least 1")
         for name in self.attacks:
@@ -91,9 +95,21 @@ class AuditConfig:
         return dataclasses.asdict(self)
 
 
+def _refuse_collisions(values: list, key: Callable, what: str, why: str):
+    seen: dict = {}
+    for index, value in enumerate(values):
+        first = seen.setdefault(key(value), index)
+        if first != index:
+            raise AerobustError(f"{what} {values[first]!r} and {value!r} {why}")
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
 def _block_stem(model: str, attack: str, lam: float) -> str:
-    """A file-name-safe stem for one (model, attack, lambda) block."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}__{attack}__lam{lam:g}")
+    """A file-name-safe stem for one (model, attack, lambda) block (unique: AuditConfig.validate)."""
+    return _file_safe(f"{model}__{attack}__lam{lambda_text(lam)}")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):
@@ -132,6 +148,10 @@ class _Plan:
     def targets(self) -> torch.Tensor | None:
         return None if self.target_index is None else self.pool.images[self.target_index]
 
+    def digest(self) -> str:
+        """Content hash of what is attacked: the images, their labels and the target images."""
+        return tensor_digest({"images": self.images, "labels": self.labels, "targets": self.targets()})
+
     def as_dict(self) -> dict:
         return {
             "image_ids": self.image_ids.tolist(),
@@ -160,20 +180,46 @@ class Audit:
         self.msssim = resolve_msssim_settings(config.msssim)
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _claim_out_dir(self):
-        """Refuse to mix two different audits in one folder; the config file is the fingerprint."""
+    def _fingerprint(self, plan: _Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
+        """What the saved blocks depend on: the config, the content of every model and of the data, threads."""
+        return json.loads(json.dumps({
+            "config": self.config.to_dict(),
+            "models": {label: info["weights_sha256"] for label, (_, info) in models.items()},
+            "data": plan.digest(),
+            "compute": {"torch_threads": torch.get_num_threads(),
+                        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
+        }))
+
+    def _claim_out_dir(self, fingerprint: dict):
+        """Refuse to mix two different audits in one folder, naming what changed; else record the fingerprint."""
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.out_dir / "audit-config.json"
-        current = json.loads(json.dumps(self.config.to_dict()))
-        if config_path.is_file():
-            previous = json.loads(config_path.read_text())
-            if previous != current:
-                changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        path = self.out_dir / FINGERPRINT_FILE
+        if not path.is_file():
+            _atomic_write(path, lambda p: p.write_text(json.dumps(fingerprint, indent=2) + "\n"))
+            return
+        previous = json.loads(path.read_text())
+        resume = "use a new --out folder, or rerun the original command to resume it"
+        old, new = previous.get("config") or {}, fingerprint["config"]
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise AerobustError(f"{self.out_dir} holds an audit with a different configuration "
+                                f"({', '.join(changed)} differ); {resume}")
+        for label, digest in fingerprint["models"].items():
+            if previous.get("models", {}).get(label) != digest:
                 raise AerobustError(
-                    f"{self.out_dir} holds an audit with a different configuration ({', '.join(changed)} "
-                    "differ); use a new --out folder, or rerun the original command to resume it")
-        else:
-            _atomic_write(config_path, lambda p: p.write_text(json.dumps(current, indent=2) + "\n"))
+                    f"model '{label}' changed since {self.out_dir} was audited (weights sha256 now {digest[:12]}, "
+                    f"was {str(previous.get('models', {}).get(label))[:12]}); audit the new weights into a new --out")
+        if previous.get("data") != fingerprint["data"]:
+            raise AerobustError(f"the audited data ({self.config.data}) changed since {self.out_dir} was audited "
+                                f"(content sha256 now {fingerprint['data'][:12]}, was {str(previous.get('data'))[:12]}); "
+                                "audit it into a new --out")
+        old, new = previous.get("compute") or {}, fingerprint["compute"]
+        if old != new:
+            raise AerobustError(
+                f"{self.out_dir} was audited with {old.get('torch_threads')} torch thread(s), deterministic algorithms "
+                f"{old.get('deterministic_algorithms')}; this run has {new['torch_threads']}, "
+                f"{new['deterministic_algorithms']}, which changes results in the last bits: resume with "
+                f"--threads {old.get('torch_threads')}, or use a new --out folder")
 
     def blocks(self) -> list[tuple[ModelSpec, str, float]]:
         return [(m, a, float(lam)) for m in self.config.models for a in self.config.attacks
@@ -181,6 +227,8 @@ class Audit:
 
     # -- per-model preparation -----------------------------------------------------------------
     def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
+        # Seeded per model: a model built with random weights is the same whichever blocks are left.
+        seed_everything(self.config.seed)
         model, info = resolve_model(spec.model, spec.checkpoint, device=self.device)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
@@ -188,7 +236,19 @@ class Audit:
             raise AerobustError(
                 f"{self.config.data} images are {shape} but model '{spec.label}' expects {wanted}; "
                 "fit them with --pad N or --resize N")
-        return model, info
+        return model, {**info, "weights_sha256": module_digest(model)}
+
+    def _clean_pass(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's clean behaviour on the audited images: codes, reconstructions, their fidelity."""
+        from .metrics import code_separation, mean_squared_error, ms_ssim
+
+        with torch.no_grad():
+            code = model.encode(x)
+            recon = model.decode(code)
+        return {"code": code, "recon": recon, "msssim_input_recon": ms_ssim(x, recon, self.msssim),
+                "mse_input_recon": mean_squared_error(x, recon), "code_separation": code_separation(code),
+                "code_finite": torch.isfinite(code.flatten(1)).all(dim=1),
+                "recon_finite": torch.isfinite(recon.flatten(1)).all(dim=1)}
 
     def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
@@ -210,7 +270,8 @@ class Audit:
 
     # -- one block -------------------------------------------------------------------------------
     def _run_block(self, spec: ModelSpec, model: Autoencoder, attack_name: str, lam: float, plan: _Plan,
-                   head) -> tuple[pd.DataFrame, dict, list]:
+                   head, clean: dict) -> tuple[pd.DataFrame, dict, list]:
+        from .attacks.sanity import non_finite_flag
         from .metrics import l2_distance, ms_ssim
 
         attack = self.attacks[attack_name]
@@ -225,17 +286,25 @@ class Audit:
         trials, n = self.config.trials, len(x)
         x_adv = result.x_adv[0].reshape(trials * n, *x.shape[1:])
         x_rep = x.repeat(trials, 1, 1, 1)
+        per_trial = lambda tensor: tensor.repeat(trials, *([1] * (tensor.dim() - 1))).float()  # noqa: E731
         with torch.no_grad():
-            recon = model.reconstruct(x).repeat(trials, 1, 1, 1)
-            recon_adv = model.reconstruct(x_adv)
+            recon = per_trial(clean["recon"])
             code_adv = model.encode(x_adv)
+            recon_adv = model.decode(code_adv)
+            latent_shift = (code_adv - per_trial(clean["code"])).flatten(1).norm(dim=1)
+            attack_loss = result.attack_loss[0].reshape(-1)
             columns = {
-                "attack_loss": result.attack_loss[0].reshape(-1),
+                "attack_loss": attack_loss,
                 "l2_delta": l2_distance(x_adv, x_rep),
                 "msssim_input_adv": ms_ssim(x_rep, x_adv, self.msssim),
                 "msssim_input_advrecon": ms_ssim(x_rep, recon_adv, self.msssim),
                 "msssim_recon_advrecon": ms_ssim(recon, recon_adv, self.msssim),
                 "l2_recon_advrecon": l2_distance(recon_adv, recon),
+                "msssim_input_recon": per_trial(clean["msssim_input_recon"]),
+                "mse_input_recon": per_trial(clean["mse_input_recon"]),
+                "latent_shift": latent_shift,
+                # 0/0 (a constant encoder) stays NaN: the code does not tell images apart at all.
+                "relative_code_shift": latent_shift / per_trial(clean["code_separation"]),
             }
             use_targets = attack.needs_targets and targets is not None
             if use_targets:
@@ -243,11 +312,19 @@ class Audit:
                 columns["msssim_target_advrecon"] = ms_ssim(flat_targets, recon_adv, self.msssim)
                 columns["l2_target_advrecon"] = l2_distance(recon_adv, flat_targets)
                 columns["latent_target_distance"] = (code_adv - model.encode(flat_targets)).flatten(1).norm(dim=1)
+            non_finite_rows = {"codes": ~per_trial(clean["code_finite"]).bool(),
+                      "adversarial codes": ~torch.isfinite(code_adv.flatten(1)).all(dim=1),
+                      "reconstructions": ~per_trial(clean["recon_finite"]).bool(),
+                      "adversarial reconstructions": ~torch.isfinite(recon_adv.flatten(1)).all(dim=1),
+                      "attack loss": ~torch.isfinite(attack_loss)}
             if head is not None and labels is not None:
                 label_rep = labels.to(self.device).repeat(trials)
-                columns["classifier_correct"] = (head(code_adv).argmax(1) == label_rep).float()
-                columns["clean_classifier_correct"] = (head(model.encode(x)).argmax(1) ==
-                                                       labels.to(self.device)).float().repeat(trials)
+                nan = torch.tensor(float("nan"), device=self.device)
+                # A prediction from a NaN code is not a prediction: the row counts as missing, not as wrong.
+                columns["classifier_correct"] = torch.where(
+                    non_finite_rows["adversarial codes"], nan, (head(code_adv).argmax(1) == label_rep).float())
+                columns["clean_classifier_correct"] = torch.where(
+                    non_finite_rows["codes"], nan, per_trial((head(clean["code"]).argmax(1) == labels.to(self.device)).float()))
         frame = pd.DataFrame({k: v.detach().double().cpu().numpy() for k, v in columns.items()})
         trial_index = np.repeat(np.arange(trials), n)
         frame.insert(0, "model", spec.label)
@@ -270,32 +347,45 @@ class Audit:
         example = torch.stack([
             x[:k], recon[:k], x_adv[:k], recon_adv[:k],
             flat_targets[:k] if use_targets else blank], dim=1).detach().cpu().float().numpy()
-        return frame, {"example": example}, list(result.flags) + [{"config": result.config}]
+        flags = list(result.flags)
+        non_finite = non_finite_flag(non_finite_rows)
+        if non_finite is not None:
+            flags.append(non_finite)
+        return frame, {"example": example}, flags + [{"config": {**result.config,
+                                                                  "maximize": attack.objective.maximize}}]
 
     # -- the whole audit -------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
 
-        self._claim_out_dir()
-        seed_everything(self.config.seed)
+        from .attacks.sanity import degenerate_model_flag
+
         cfg = self.config
+        seed_everything(cfg.seed)
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
+        models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
+        self._claim_out_dir(self._fingerprint(plan, models))
         _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
-        model_info = {}
+        model_info, model_flags = {}, []
         progress = tqdm(total=len(self.blocks()), desc="audit", unit="block", disable=self.quiet)
+        x = plan.images.to(self.device)
         for spec in cfg.models:
+            model, model_info[spec.label] = models[spec.label]
+            clean = self._clean_pass(model, x)
+            degenerate = degenerate_model_flag(x, clean["recon"], clean["msssim_input_recon"])
+            if degenerate is not None:
+                model_flags.append({"model": spec.label, "attack": "*", "lambda": None, **degenerate})
             todo = [(a, lam) for (m, a, lam) in self.blocks()
                     if m is spec and not (self.blocks_dir / f"{_block_stem(spec.label, a, lam)}.csv").is_file()]
-            model, model_info[spec.label] = self._load_model(spec, pool)
             progress.update(len(cfg.attacks) * len(cfg.lambdas) - len(todo))
             if not todo:
                 continue
             # With labels, every block also scores the latent classifier (the paper's Table 3).
             head = self._classifier_head(spec, model, pool) if plan.labels is not None else None
             for attack_name, lam in todo:
-                progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lam:g}")
-                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head)
+                progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lambda_text(lam)}")
+                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean)
                 stem = _block_stem(spec.label, attack_name, lam)
                 _atomic_write(self.blocks_dir / f"{stem}.npz", lambda p: _save_npz(p, arrays))
                 _atomic_write(self.blocks_dir / f"{stem}.json",
@@ -304,15 +394,15 @@ class Audit:
                 _atomic_write(self.blocks_dir / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
                 progress.update(1)
         progress.close()
-        return self._finish(plan, model_info)
+        return self._finish(plan, model_info, model_flags)
 
-    def _finish(self, plan: _Plan, model_info: dict) -> pd.DataFrame:
-        frames, examples, flags, attack_configs = [], {}, [], {}
+    def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
+        frames, examples, flags, attack_configs = [], {}, list(model_flags), {}
         for spec, attack_name, lam in self.blocks():
             stem = _block_stem(spec.label, attack_name, lam)
             frames.append(pd.read_csv(self.blocks_dir / f"{stem}.csv"))
             with np.load(self.blocks_dir / f"{stem}.npz") as arrays:
-                examples[f"{spec.label}::{attack_name}::{lam:g}"] = arrays["example"]
+                examples[f"{spec.label}::{attack_name}::{lambda_text(lam)}"] = arrays["example"]
             for note in json.loads((self.blocks_dir / f"{stem}.json").read_text()):
                 if "config" in note:
                     attack_configs[attack_name] = note["config"]

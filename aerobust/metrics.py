@@ -261,5 +261,43 @@ def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).reshape(len(a), -1).norm(dim=1)
 
 
+def mean_squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference per pair of samples: ``(N, ...)`` twice -> ``(N,)``."""
+    if a.shape != b.shape or a.dim() < 1:
+        raise ShapeError(f"mean_squared_error needs two batches of the same shape; got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    return (a - b).reshape(len(a), -1).pow(2).mean(dim=1)
+
+
+def code_separation(codes: torch.Tensor) -> torch.Tensor:
+    """Per sample, the median distance from its code to the codes of the other samples ``(N, ...) -> (N,)``.
+
+    The yardstick for attacks on the code: an attack that moves a code by this much has moved it as
+    far as the code of a typical other image lies. NaN for a single sample (no other image).
+    """
+    flat = codes.reshape(len(codes), -1).double()
+    if len(flat) < 2:
+        return torch.full((len(flat),), float("nan"), dtype=codes.dtype, device=codes.device)
+    distances = torch.cdist(flat, flat)
+    others = ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
+    return distances[others].view(len(flat), len(flat) - 1).median(dim=1).values.to(codes.dtype)
+
+
+def spread_ratio(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
+    """How much the reconstructions vary across images relative to the inputs.
+
+    Summed squared deviation from the batch mean of the reconstructions over that of the inputs:
+    1 for a perfect autoencoder, 0 for one whose output does not depend on its input; NaN when the
+    inputs do not vary.
+    """
+    def spread(batch):
+        flat = batch.reshape(len(batch), -1).double()
+        return float((flat - flat.mean(dim=0)).pow(2).sum())
+
+    denominator = spread(inputs)
+    return spread(reconstructions) / denominator if denominator > 0 else float("nan")
+
+
 register_metric("ms-ssim", ms_ssim)
 register_metric("l2", l2_distance)
+register_metric("mse", mean_squared_error)

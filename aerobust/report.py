@@ -7,7 +7,9 @@ image; columns in ``RESULT_COLUMNS``), ``manifest.json`` (``"metrics"``: the MS-
 reconstruction, target; the target is all-NaN for untargeted attacks). Nothing here runs a model.
 
 Every "mean ± std" is taken over trials: the mean over images within a trial first, then the mean
-and the sample standard deviation (ddof=1) of those trial means; one trial has no std.
+and the sample standard deviation (ddof=1) of those trial means; one trial has no std. Non-finite
+values (NaN, inf) take no part in a mean, and every cell says how many rows it averages: "(n=1000)",
+or "(n=800 of 1000)" when some rows of its group hold no finite value.
 """
 from __future__ import annotations
 
@@ -38,7 +40,11 @@ RESULT_COLUMNS = (
     "attack_loss", "l2_delta", "msssim_input_adv", "msssim_target_advrecon", "msssim_input_advrecon",
     "msssim_recon_advrecon", "l2_recon_advrecon", "l2_target_advrecon", "latent_target_distance",
     "classifier_correct", "clean_classifier_correct",
+    "msssim_input_recon", "mse_input_recon", "latent_shift", "relative_code_shift",
 )
+# Clean behaviour of the model on the audited image: one value per image, repeated in every block.
+CLEAN_COLUMNS = ("clean_classifier_correct", "msssim_input_recon", "mse_input_recon")
+STATISTICS = ("mean", "std", "n", "rows")
 INTEGER_COLUMNS = ("trial", "image_id", "target_id", "label", "target_label")
 FLOAT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in ("model", "attack", "lambda", *INTEGER_COLUMNS))
 EXAMPLE_COLUMNS = ("input x", "clean reconstruction", "adversarial x_a", "adversarial reconstruction",
@@ -68,6 +74,11 @@ METRICS_BY_COLUMN = {m.column: m for m in (
     Metric("latent_target_distance", "‖g(x_a) − g(x_t)‖", r"$\|g(x_a) - g(x_t)\|_2$"),
     Metric("classifier_correct", "accuracy under attack (%) ↑", r"accuracy under attack (\%) $\uparrow$", True),
     Metric("clean_classifier_correct", "clean accuracy (%) ↑", r"clean accuracy (\%) $\uparrow$", True),
+    Metric("msssim_input_recon", "clean MS-SSIM(x, x̃) ↑", r"clean MS-SSIM($x, \tilde{x}$) $\uparrow$"),
+    Metric("mse_input_recon", "clean MSE(x, x̃) ↓", r"clean MSE($x, \tilde{x}$) $\downarrow$"),
+    Metric("latent_shift", "‖g(x_a) − g(x)‖", r"$\|g(x_a) - g(x)\|_2$"),
+    Metric("relative_code_shift", "‖g(x_a) − g(x)‖ / code separation",
+           r"$\|g(x_a) - g(x)\|_2$ / code separation"),
 )}
 
 ATTACK_TITLES = {LATENT_ATTACK: "latent-space attack", MAX_DAMAGE_ATTACK: "maximum-damage attack",
@@ -178,14 +189,27 @@ def trial_statistics(results: pd.DataFrame, column: str,
                      by: Sequence[str] = ("model", "attack", "lambda")) -> pd.DataFrame:
     """Mean over images within each trial, then mean, std (ddof=1) and count of those trial means.
 
-    Returns one row per ``by`` group (in order of first appearance) with columns mean, std, trials.
-    NaN cells (e.g. target metrics of untargeted attacks) are skipped; a group without any value
-    has mean NaN and trials 0.
+    Returns one row per ``by`` group (in order of first appearance) with columns mean, std, trials,
+    n (the rows with a finite value, which the mean averages) and rows (all rows of the group).
+    Non-finite cells (target metrics of untargeted attacks, NaN from a broken model) take no part in
+    the mean and are the difference between n and rows; a group without any value has mean NaN.
     """
     by = list(by)
-    per_trial = results.groupby([*by, "trial"], sort=False)[column].mean()
+    values = results[column].astype(float)
+    frame = results[[*by, "trial"]].assign(value=values.where(np.isfinite(values)))
+    per_trial = frame.groupby([*by, "trial"], sort=False)["value"].mean()
     grouped = per_trial.groupby(level=by, sort=False)
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "trials": grouped.count()})
+    rows = frame.groupby(by, sort=False)["value"]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "trials": grouped.count(),
+                         "n": rows.count(), "rows": rows.size()})
+
+
+def _scaled(stats: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The STATISTICS columns, mean and std in the metric's display unit (percent for accuracies)."""
+    stats = stats[list(STATISTICS)].copy()
+    if METRICS_BY_COLUMN.get(column, Metric(column, column, column)).percent:
+        stats[["mean", "std"]] *= 100.0
+    return stats
 
 
 def _ordered_attacks(results: pd.DataFrame) -> list[str]:
@@ -210,10 +234,9 @@ def _wide(results: pd.DataFrame, cells: Iterable[tuple[str, str]]) -> pd.DataFra
     blocks = []
     for attack, column in cells:
         rows = results[results["attack"] == attack]
-        stats = trial_statistics(rows, column, by=("model", "lambda"))
-        scale = 100.0 if METRICS_BY_COLUMN.get(column, Metric(column, column, column)).percent else 1.0
+        stats = _scaled(trial_statistics(rows, column, by=("model", "lambda")), column)
         for lam in sorted(rows["lambda"].unique()):
-            part = stats.xs(lam, level="lambda")[["mean", "std"]] * scale
+            part = stats.xs(lam, level="lambda")
             part.columns = pd.MultiIndex.from_tuples([(attack, column, lambda_text(lam), s) for s in part.columns])
             blocks.append(part)
     if not blocks:
@@ -224,14 +247,46 @@ def _wide(results: pd.DataFrame, cells: Iterable[tuple[str, str]]) -> pd.DataFra
     return table
 
 
-def table1_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1 as numbers: per model, per attack, its MS-SSIM columns per lambda.
+def _clean_statistics(results: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A clean-behaviour column (one value per model, trial and image, repeated in every block) per model.
 
-    Targeted attacks (the latent-space attack) give MS-SSIM(x_t, x̃_a) and MS-SSIM(x, x_a);
-    untargeted ones (maximum damage) MS-SSIM(x̃, x̃_a) and MS-SSIM(x, x_a). Columns are a
-    MultiIndex (attack, metric, lambda, mean|std).
+    Counted once per (model, trial, image), from the attacks that recorded it. Columns are
+    ("clean", column, "", statistic).
     """
-    return _wide(results, [(a, c) for a in _ordered_attacks(results) for c in _table1_metrics(results, a)])
+    recorded = [a for a in _ordered_attacks(results) if _has_values(results, a, column)]
+    rows = results[results["attack"].isin(recorded)].drop_duplicates(["model", "trial", "image_id"])
+    stats = _scaled(trial_statistics(rows, column, by=("model",)), column)
+    stats.columns = pd.MultiIndex.from_tuples([("clean", column, "", s) for s in stats.columns])
+    return stats
+
+
+def _with_clean(results: pd.DataFrame, clean_columns: Sequence[str], attacked: pd.DataFrame) -> pd.DataFrame:
+    parts = [_clean_statistics(results, c) for c in clean_columns if results[c].notna().any()]
+    table = pd.concat([*parts, attacked], axis=1).reindex(attacked.index)
+    table.index.name = "model"
+    table.columns.names = ["attack", "metric", "lambda", "statistic"]
+    return table
+
+
+def table1_statistics(results: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 as numbers, with clean fidelity first: per model, per attack, MS-SSIM per lambda.
+
+    The first column is the clean MS-SSIM(x, x̃) (fidelity: a robustness score means little when the
+    model does not reconstruct its input). Targeted attacks (the latent-space attack) give
+    MS-SSIM(x_t, x̃_a) and MS-SSIM(x, x_a); untargeted ones (maximum damage) MS-SSIM(x̃, x̃_a) and
+    MS-SSIM(x, x_a). Columns are a MultiIndex (attack, metric, lambda, statistic in STATISTICS).
+    """
+    attacked = _wide(results, [(a, c) for a in _ordered_attacks(results) for c in _table1_metrics(results, a)])
+    return _with_clean(results, ["msssim_input_recon"], attacked)
+
+
+def fidelity_statistics(results: pd.DataFrame) -> pd.DataFrame:
+    """Clean fidelity and code sensitivity per model: MS-SSIM(x, x̃), MSE(x, x̃), and per attack and lambda
+    how far the attack moved the code in units of the code separation (the median distance between
+    the codes of two audited images)."""
+    attacked = _wide(results, [(a, "relative_code_shift") for a in _ordered_attacks(results)
+                               if _has_values(results, a, "relative_code_shift")])
+    return _with_clean(results, ["msssim_input_recon", "mse_input_recon"], attacked)
 
 
 def table3_statistics(results: pd.DataFrame) -> pd.DataFrame | None:
@@ -241,26 +296,21 @@ def table3_statistics(results: pd.DataFrame) -> pd.DataFrame | None:
     """
     if results["clean_classifier_correct"].isna().all() and results["classifier_correct"].isna().all():
         return None
-    # clean correctness does not depend on the attack: count every (model, trial, image) once
-    clean_rows = results.dropna(subset=["clean_classifier_correct"]).drop_duplicates(["model", "trial", "image_id"])
-    clean = trial_statistics(clean_rows, "clean_classifier_correct", by=("model",))[["mean", "std"]] * 100
-    clean.columns = pd.MultiIndex.from_tuples([("clean", "clean_classifier_correct", "", s) for s in clean.columns])
     attacked = _wide(results, [(a, "classifier_correct") for a in _ordered_attacks(results)
                                if _has_values(results, a, "classifier_correct")])
-    table = pd.concat([clean, attacked], axis=1).reindex(attacked.index)
-    table.index.name = "model"
-    table.columns.names = ["attack", "metric", "lambda", "statistic"]
-    return table
+    return _with_clean(results, ["clean_classifier_correct"], attacked)
 
 
 def summary_statistics(results: pd.DataFrame) -> pd.DataFrame:
     """Every metric that has values, per (model, attack, lambda): columns (metric, mean|std)."""
-    columns = [c for c in FLOAT_COLUMNS if results[c].notna().any() and c != "clean_classifier_correct"]
+    columns = [c for c in FLOAT_COLUMNS if results[c].notna().any() and c not in CLEAN_COLUMNS]
     parts = []
     for column in columns:
-        stats = trial_statistics(results, column)[["mean", "std"]]
-        if METRICS_BY_COLUMN[column].percent:
-            stats = stats * 100
+        stats = _scaled(trial_statistics(results, column), column)
+        # A column an attack never records (a target metric of an untargeted attack) is blank, not "0 of n".
+        recorded = results.groupby("attack")[column].apply(lambda v: bool(v.notna().any()))
+        not_recorded = ~stats.index.get_level_values("attack").map(recorded).astype(bool)
+        stats.loc[not_recorded, ["n", "rows"]] = 0
         stats.columns = pd.MultiIndex.from_tuples([(column, s) for s in stats.columns])
         parts.append(stats)
     table = pd.concat(parts, axis=1)
@@ -274,19 +324,25 @@ def summary_statistics(results: pd.DataFrame) -> pd.DataFrame:
 
 # --- formatting -----------------------------------------------------------------------------------
 
-def _mean_std_text(mean: float, std: float, decimals: int, plus_minus: str) -> str:
+def _mean_std_text(mean: float, std: float, decimals: int, plus_minus: str, n=None, rows=None) -> str:
+    count = "" if n is None or pd.isna(n) else (f" (n={int(n)})" if n == rows else f" (n={int(n)} of {int(rows)})")
     if pd.isna(mean):
-        return ""
+        return "no finite value" + count if rows else ""
     if pd.isna(std):
-        return f"{mean:.{decimals}f}"
-    return f"{mean:.{decimals}f}{plus_minus}{std:.{decimals}f}"
+        return f"{mean:.{decimals}f}{count}"
+    return f"{mean:.{decimals}f}{plus_minus}{std:.{decimals}f}{count}"
 
 
 def mean_std_strings(stats: pd.DataFrame, decimals: int = 3, plus_minus: str = " ± ") -> pd.DataFrame:
-    """Collapse the last column level (mean|std) into "0.551 ± 0.020" strings."""
+    """Collapse the last column level (mean|std, and n|rows where present) into "0.551 ± 0.020 (n=1000)"."""
     keys = list(dict.fromkeys(c[:-1] for c in stats.columns))
-    data = {key: [_mean_std_text(m, s, decimals, plus_minus)
-                  for m, s in zip(stats[(*key, "mean")], stats[(*key, "std")])] for key in keys}
+
+    def counts(key, name):
+        return stats[(*key, name)] if (*key, name) in stats.columns else [None] * len(stats)
+
+    data = {key: [_mean_std_text(m, s, decimals, plus_minus, n, r)
+                  for m, s, n, r in zip(stats[(*key, "mean")], stats[(*key, "std")], counts(key, "n"),
+                                        counts(key, "rows"))] for key in keys}
     table = pd.DataFrame(data, index=stats.index)
     if keys:
         table.columns = pd.MultiIndex.from_tuples(keys, names=stats.columns.names[:-1]) \
@@ -368,16 +424,34 @@ def write_statistics_table(stats: pd.DataFrame, out_dir, stem: str, decimals: in
 
 # --- figures --------------------------------------------------------------------------------------
 
-def attack_loss_figure(results: pd.DataFrame):
-    """Fig. 2: attack loss against lambda, one panel per attack, mean ± std over trials per model."""
+def _panel_per_attack(results: pd.DataFrame):
+    """A figure with one titled panel per attack; returns (figure, [(axis, attack)])."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     attacks = _ordered_attacks(results)
     figure, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False)
-    stats = trial_statistics(results, "attack_loss").reset_index()
     for axis, attack in zip(axes[0], attacks):
+        axis.set_title(ATTACK_TITLES.get(attack, attack))
+        axis.grid(alpha=0.3)
+    return figure, list(zip(axes[0], attacks))
+
+
+def _with_model_legend(figure, panels):
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5),
+                      bbox_to_anchor=(0.5, 1.08), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def attack_loss_figure(results: pd.DataFrame):
+    """Fig. 2: attack loss against lambda, one panel per attack, mean ± std over trials per model."""
+    figure, panels = _panel_per_attack(results)
+    stats = trial_statistics(results, "attack_loss").reset_index()
+    for axis, attack in panels:
         for model in dict.fromkeys(results["model"]):
             rows = stats[(stats["attack"] == attack) & (stats["model"] == model)].sort_values("lambda")
             if rows.empty or rows["mean"].isna().all():
@@ -386,16 +460,29 @@ def attack_loss_figure(results: pd.DataFrame):
             band = rows["std"].fillna(0.0)
             axis.fill_between(rows["lambda"], rows["mean"] - band, rows["mean"] + band,
                               color=line.get_color(), alpha=0.2)
-        axis.set_title(ATTACK_TITLES.get(attack, attack))
         axis.set_xlabel("λ (L2 budget)")
         axis.set_ylabel("attack loss")
-        axis.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5),
-                      bbox_to_anchor=(0.5, 1.08), frameon=False)
-    figure.tight_layout()
-    return figure
+    return _with_model_legend(figure, panels)
+
+
+def robustness_fidelity_figure(results: pd.DataFrame):
+    """Robustness against clean fidelity: per attack, each model's Table-1 robustness score per lambda
+    (y) at its clean MS-SSIM(x, x̃) (x). A model far left reconstructs badly, whatever its robustness."""
+    figure, panels = _panel_per_attack(results)
+    fidelity = _clean_statistics(results, "msssim_input_recon")[("clean", "msssim_input_recon", "", "mean")]
+    for axis, attack in panels:
+        column = _table1_metrics(results, attack)[0]
+        stats = trial_statistics(results[results["attack"] == attack], column, by=("model", "lambda")).reset_index()
+        for model in dict.fromkeys(results["model"]):
+            rows = stats[stats["model"] == model].sort_values("lambda")
+            x = np.full(len(rows), fidelity.get(model, np.nan))
+            points = axis.scatter(x, rows["mean"], label=model)
+            for x_value, (_, row) in zip(x, rows.iterrows()):
+                axis.annotate(f"λ={lambda_text(row['lambda'])}", (x_value, row["mean"]), fontsize=7,
+                              xytext=(4, 0), textcoords="offset points", color=points.get_facecolor()[0])
+        axis.set_xlabel("clean MS-SSIM(x, x̃) (fidelity)")
+        axis.set_ylabel(METRICS_BY_COLUMN[column].text)
+    return _with_model_legend(figure, panels)
 
 
 def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 2):
@@ -451,18 +538,81 @@ def _write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str 
     if table3 is not None:
         written["table3_latent_classifier"] = write_statistics_table(
             table3, out_dir, f"{prefix}table3_latent_classifier", decimals=2)
+    written["fidelity"] = write_statistics_table(fidelity_statistics(results), out_dir, f"{prefix}fidelity")
     written["summary"] = write_statistics_table(summary_statistics(results), out_dir, f"{prefix}summary")
     written["fig2_attack_loss"] = save_figure(attack_loss_figure(results), out_dir, f"{prefix}fig2_attack_loss")
+    written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results), out_dir,
+                                                    f"{prefix}robustness_vs_fidelity")
     return written
 
 
 FLAG_COLUMNS = ["model", "attack", "lambda", "flag", "count", "of", "message"]
 
 
-def sanity_flags_table(manifest: dict) -> pd.DataFrame:
-    """The attacks' sanity flags recorded in an audit manifest, one row per (model, attack, lambda, flag)."""
-    rows = [{k: flag.get(k) for k in FLAG_COLUMNS} for flag in manifest.get("flags") or []]
+def lambda_flags(results: pd.DataFrame, manifest: dict) -> list[dict]:
+    """Flags that compare lambdas, per sample, over the saved blocks of each (model, attack).
+
+    An audit attacks one lambda per block, so the sweep itself cannot compare them. Computed only
+    where every lambda of the audit has its rows and the manifest says which way the attack loss
+    points (``attacks.NAME.maximize``).
+    """
+    import torch
+
+    from .attacks.sanity import non_monotone_flags
+
+    lambdas = sorted(results["lambda"].unique())
+    flags = []
+    for (model, attack), rows in results.groupby(["model", "attack"], sort=False):
+        maximize = ((manifest.get("attacks") or {}).get(attack) or {}).get("maximize")
+        if maximize is None or sorted(rows["lambda"].unique()) != lambdas:
+            continue
+        table = rows.pivot_table(index=["trial", "image_id"], columns="lambda", values="attack_loss",
+                                 aggfunc="first", dropna=False)
+        loss = torch.tensor(table[lambdas].to_numpy().T)
+        for flag in non_monotone_flags(lambdas, loss, bool(maximize)):
+            flags.append({"model": model, "attack": attack, "lambda": ", ".join(map(lambda_text, lambdas)), **flag})
+    return flags
+
+
+def sanity_flags_table(manifest: dict, results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The sanity flags of an audit: one row per (model, attack, flag), repeated flags merged.
+
+    A flag raised at several lambdas (e.g. ``unbounded-target-missed``) is one row whose lambda cell
+    lists them and whose count and of are summed; its message is the first one's, with the counts per
+    lambda appended when they differ. With ``results``, the flags across lambdas (``lambda_flags``)
+    are added.
+    """
+    raw = [dict(flag) for flag in manifest.get("flags") or []]
+    if results is not None:
+        raw += lambda_flags(results, manifest)
+    merged: dict[tuple, list[dict]] = {}
+    for flag in raw:
+        merged.setdefault((flag.get("model"), flag.get("attack"), flag.get("flag")), []).append(flag)
+    rows = []
+    for (model, attack, name), group in merged.items():
+        row = {k: group[0].get(k) for k in FLAG_COLUMNS}
+        if len(group) > 1:
+            lambdas = [_lambda_cell(f.get("lambda")) for f in group]
+            row["lambda"] = ", ".join(lambdas)
+            row["count"] = sum(int(f.get("count") or 0) for f in group)
+            row["of"] = sum(int(f.get("of") or 0) for f in group)
+            per_lambda = "; ".join(f"λ = {lam}: {f.get('count')} of {f.get('of')}" for lam, f in zip(lambdas, group))
+            row["message"] = f"{group[0].get('message')} [raised at {len(group)} lambdas: {per_lambda}]"
+        else:
+            row["lambda"] = _lambda_cell(row["lambda"])
+        rows.append(row)
     return pd.DataFrame(rows, columns=FLAG_COLUMNS)
+
+
+def _lambda_cell(value) -> str:
+    """A flag's lambda as table text: a number, a list already joined, or "" for a flag about the whole model."""
+    if value is None:
+        return ""
+    return lambda_text(value) if isinstance(value, (int, float)) else str(value)
+
+
+def degenerate_models(flags: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(flags.loc[flags["flag"] == "degenerate-model", "model"]))
 
 
 def build_report(results_dir, out_dir=None) -> dict[str, Path]:
@@ -476,7 +626,7 @@ def build_report(results_dir, out_dir=None) -> dict[str, Path]:
     _refuse_audit_dir(audit.directory, out_dir)
     settings = resolve_msssim_settings(audit.metric_settings).as_dict() if audit.metric_settings else None
     written = _write_tables_and_figures(audit.results, out_dir)
-    flags = sanity_flags_table(audit.manifest)
+    flags = sanity_flags_table(audit.manifest, audit.results)
     if len(flags):
         written["sanity_flags"] = write_table(flags, out_dir, "sanity_flags")
     examples = audit.examples()
@@ -490,7 +640,7 @@ def build_report(results_dir, out_dir=None) -> dict[str, Path]:
             figures[key] = save_figure(figure, out_dir, key)
     written.update(figures)
     title = f"aerobust audit report: {audit.directory.name}"
-    page = _html_page(title, written, settings, [(audit.directory, audit.manifest)], audit.results)
+    page = _html_page(title, written, settings, [(audit.directory, audit.manifest)], audit.results, flags)
     written["report.html"] = out_dir / "report.html"
     written["report.html"].write_text(page)
     written["manifest.json"] = write_manifest(
@@ -532,7 +682,7 @@ def write_comparison(dirs: Sequence, out_dir) -> dict[str, Path]:
         _refuse_audit_dir(audit.directory, out_dir)
     written = _write_tables_and_figures(results, out_dir, prefix="comparison_")
     page = _html_page("aerobust comparison", written, settings,
-                      [(audit.directory, audit.manifest) for audit in audits], results)
+                      [(audit.directory, audit.manifest) for audit in audits], results, None)
     written["report.html"] = out_dir / "report.html"
     written["report.html"].write_text(page)
     written["manifest.json"] = write_manifest(
@@ -590,6 +740,7 @@ table.aerobust-table th, table.aerobust-table td, table.settings th, table.setti
 table.aerobust-table thead th { background: #f2f4f7; text-align: center; }
 table.settings th { text-align: left; background: #f7f7f7; }
 table.settings td { text-align: left; }
+.warning { background: #fff1f0; border: 1px solid #e0a0a0; padding: .6em; }
 .scroll { overflow-x: auto; } img { max-width: 100%; } .note { color: #555; font-size: .9em; }
 .examples img { max-width: 560px; margin: 0 1em 1em 0; } .examples { display: flex; flex-wrap: wrap; }
 pre { background: #f7f7f7; padding: .7em; font-size: .8em; overflow-x: auto; }
@@ -614,7 +765,8 @@ def _manifest_fields(manifest: dict) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _html_page(title: str, written: dict, settings: dict | None, sources, results: pd.DataFrame) -> str:
+def _html_page(title: str, written: dict, settings: dict | None, sources, results: pd.DataFrame,
+               flags: pd.DataFrame | None) -> str:
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     counts = (f"{results['model'].nunique()} model(s), {results['attack'].nunique()} attack(s), "
@@ -622,12 +774,23 @@ def _html_page(title: str, written: dict, settings: dict | None, sources, result
               f"{results['trial'].nunique()} trial(s), {results['image_id'].nunique()} image(s), "
               f"{len(results)} rows.")
     parts.append(f"<p class='note'>{html.escape(counts)} Every cell is the mean ± standard deviation over trials "
-                 f"of the per-trial mean over images.</p>")
+                 f"of the per-trial mean over images, and n the rows it averages (\"n=800 of 1000\": 200 rows of "
+                 f"that cell hold no finite value).</p>")
+    degenerate = [] if flags is None else degenerate_models(flags)
+    if degenerate:
+        parts.append(f"<p class='warning'><b>degenerate-model: {html.escape(', '.join(degenerate))}.</b> The "
+                     "reconstructions of these models do not depend on their input, so no attack can change them: "
+                     "their robustness scores mean nothing (see the sanity flags and the fidelity table).</p>")
     sections = (
         ("table1_msssim", "Table 1: MS-SSIM under attack",
          "x_r is the reference image: the target x_t for targeted attacks, the input x otherwise; x̃ are "
          "reconstructions. ↓: lower means a more robust model; ↑: higher means a more robust model."),
         ("table3_latent_classifier", "Table 3: latent-space classifier accuracy (%)", ""),
+        ("fidelity", "Clean fidelity and code sensitivity",
+         "Clean behaviour on the audited images (no attack): MS-SSIM and MSE between x and its reconstruction x̃. "
+         "Code sensitivity: how far the attack moved the code, ‖g(x_a) − g(x)‖, in units of the code separation "
+         "(the median distance from g(x) to the codes of the other audited images); 1 means the attack moved the "
+         "code as far as the code of a typical other image lies."),
         ("summary", "All metrics per model, attack and λ", ""),
     )
     for key, heading, note in sections:
@@ -638,12 +801,16 @@ def _html_page(title: str, written: dict, settings: dict | None, sources, result
                          + f"<div class='scroll'>{fragment}</div>")
     if len(sources) == 1 and "flags" in sources[0][1]:
         parts.append("<h2>Sanity flags</h2><p class='note'>Checks in the spirit of AutoAttack's: zero or NaN "
-                     "gradients, attack loss not monotone in λ, an unbounded latent attack that misses its target, "
-                     "an attack weaker than random noise of the same norm. A flag means the numbers of that block "
-                     "may overstate robustness.</p>")
+                     "gradients, attack loss not monotone in λ (per sample, across the audit's λ), an unbounded latent "
+                     "attack that misses its target, an attack weaker than random noise of the same norm; NaN/inf "
+                     "values (non-finite); a model whose reconstructions ignore the input (degenerate-model). A flag "
+                     "means the numbers of that block may overstate robustness. A flag raised at several λ is one "
+                     "row with summed counts.</p>")
         parts.append(f"<div class='scroll'>{Path(written['sanity_flags']['html']).read_text()}</div>"
                      if "sanity_flags" in written else "<p>No flag was raised.</p>")
     parts.append("<h2>Figure 2: attack loss against λ</h2>" + _image_tag(written["fig2_attack_loss"], "attack loss"))
+    parts.append("<h2>Robustness against clean fidelity</h2>"
+                 + _image_tag(written["robustness_vs_fidelity"], "robustness against fidelity"))
     example_keys = [k for k in written if k.startswith("fig3_")]
     if example_keys:
         parts.append("<h2>Figure 3: examples</h2><p class='note'>input | clean reconstruction | adversarial input | "

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,73 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def compute_environment() -> dict:
+    """What decides the floating-point results besides code and data: threads, determinism, backends.
+
+    Two runs that differ here may differ in the last bits of every score (reductions are split
+    differently), so a resumed run must not mix them.
+    """
+    environment = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "parallel_backend": _parallel_backend(),
+        "mkl": torch.backends.mkl.is_available(),
+        "openmp": torch.backends.openmp.is_available(),
+        "cpu_count": os.cpu_count(),
+        "thread_env": {k: os.environ[k] for k in ("AEROBUST_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                       if k in os.environ},
+    }
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        environment["threadpools"] = "threadpoolctl not installed"
+    else:
+        environment["threadpools"] = [{k: pool.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+                                      for pool in threadpool_info()]
+    return environment
+
+
+def _parallel_backend() -> str | None:
+    match = re.search(r"ATen parallel backend: (.+)", torch.__config__.parallel_info())
+    return match.group(1).strip() if match else None
+
+
+# Measured with bench/threads_under_load.py (README, "Threads"): with the cores busy elsewhere, one
+# thread per core made a small-model training epoch many times slower than one thread, while a second
+# thread on an idle machine gains little for the models aerobust audits; GPU runs barely use CPU threads.
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (``DEFAULT_THREADS`` when None); returns the count in use."""
+    count = DEFAULT_THREADS if threads is None else int(threads)
+    if count < 1:
+        raise AerobustError(f"the thread count must be at least 1, got {count}")
+    torch.set_num_threads(count)
+    return count
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor | None]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of named tensors (device-independent; None allowed)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(name.encode() + b"\0")
+        if tensor is None:
+            digest.update(b"none\0")
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def module_digest(module: nn.Module) -> str:
+    """Content hash of a module's parameters and buffers (what its outputs depend on besides code)."""
+    return tensor_digest(dict(module.state_dict()))
+
+
 def _jsonable(value: Any):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -85,6 +155,7 @@ def build_manifest(*, command: str, config: dict, seed: int | None, device: str 
         "device": str(device),
         "platform": platform.platform(),
         "versions": package_versions(),
+        "compute": compute_environment(),
         "config": config,
         **extra,
     })

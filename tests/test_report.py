@@ -51,6 +51,10 @@ def _write_audit(directory, mnist_test, settings: MSSSIMSettings, models=MODELS)
     target_index = torch.tensor([int(torch.nonzero(labels != label)[0]) for label in input_labels])
     targets = images[target_index]
     rows, examples = [], {}
+    codes = _encode(inputs).numpy()
+    # median distance from each code to the other images' codes, computed pair by pair
+    separation = torch.tensor([np.median([np.linalg.norm(codes[i] - codes[j]) for j in range(IMAGES) if j != i])
+                               for i in range(IMAGES)], dtype=torch.float32)
     for model, kernel in models.items():
         clean_recon = _reconstruct(inputs, kernel)
         clean_correct = (classify(clean_recon) == input_labels).double()
@@ -79,6 +83,10 @@ def _write_audit(directory, mnist_test, settings: MSSSIMSettings, models=MODELS)
                     "latent_target_distance": l2_distance(_encode(adversarial), _encode(x_t)) if targeted else nan,
                     "classifier_correct": (classify(adv_recon) == y).double() if classified else nan,
                     "clean_classifier_correct": clean_correct.repeat(TRIALS) if classified else nan,
+                    "msssim_input_recon": ms_ssim(x, recon, settings),
+                    "mse_input_recon": (x - recon).pow(2).flatten(1).mean(1),
+                    "latent_shift": l2_distance(_encode(adversarial), _encode(x)),
+                    "relative_code_shift": l2_distance(_encode(adversarial), _encode(x)) / separation.repeat(TRIALS),
                 }
                 columns = {k: v.tolist() for k, v in columns.items()}
                 for row in range(len(x)):
@@ -122,12 +130,18 @@ def test_load_results_types(audit_dir):
     assert set(audit.examples()) == {(m, a, f"{lam:g}") for m in MODELS for a in ATTACKS for lam in LAMBDAS}
 
 
-def test_table1_matches_a_direct_computation(audit_dir):
+def test_table1_matches_a_direct_computation(audit_dir, mnist_test):
     results = load_results(audit_dir).results
     table = table1_statistics(results)
     assert list(table.index) == list(MODELS)
-    # every attack: two metrics x two lambdas x (mean, std)
-    assert table.shape == (len(MODELS), len(ATTACKS) * 2 * len(LAMBDAS) * 2)
+    # clean fidelity, then every attack: two metrics x two lambdas; each (mean, std, n, rows)
+    assert table.shape == (len(MODELS), (1 + len(ATTACKS) * 2 * len(LAMBDAS)) * 4)
+    for model, kernel in MODELS.items():
+        clean = ms_ssim(mnist_test.images[:IMAGES], _reconstruct(mnist_test.images[:IMAGES], kernel),
+                        MSSSIMSettings.from_preset("small"))
+        assert table.loc[model, ("clean", "msssim_input_recon", "", "mean")] == pytest.approx(float(clean.mean()))
+        assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == TRIALS * IMAGES
+    assert (table.xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
     assert set(table["latent"].columns.get_level_values("metric")) == {"msssim_target_advrecon", "msssim_input_adv"}
     assert set(table["max-damage"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
                                                                            "msssim_input_adv"}
@@ -191,15 +205,17 @@ def test_build_report_writes_everything(audit_dir, tmp_path):
         assert written[name].is_file(), name
     csv = pd.read_csv(written["table1_msssim.csv"], index_col=0)
     assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
-    assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns)
-    assert " ± " in written["table1_msssim.md"].read_text()
+    assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns if c.endswith(("/mean", "/std")))
+    assert (csv.filter(like="/n") == TRIALS * IMAGES).all().all()
+    assert " ± " in written["table1_msssim.md"].read_text() and f"(n={TRIALS * IMAGES})" in written["table1_msssim.md"].read_text()
+    assert written["fidelity.csv"].is_file() and written["robustness_vs_fidelity.png"].is_file()
     flags = pd.read_csv(written["sanity_flags.csv"])
     assert flags[["model", "flag", "count"]].values.tolist() == [["blur-7", "zero-gradient", 2]]
     page = written["report.html"].read_text()
     assert "Sanity flags" in page and "the gradient was exactly zero on 2 samples" in page
     assert r"$\pm$" in written["table1_msssim.tex"].read_text()
     page = written["report.html"].read_text()
-    assert page.count("data:image/png;base64,") == 1 + len(ATTACKS) * len(LAMBDAS)
+    assert page.count("data:image/png;base64,") == 2 + len(ATTACKS) * len(LAMBDAS)  # Fig. 2, fidelity, Fig. 3
     assert '"window_size"' not in page and ">window_size<" in page  # the settings table is there
     manifest = json.loads(written["manifest.json"].read_text())
     assert manifest["metrics"]["window_size"] == 7 and manifest["command"] == "report"

@@ -4,6 +4,11 @@ Flags: ``nan-gradient``, ``zero-gradient`` (gradient masking or a flat objective
 (the worst case over nested balls must not weaken as lambda grows), ``weaker-than-noise`` (random
 noise of the full radius beats the attack), ``unbounded-target-missed`` (with a radius covering the
 whole box the latent attack should reach its target code).
+
+The audit adds two flags about the model rather than the optimizer: ``degenerate-model`` (the
+reconstructions do not depend on the input, so no attack can change them and every robustness score
+is meaningless; thresholds below) and ``non-finite`` (NaN/inf codes, reconstructions or losses, with
+counts per block). The audit report computes ``non-monotone-lambda`` across its blocks, one per lambda.
 """
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ NOISE_RTOL = 1e-3
 # The unbounded latent attack must end closer to the target code than this fraction of x's distance.
 UNBOUNDED_REACH = 0.1
 UNBOUNDED_SAMPLES = 4
+# degenerate-model, either criterion:
+# - the reconstructions of the audited images vary less than 1 % as much as the images themselves
+#   (summed squared deviation from their mean, metrics.spread_ratio): the output ignores the input;
+DEGENERATE_SPREAD_RATIO = 0.01
+# - the median clean MS-SSIM(x, x~) is below 0.1: the reconstructions are unrelated to the inputs
+#   (an untrained model scores about 0.03; a trained MNIST MLP scores above 0.8 with the paper preset).
+DEGENERATE_MSSSIM = 0.1
 
 
 def _strength(values: torch.Tensor, maximize: bool) -> torch.Tensor:
@@ -45,18 +57,7 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
                       "message": f"{zero_rows} of {n_attacked} attacked samples had an all-zero input gradient "
                                  "at the start; a flat or masked objective makes the attack loss overstate robustness"})
 
-    order = sorted(range(n_lambdas), key=lambda i: lambdas[i])
-    strength = _strength(loss, maximize)[order]
-    if n_lambdas > 1:
-        lower, higher = strength[:-1], strength[1:]
-        distinct = torch.tensor([lambdas[b] > lambdas[a] for a, b in zip(order[:-1], order[1:])])
-        weaker = (higher < lower - MONOTONE_RTOL * lower.abs() - 1e-6) & distinct[:, None, None].to(loss.device)
-        count = int(weaker.sum())
-        if count:
-            flags.append({"flag": "non-monotone-lambda", "count": count, "of": int(weaker.numel()),
-                          "message": f"{count} (trial, image) pairs got a weaker attack at a larger lambda "
-                                     f"(by > {MONOTONE_RTOL:.0%}); the optimizer does not find the worst case, "
-                                     "use more steps or restarts"})
+    flags.extend(non_monotone_flags(lambdas, loss, maximize))
 
     noise_count, noise_total = 0, 0
     for l, lam in enumerate(lambdas):
@@ -85,6 +86,61 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
     if getattr(attack.objective, "target_reachable", False):
         flags.extend(_unbounded_check(attack, bind, shape, clean))
     return flags
+
+
+def non_monotone_flags(lambdas, loss: torch.Tensor, maximize: bool) -> list[dict]:
+    """``non-monotone-lambda`` when some sample's attack is weaker at a larger lambda than at a smaller one.
+
+    ``loss`` holds one value per lambda along its first dimension (any shape after it: trials,
+    images); pairs of neighbouring lambdas are compared per sample. NaN values never count as weaker.
+    """
+    if len(lambdas) < 2:
+        return []
+    order = sorted(range(len(lambdas)), key=lambda i: lambdas[i])
+    strength = _strength(loss, maximize)[order]
+    lower, higher = strength[:-1], strength[1:]
+    distinct = torch.tensor([lambdas[b] > lambdas[a] for a, b in zip(order[:-1], order[1:])], device=loss.device)
+    distinct = distinct.view(-1, *([1] * (loss.dim() - 1)))
+    weaker = (higher < lower - MONOTONE_RTOL * lower.abs() - 1e-6) & distinct
+    count = int(weaker.sum())
+    if not count:
+        return []
+    return [{"flag": "non-monotone-lambda", "count": count, "of": int(weaker.numel()),
+             "message": f"{count} of {int(weaker.numel())} (trial, image, neighbouring lambdas) comparisons got a "
+                        f"weaker attack at the larger lambda (by > {MONOTONE_RTOL:.0%}); the optimizer does not "
+                        "find the worst case, use more steps or restarts"}]
+
+
+def degenerate_model_flag(inputs: torch.Tensor, reconstructions: torch.Tensor,
+                          clean_msssim: torch.Tensor) -> dict | None:
+    """``degenerate-model`` when the reconstructions do not depend on the input (thresholds above)."""
+    from ..metrics import spread_ratio
+
+    ratio = spread_ratio(reconstructions, inputs)
+    median_msssim = float(clean_msssim.nanmedian())
+    reasons = []
+    if ratio < DEGENERATE_SPREAD_RATIO:
+        reasons.append(f"its reconstructions vary {ratio:.3g} times as much as the images "
+                       f"(threshold {DEGENERATE_SPREAD_RATIO})")
+    if not median_msssim >= DEGENERATE_MSSSIM:  # a NaN median counts as degenerate
+        reasons.append(f"the median clean MS-SSIM(x, x~) is {median_msssim:.3g} (threshold {DEGENERATE_MSSSIM})")
+    if not reasons:
+        return None
+    return {"flag": "degenerate-model", "count": len(inputs), "of": len(inputs), "spread_ratio": ratio,
+            "median_msssim_input_recon": median_msssim,
+            "message": f"the reconstructions do not depend on the input: {' and '.join(reasons)}; no attack can "
+                       "change such reconstructions, so this model's robustness scores mean nothing"}
+
+
+def non_finite_flag(parts: dict[str, torch.Tensor]) -> dict | None:
+    """``non-finite`` with counts: ``parts`` maps what was checked (codes, ...) to one bool per row (True = bad)."""
+    bad = torch.stack([mask.cpu() for mask in parts.values()]).any(dim=0)
+    if not bool(bad.any()):
+        return None
+    detail = ", ".join(f"{name}: {int(mask.sum())}" for name, mask in parts.items() if bool(mask.any()))
+    return {"flag": "non-finite", "count": int(bad.sum()), "of": int(bad.numel()),
+            "message": f"{int(bad.sum())} of {bad.numel()} rows hold NaN/inf values ({detail}); their metrics are "
+                       "not numbers, so every mean in the report says how many rows it averages"}
 
 
 def _unbounded_check(attack, bind, shape, clean) -> list[dict]:

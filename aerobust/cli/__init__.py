@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..runtime import DEFAULT_THREADS, set_threads
 from .common import AerobustGroup, plugin_option
 from .defend import defend_group
 from .audit import audit_command, demo_command
@@ -10,30 +11,45 @@ from .inventory import list_command
 from .report import compare_command, report_command
 from .train import train_command
 
+THREADS_HELP = (f"CPU threads for torch [default: {DEFAULT_THREADS}, or the environment variable AEROBUST_THREADS]. "
+                "Recorded in every manifest; a resumed audit must use the count it started with. On a busy "
+                "machine, more threads than free cores can make small models many times slower.")
+
+
+def _apply_threads(ctx, param, value):
+    # The group's option (with the environment variable) always applies; a subcommand's only when given.
+    if value is not None or ctx.parent is None:
+        set_threads(value)
+        if value is not None:
+            ctx.find_root().meta["aerobust.threads"] = value
+    return value
+
+
+def _threads_option(envvar: str | None) -> click.Option:
+    return click.Option(["--threads"], type=click.IntRange(min=1), envvar=envvar, show_envvar=envvar is not None,
+                        expose_value=False, is_eager=True, callback=_apply_threads, help=THREADS_HELP)
+
 
 @click.group(cls=AerobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aerobust")
 @plugin_option
-@click.option("--threads", type=click.IntRange(min=1), envvar="AEROBUST_THREADS",
-              help="CPU threads for torch (default: torch's choice). On a busy machine with few cores, 1 is "
-                   "often much faster for small models.")
-def main(threads):
+def main():
     """Audit the adversarial robustness of autoencoders and train defenses.
 
     \b
     Start with:  aerobust demo --out demo-out
     Audit:       aerobust audit --checkpoint model.pt --data mnist-5k --pad 32
     """
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
-main.add_command(list_command)
-main.add_command(audit_command)
-main.add_command(demo_command)
-main.add_command(report_command)
-main.add_command(compare_command)
-main.add_command(train_command)
-main.add_command(defend_group)
+def _accept_threads_everywhere(command: click.Command, envvar: str | None = None):
+    """``--threads`` before or after any subcommand name: ``aerobust --threads 1 audit`` = ``aerobust audit --threads 1``."""
+    command.params.append(_threads_option(envvar))
+    for sub in getattr(command, "commands", {}).values():
+        _accept_threads_everywhere(sub)
+
+
+for _command in (list_command, audit_command, demo_command, report_command, compare_command, train_command,
+                 defend_group):
+    main.add_command(_command)
+_accept_threads_everywhere(main, envvar="AEROBUST_THREADS")
