@@ -22,7 +22,7 @@ from .checkpoints import resolve_model
 from .datasets import ImageSet, load_dataset
 from .errors import AerobustError
 from .registry import ATTACKS
-from .report import RESULT_COLUMNS, lambda_text
+from .report import RESULT_COLUMNS, lambda_text, read_labelled_csv
 from .runtime import module_digest, resolve_device, seed_everything, tensor_digest, write_manifest
 
 PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
@@ -245,10 +245,10 @@ class Audit:
         with torch.no_grad():
             code = model.encode(x)
             recon = model.decode(code)
-        return {"code": code, "recon": recon, "msssim_input_recon": ms_ssim(x, recon, self.msssim),
-                "mse_input_recon": mean_squared_error(x, recon), "code_separation": code_separation(code),
-                "code_finite": torch.isfinite(code.flatten(1)).all(dim=1),
-                "recon_finite": torch.isfinite(recon.flatten(1)).all(dim=1)}
+            return {"code": code, "recon": recon, "msssim_input_recon": ms_ssim(x, recon, self.msssim),
+                    "mse_input_recon": mean_squared_error(x, recon), "code_separation": code_separation(code),
+                    "code_non_finite": ~torch.isfinite(code.flatten(1)).all(dim=1),
+                    "recon_non_finite": ~torch.isfinite(recon.flatten(1)).all(dim=1)}
 
     def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
@@ -312,11 +312,11 @@ class Audit:
                 columns["msssim_target_advrecon"] = ms_ssim(flat_targets, recon_adv, self.msssim)
                 columns["l2_target_advrecon"] = l2_distance(recon_adv, flat_targets)
                 columns["latent_target_distance"] = (code_adv - model.encode(flat_targets)).flatten(1).norm(dim=1)
-            non_finite_rows = {"codes": ~per_trial(clean["code_finite"]).bool(),
-                      "adversarial codes": ~torch.isfinite(code_adv.flatten(1)).all(dim=1),
-                      "reconstructions": ~per_trial(clean["recon_finite"]).bool(),
-                      "adversarial reconstructions": ~torch.isfinite(recon_adv.flatten(1)).all(dim=1),
-                      "attack loss": ~torch.isfinite(attack_loss)}
+            non_finite_rows = {"codes": per_trial(clean["code_non_finite"]).bool(),
+                               "adversarial codes": ~torch.isfinite(code_adv.flatten(1)).all(dim=1),
+                               "reconstructions": per_trial(clean["recon_non_finite"]).bool(),
+                               "adversarial reconstructions": ~torch.isfinite(recon_adv.flatten(1)).all(dim=1),
+                               "attack loss": ~torch.isfinite(attack_loss)}
             if head is not None and labels is not None:
                 label_rep = labels.to(self.device).repeat(trials)
                 nan = torch.tensor(float("nan"), device=self.device)
@@ -400,7 +400,7 @@ class Audit:
         frames, examples, flags, attack_configs = [], {}, list(model_flags), {}
         for spec, attack_name, lam in self.blocks():
             stem = _block_stem(spec.label, attack_name, lam)
-            frames.append(pd.read_csv(self.blocks_dir / f"{stem}.csv"))
+            frames.append(read_labelled_csv(self.blocks_dir / f"{stem}.csv"))
             with np.load(self.blocks_dir / f"{stem}.npz") as arrays:
                 examples[f"{spec.label}::{attack_name}::{lambda_text(lam)}"] = arrays["example"]
             for note in json.loads((self.blocks_dir / f"{stem}.json").read_text()):

@@ -291,7 +291,7 @@ def spread_ratio(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
     inputs do not vary.
     """
     def spread(batch):
-        flat = batch.reshape(len(batch), -1).double()
+        flat = batch.detach().reshape(len(batch), -1).double()
         return float((flat - flat.mean(dim=0)).pow(2).sum())
 
     denominator = spread(inputs)

@@ -134,10 +134,15 @@ def load_results(results_dir) -> AuditResults:
                         examples_path if examples_path.is_file() else None)
 
 
+def read_labelled_csv(path) -> pd.DataFrame:
+    """A results CSV as written: only empty cells are missing (a model labelled "nan" or "NA" stays a label)."""
+    return pd.read_csv(path, dtype={"model": str, "attack": str}, keep_default_na=False, na_values=[""])
+
+
 def read_results_csv(path) -> pd.DataFrame:
     """Parse and type-check a results.csv written by the audit."""
     try:
-        frame = pd.read_csv(path, dtype={"model": str, "attack": str})
+        frame = read_labelled_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise AerobustError(f"{path} is not a readable results CSV ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun the audit") from None

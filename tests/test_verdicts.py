@@ -1,0 +1,219 @@
+"""Trustworthy verdicts: fidelity beside robustness, identity of what was audited, non-finite values,
+flags across lambdas and the recorded compute environment (issue 9)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aerobust import save_checkpoint
+from aerobust.architectures import MLPAutoencoder
+from aerobust.attacks.sanity import DEGENERATE_SPREAD_RATIO, degenerate_model_flag
+from aerobust.audit import FINGERPRINT_FILE, Audit, AuditConfig, ModelSpec
+from aerobust.cli import main
+from aerobust.errors import AerobustError
+from aerobust.metrics import code_separation, ms_ssim, spread_ratio
+from aerobust.report import lambda_flags, sanity_flags_table
+from tests.conftest import MNIST_TEST_SPEC
+
+FAST = {"max-damage": {"steps": 3}, "latent": {"steps": 3}}
+
+
+def _config(models, **overrides):
+    settings = dict(models=models, data=MNIST_TEST_SPEC, pad_to=32, attacks=["max-damage"], lambdas=[1.0],
+                    images=4, trials=1, seed=0, classifier_epochs=1, classifier_images=200, examples=2,
+                    attack_options=FAST)
+    settings.update(overrides)
+    return AuditConfig(**settings)
+
+
+def _random_checkpoint(path, seed):
+    torch.manual_seed(seed)
+    model = MLPAutoencoder(input_shape=(1, 32, 32), latent_dim=10, hidden=(32,))
+    return save_checkpoint(path, model, architecture="mlp-ae-32", arch_kwargs={"hidden": [32], "latent_dim": 10})
+
+
+def _one_line_exit_2(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+# -- fidelity -----------------------------------------------------------------------------------------
+
+def test_a_model_whose_decoder_ignores_the_code_is_flagged_degenerate(tmp_path):
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(main, [
+        "audit", "--model", "tests.degenerate_models:constant_decoder", "--data", MNIST_TEST_SPEC, "--pad", "32",
+        "--attacks", "max-damage", "--lambdas", "1", "--images", "4", "--trials", "1",
+        "--attack-option", "max-damage.steps=3", "--threads", "1", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(out / "results.csv")
+    assert {"msssim_input_recon", "mse_input_recon", "relative_code_shift"} <= set(results.columns)
+    # "perfectly robust": the reconstructions never move, and the report must say that this means nothing
+    assert (results["msssim_recon_advrecon"] > 0.999).all()
+    flags = pd.read_csv(out / "report" / "sanity_flags.csv")
+    assert flags.loc[flags["flag"] == "degenerate-model", "model"].tolist() == ["constant_decoder"]
+    page = (out / "report" / "report.html").read_text()
+    assert "degenerate-model: constant_decoder" in page and "robustness scores mean nothing" in page
+    fidelity = pd.read_csv(out / "report" / "fidelity.csv", index_col=0)
+    assert fidelity.loc["constant_decoder", "clean/msssim_input_recon/n"] == 4
+
+
+def test_degenerate_thresholds_separate_a_trained_ae_from_constant_output(small_ae, mnist_test):
+    x = mnist_test.images[:32]
+    with torch.no_grad():
+        recon = small_ae.reconstruct(x)
+    assert degenerate_model_flag(x, recon, ms_ssim(x, recon, "paper")) is None
+    constant = recon[:1].expand_as(recon)
+    flag = degenerate_model_flag(x, constant, ms_ssim(x, constant, "paper"))
+    assert flag["flag"] == "degenerate-model" and flag["spread_ratio"] < DEGENERATE_SPREAD_RATIO
+
+
+def test_fidelity_helpers_match_direct_computations(mnist_test):
+    x = mnist_test.images[:6]
+    codes = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    direct = [np.median([float((codes[i] - codes[j]).norm()) for j in range(6) if j != i]) for i in range(6)]
+    assert code_separation(codes).tolist() == pytest.approx(direct, rel=1e-5)
+    flat = x.flatten(1).double().numpy()
+    half = 0.5 * flat
+    expected = ((half - half.mean(0)) ** 2).sum() / ((flat - flat.mean(0)) ** 2).sum()
+    assert spread_ratio(0.5 * x, x) == pytest.approx(expected) == pytest.approx(0.25)
+
+
+# -- identity -----------------------------------------------------------------------------------------
+
+def test_changed_weights_under_the_same_path_are_refused(tmp_path):
+    audited = _random_checkpoint(tmp_path / "ckpt" / "model.pt", seed=1)
+    other = _random_checkpoint(tmp_path / "other" / "model.pt", seed=2)
+    args = ["audit", "--checkpoint", f"m={audited}", "--data", MNIST_TEST_SPEC, "--pad", "32", "--attacks",
+            "max-damage", "--lambdas", "1", "--images", "2", "--trials", "1", "--attack-option",
+            "max-damage.steps=2", "--quiet", "--no-report", "--out", str(tmp_path / "out")]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert CliRunner().invoke(main, args).exit_code == 0  # the same weights resume
+    for suffix in (".pt", ".json"):  # a consistent pair: the sidecar hash check passes, the content differs
+        shutil.copy(other.with_suffix(suffix), audited.with_suffix(suffix))
+    line = _one_line_exit_2(args)
+    assert "model 'm' changed" in line and "weights sha256" in line
+
+
+def test_changed_data_under_the_same_name_is_refused(tmp_path, mnist_test):
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=mnist_test.images[:20].numpy(), y=mnist_test.labels[:20].numpy())
+    config = _config([ModelSpec("m", model="tests.degenerate_models:constant_decoder")], data=f"npz:{data}",
+                     pad_to=None, images=3)
+    Audit(config, tmp_path / "out", device="cpu", quiet=True).run()
+    np.savez(data, x=mnist_test.images[20:40].numpy(), y=mnist_test.labels[20:40].numpy())
+    with pytest.raises(AerobustError, match="audited data .* changed"):
+        Audit(config, tmp_path / "out", device="cpu", quiet=True).run()
+
+
+def test_another_thread_count_does_not_resume(tmp_path):
+    config = _config([ModelSpec("m", model="tests.degenerate_models:constant_decoder")], images=2)
+    Audit(config, tmp_path, device="cpu", quiet=True).run()
+    assert json.loads((tmp_path / FINGERPRINT_FILE).read_text())["compute"]["torch_threads"] == 1
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(AerobustError, match="1 torch thread.* resume with --threads 1"):
+            Audit(config, tmp_path, device="cpu", quiet=True).run()
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--checkpoint", "A B={ckpt}", "--checkpoint", "A_B={ckpt}"], "'A B' and 'A_B' share one results file name"),
+    (["--checkpoint", "ae={ckpt}", "--checkpoint", "AE={ckpt}"], "'ae' and 'AE' share one results file name"),
+    (["--checkpoint", "m={ckpt}", "--lambdas", "1,1.0000001"], "--lambdas 1.0 and 1.0000001 print as the same"),
+    (["--checkpoint", "m={ckpt}", "--lambdas", "1,1"], "--lambdas 1.0 and 1.0 print as the same"),
+    (["--checkpoint", "m={ckpt}", "--attacks", "max-damage,latent,max-damage"],
+     "--attacks 'max-damage' and 'max-damage' are the same attack listed twice"),
+])
+def test_two_results_under_one_key_are_refused(tmp_path, flags, message):
+    ckpt = _random_checkpoint(tmp_path / "m.pt", seed=0)
+    args = ["audit", *[f.format(ckpt=ckpt) for f in flags], "--data", MNIST_TEST_SPEC, "--pad", "32",
+            "--images", "2", "--trials", "1", "--quiet", "--out", str(tmp_path / "out")]
+    assert message in _one_line_exit_2(args)
+    assert not (tmp_path / "out").exists()
+
+
+# -- non-finite values ----------------------------------------------------------------------------------
+
+def test_non_finite_codes_are_flagged_and_counted_in_every_cell(tmp_path):
+    config = _config([ModelSpec("nan", model="tests.degenerate_models:nan_for_bright_images")], images=8,
+                     lambdas=[0.5])
+    results = Audit(config, tmp_path, device="cpu", quiet=True).run()
+    from aerobust.report import build_report
+
+    written = build_report(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    flag = next(f for f in manifest["flags"] if f["flag"] == "non-finite")
+    bad = int(results["latent_shift"].isna().sum())
+    assert 0 < bad < len(results) and flag["count"] == bad and flag["of"] == len(results)
+    summary = written["summary.md"].read_text()
+    assert f"(n={len(results) - bad} of {len(results)})" in summary
+    # a NaN code is neither a right nor a wrong classification
+    assert results["classifier_correct"].isna().sum() == bad
+
+
+# -- flags across lambdas -------------------------------------------------------------------------------
+
+def test_loss_not_monotone_in_lambda_is_flagged_per_sample_across_blocks():
+    rng = np.random.default_rng(0)
+    rows = []
+    for lam in (1.0, 3.0, 5.0):
+        for image in range(5):
+            loss = lam + rng.normal(0, 0.01) - (3.0 if (lam == 5.0 and image < 2) else 0.0)
+            rows.append({"model": "m", "attack": "max-damage", "lambda": lam, "trial": 0, "image_id": image,
+                         "attack_loss": loss})
+    results = pd.DataFrame(rows)
+    manifest = {"attacks": {"max-damage": {"maximize": True}}}
+    (flag,) = lambda_flags(results, manifest)
+    assert (flag["flag"], flag["count"], flag["of"], flag["lambda"]) == ("non-monotone-lambda", 2, 10, "1, 3, 5")
+    # minimizing the same losses: every growing loss is a weaker attack
+    assert lambda_flags(results, {"attacks": {"max-damage": {"maximize": False}}})[0]["count"] == 8
+    assert lambda_flags(results[results["lambda"] < 5], manifest) == []
+
+
+def test_a_flag_repeated_per_lambda_is_one_row_with_counts():
+    flags = [{"model": "m", "attack": "latent", "lambda": lam, "flag": "unbounded-target-missed", "count": c,
+              "of": 4, "message": "missed"} for lam, c in ((1.0, 2), (3.0, 2), (5.0, 3))]
+    table = sanity_flags_table({"flags": flags})
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["lambda"], row["count"], row["of"]) == ("1, 3, 5", 7, 12)
+    assert "λ = 5: 3 of 4" in row["message"]
+
+
+# -- the compute environment ----------------------------------------------------------------------------
+
+def test_manifests_record_threads_and_backend(tmp_path, mnist_train_small):
+    from aerobust.training import train
+
+    torch.set_num_threads(1)
+    train("ae", "mlp-ae-32", mnist_train_small.subset(range(200)), epochs=1, seed=0, device="cpu",
+          out_dir=tmp_path / "run", quiet=True, arch_kwargs={"hidden": [16]})
+    compute = json.loads((tmp_path / "run" / "manifest.json").read_text())["compute"]
+    assert compute["torch_threads"] == 1 and compute["torch_interop_threads"] >= 1
+    assert compute["deterministic_algorithms"] is False and compute["parallel_backend"]
+
+
+def test_threads_is_accepted_on_every_subcommand_and_named_in_help():
+    runner = CliRunner()
+    assert "AEROBUST_THREADS" in runner.invoke(main, ["--help"]).output
+    for command in (["list"], ["audit"], ["report"], ["compare"], ["train"], ["demo"], ["defend", "purify"]):
+        assert "--threads" in runner.invoke(main, [*command, "--help"]).output, command
+    try:
+        assert runner.invoke(main, ["list", "metrics", "--threads", "2"]).exit_code == 0
+        assert torch.get_num_threads() == 2
+        assert runner.invoke(main, ["list", "metrics"], env={"AEROBUST_THREADS": "3"}).exit_code == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(1)
+    assert "Error" in runner.invoke(main, ["--threads", "0", "list"]).output
