@@ -36,7 +36,9 @@ MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 HISTORY_FILE = "history.jsonl"
 # Settings a resumed run must share with the run it continues (epochs may grow).
-_RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data")
+# torch_threads: another count changes the weights in the last bits, so a resumed run would mix two.
+_RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data",
+                "torch_threads")
 
 
 @dataclasses.dataclass
@@ -184,7 +186,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     config = {
         "defense": defense_obj.name, "defense_options": defense_obj.config, "architecture": arch_name,
         "arch_kwargs": arch_kwargs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "optimizer": "adam", "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape),
+        "optimizer": "adam", "torch_threads": torch.get_num_threads(), "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape),
                                       "ids_sha256": _ids_digest(data.ids)},
     }
     defense_obj.setup(model, dataset_size=len(data), batch_size=batch_size,

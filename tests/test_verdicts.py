@@ -217,3 +217,17 @@ def test_threads_is_accepted_on_every_subcommand_and_named_in_help():
     finally:
         torch.set_num_threads(1)
     assert "Error" in runner.invoke(main, ["--threads", "0", "list"]).output
+
+
+def test_a_training_run_does_not_resume_with_another_thread_count(tmp_path, mnist_train_small):
+    from aerobust.training import train
+
+    data = mnist_train_small.subset(range(200))
+    options = dict(seed=0, device="cpu", out_dir=tmp_path, quiet=True, arch_kwargs={"hidden": [16]})
+    train("ae", "mlp-ae-32", data, epochs=1, **options)
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(AerobustError, match="different torch_threads"):
+            train("ae", "mlp-ae-32", data, epochs=2, resume=True, **options)
+    finally:
+        torch.set_num_threads(1)
