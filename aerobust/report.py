@@ -583,8 +583,8 @@ def sanity_flags_table(manifest: dict, results: pd.DataFrame | None = None) -> p
     """The sanity flags of an audit: one row per (model, attack, flag), repeated flags merged.
 
     A flag raised at several lambdas (e.g. ``unbounded-target-missed``) is one row whose lambda cell
-    lists them and whose count and of are summed; its message is the first one's, with the counts per
-    lambda appended when they differ. With ``results``, the flags across lambdas (``lambda_flags``)
+    lists them and whose count and of are summed; its message gives the counts per lambda, then the
+    first lambda's message. With ``results``, the flags across lambdas (``lambda_flags``)
     are added.
     """
     raw = [dict(flag) for flag in manifest.get("flags") or []]
@@ -602,7 +602,8 @@ def sanity_flags_table(manifest: dict, results: pd.DataFrame | None = None) -> p
             row["count"] = sum(int(f.get("count") or 0) for f in group)
             row["of"] = sum(int(f.get("of") or 0) for f in group)
             per_lambda = "; ".join(f"λ = {lam}: {f.get('count')} of {f.get('of')}" for lam, f in zip(lambdas, group))
-            row["message"] = f"{group[0].get('message')} [raised at {len(group)} lambdas: {per_lambda}]"
+            row["message"] = (f"raised at {len(group)} lambdas ({per_lambda}); at λ = {lambdas[0]}: "
+                              f"{group[0].get('message')}")
         else:
             row["lambda"] = _lambda_cell(row["lambda"])
         rows.append(row)

@@ -78,8 +78,9 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
-    report.html and manifest.json to --out. Interrupted? Run the same command again: finished blocks
-    are kept and the audit resumes.
+    report.html and manifest.json to --out. Every row also holds the model's clean fidelity on its
+    image. Interrupted? Run the same command again: finished blocks are kept and the audit resumes,
+    unless the models' weights, the data or the thread count changed (then it stops and says which).
 
     \b
     Examples:

@@ -14,9 +14,12 @@ def report_command(results_dir, out_dir):
     """Rebuild the tables, figures and HTML page of an audit from its saved results.
 
     Reads RESULTS_DIR/results.csv, manifest.json and examples.npz (nothing is re-run) and writes
-    Table 1 (MS-SSIM), Table 3 (latent classifier, when audited), a summary of every metric (each as
-    CSV, Markdown, LaTeX and HTML), Fig. 2 (attack loss against lambda), Fig. 3 example grids, a
-    self-contained report.html and manifest.json.
+    Table 1 (clean MS-SSIM, then MS-SSIM under attack), Table 3 (latent classifier, when audited),
+    clean fidelity and code sensitivity, a summary of every metric (each as CSV, Markdown, LaTeX and
+    HTML; every cell with the number of rows it averages), the sanity flags (repeated flags merged,
+    loss not monotone in lambda checked across the saved lambdas), Fig. 2 (attack loss against
+    lambda), robustness against fidelity, Fig. 3 example grids, a self-contained report.html and
+    manifest.json.
 
     \b
     Examples:
