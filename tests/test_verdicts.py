@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -143,6 +145,17 @@ def test_two_results_under_one_key_are_refused(tmp_path, flags, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_label_collision_is_one_line_from_a_subprocess(tmp_path):
+    ckpt = _random_checkpoint(tmp_path / "m.pt", seed=0)
+    run = subprocess.run([sys.executable, "-m", "aerobust", "audit", "--threads", "1", "--checkpoint", f"A B={ckpt}",
+                          "--checkpoint", f"A_B={ckpt}", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "Error: model labels 'A B' and 'A_B' share one results file name (only letters, digits, '_', '.' and '-' "
+        "are kept, and case is ignored); name them apart with LABEL=SOURCE"]
+
+
 # -- non-finite values ----------------------------------------------------------------------------------
 
 def test_non_finite_codes_are_flagged_and_counted_in_every_cell(tmp_path):
@@ -153,6 +166,7 @@ def test_non_finite_codes_are_flagged_and_counted_in_every_cell(tmp_path):
 
     written = build_report(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["compute"]["torch_threads"] == torch.get_num_threads()
     flag = next(f for f in manifest["flags"] if f["flag"] == "non-finite")
     bad = int(results["latent_shift"].isna().sum())
     assert 0 < bad < len(results) and flag["count"] == bad and flag["of"] == len(results)
