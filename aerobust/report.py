@@ -485,6 +485,8 @@ def robustness_fidelity_figure(results: pd.DataFrame):
             for x_value, (_, row) in zip(x, rows.iterrows()):
                 axis.annotate(f"λ={lambda_text(row['lambda'])}", (x_value, row["mean"]), fontsize=7,
                               xytext=(4, 0), textcoords="offset points", color=points.get_facecolor()[0])
+        # The whole fidelity range, so that a model that reconstructs nothing stands apart at the left.
+        axis.set_xlim(min(0.0, float(np.nanmin(fidelity.to_numpy(), initial=0.0))) - 0.02, 1.02)
         axis.set_xlabel("clean MS-SSIM(x, x̃) (fidelity)")
         axis.set_ylabel(METRICS_BY_COLUMN[column].text)
     return _with_model_legend(figure, panels)
