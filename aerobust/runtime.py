@@ -98,9 +98,9 @@ def _parallel_backend() -> str | None:
     return match.group(1).strip() if match else None
 
 
-# Measured with bench/threads_under_load.py (README, "Threads"): with the cores busy elsewhere, one
-# thread per core made a small-model training epoch many times slower than one thread, while a second
-# thread on an idle machine gains little for the models aerobust audits; GPU runs barely use CPU threads.
+# Measured with bench/threads_under_load.py (README, "Threads"): with both cores of a 2-core machine
+# busy elsewhere, torch's default of one thread per core made a training epoch of the reference MLP
+# 2.7x slower than one thread (the issue saw 43.6 s against 1.3 s); GPU runs barely use CPU threads.
 DEFAULT_THREADS = 1
 
 
