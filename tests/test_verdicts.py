@@ -50,10 +50,12 @@ def _one_line_exit_2(args):
 
 # -- fidelity -----------------------------------------------------------------------------------------
 
-def test_a_model_whose_decoder_ignores_the_code_is_flagged_degenerate(tmp_path):
+def test_a_model_whose_decoder_ignores_the_code_is_flagged_degenerate(tmp_path, mnist_test):
     out = tmp_path / "audit"
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=mnist_test.images[:20].numpy())  # unlabelled: no latent classifier to train, a fast test
     result = CliRunner().invoke(main, [
-        "audit", "--model", "tests.degenerate_models:constant_decoder", "--data", MNIST_TEST_SPEC, "--pad", "32",
+        "audit", "--model", "tests.degenerate_models:constant_decoder", "--data", f"npz:{data}",
         "--attacks", "max-damage", "--lambdas", "1", "--images", "4", "--trials", "1",
         "--attack-option", "max-damage.steps=3", "--threads", "1", "--quiet", "--out", str(out)])
     assert result.exit_code == 0, result.output
