@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -52,8 +53,8 @@ class DefendConfig:
             get_attack(name)
         if self.attack_images < 1:
             raise AerobustError("--attack-images must be at least 1")
-        if any(b < 0 for b in [*self.linf_budgets, *self.l2_budgets]):
-            raise AerobustError("attack budgets must be >= 0")
+        if not all(math.isfinite(b) and b >= 0 for b in [*self.linf_budgets, *self.l2_budgets]):
+            raise AerobustError("attack budgets must be finite numbers >= 0")
         steps = self.attack_options
         if min(steps.pgd_steps, steps.cw_steps, steps.lbfgs_iterations, steps.lbfgs_search_steps) < 1:
             raise AerobustError("attack iteration counts (--pgd-steps, --cw-steps, --lbfgs-iterations) must be >= 1")
