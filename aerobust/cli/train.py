@@ -62,7 +62,8 @@ def _parse_pairs(pairs, flag: str, convert) -> dict:
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Any other defense option, e.g. weighting=mix or cross_block=penalized (repeatable).")
 @click.option("--out", "out_dir", required=True, type=OutputFolder(),
-              help="Folder for model.pt (+ .json sidecar), optimizer.pt, history.jsonl/csv, manifest.json.")
+              help="Folder for run_state.pt (what --resume reads), model.pt (+ .json sidecar), history.jsonl/csv, "
+              "manifest.json.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch (an error when --out "
               "holds no run).")
 @device_option
