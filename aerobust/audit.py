@@ -84,6 +84,8 @@ class AuditConfig:
             raise AerobustError(f"lambdas must be finite and >= 0; got {list(self.lambdas)}")
         if self.trials < 1 or self.images < 1:
             raise AerobustError("--images and --trials must be at least 1")
+        if not self.attacks:
+            raise AerobustError("no attack to run: give --attacks at least one name (see aerobust list attacks)")
         for name in self.attacks:
             ATTACKS.get(name)
 

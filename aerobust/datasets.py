@@ -179,7 +179,6 @@ def _idx_folder(split: str, root=None, download=False, arg=None):
     label_path = next((p for p in labels if p.name.startswith(stem)), None)
     data = _read_idx(image_path)
     target = _read_idx(label_path) if label_path else None
-    data, target = _checked_arrays(data, target, f"idx:{image_path}")
     if has_official_split:
         return data, target, np.arange(len(data))
     return _split_arrays(data, target, split, f"idx:{image_path}")

@@ -148,8 +148,12 @@ def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Opt
     if differing:
         raise AerobustError(f"{out_dir} holds a run with different {', '.join(differing)}; resume with the same "
                             "settings or train into another --out")
-    module.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # e.g. a user module of the same name but other layers
+        raise CheckpointError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); resume with the model "
+                              "the run was started with, or train into another --out") from None
     return history
 
 

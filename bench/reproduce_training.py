@@ -94,8 +94,8 @@ def main():
     for defense in DEFENSES:
         options = {"coupling": args.coupling} if defense == "coupled-ks" else {}
         results[defense] = train(defense, "mlp-ae-32", train_set, epochs=args.epochs, seed=args.seed,
-                                 device=args.device, out_dir=ckpt_dir / defense, resume=has_training_run(ckpt_dir / defense), quiet=True,
-                                 **options)
+                                 device=args.device, out_dir=ckpt_dir / defense,
+                                 resume=has_training_run(ckpt_dir / defense), quiet=True, **options)
         print(f"{defense}: trained {args.epochs} epochs, last epoch {results[defense].history[-1]}")
 
     features = SmallClassifierFeatures(train_set.images, train_set.labels, epochs=5, seed=args.seed,

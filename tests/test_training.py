@@ -180,6 +180,11 @@ def test_resume_refuses_missing_damaged_or_foreign_runs_in_one_line(small_set, t
     with pytest.raises(AerobustError, match="run_state.pt is damaged") as damaged:
         train("ae", "mlp-ae-32", data, epochs=3, out_dir=run, resume=True, **common)
     assert "\n" not in str(damaged.value)
+    user_run = tmp_path / "user-module"
+    train("ae", MLPAutoencoder(hidden=(16,)), data, epochs=1, out_dir=user_run, **{**common, "arch_kwargs": None})
+    with pytest.raises(AerobustError, match="does not fit this model"):  # same class name, other layers
+        train("ae", MLPAutoencoder(hidden=(8,)), data, epochs=2, out_dir=user_run, resume=True,
+              **{**common, "arch_kwargs": None})
     (run / "run_state.pt").unlink()  # a model folder without a run state (e.g. written by an older aerobust)
     with pytest.raises(AerobustError, match="no run_state.pt"):
         train("ae", "mlp-ae-32", data, epochs=3, out_dir=run, resume=True, **common)

@@ -60,6 +60,15 @@ class DefendConfig:
             raise AerobustError("attack iteration counts (--pgd-steps, --cw-steps, --lbfgs-iterations) must be >= 1")
         if self.eot_samples < 0:
             raise AerobustError("--eot-samples must be >= 0")
+        if self.detection_samples < 2:
+            raise AerobustError(f"--samples must be at least 2 (consistency compares reconstructions); got "
+                                f"{self.detection_samples}")
+        if not (math.isfinite(self.latent_noise) and self.latent_noise >= 0):
+            raise AerobustError(f"--latent-noise must be a finite number >= 0; got {self.latent_noise}")
+        if self.calibration_bins < 1:
+            raise AerobustError(f"--bins must be at least 1; got {self.calibration_bins}")
+        if not all(math.isfinite(v) and v > 0 for v in (self.gmm_scale, self.gmm_std)):
+            raise AerobustError("gmm_scale and gmm_std must be finite and positive")
 
     def budgets(self) -> dict[str, list[float]]:
         return {"linf": list(self.linf_budgets), "l2": list(self.l2_budgets)}
