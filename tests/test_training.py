@@ -134,7 +134,7 @@ def _count_writes(monkeypatch, kill_at: int | None = None) -> list[str]:
 
 
 def test_a_kill_at_any_write_leaves_a_run_that_resume_continues_exactly(small_set, tmp_path, monkeypatch):
-    data = small_set.subset(range(120))
+    data = small_set.subset(range(80))
     common = dict(epochs=2, batch_size=40, lr=1e-3, seed=5, quiet=True, arch_kwargs={"hidden": [16]})
     with monkeypatch.context() as patch:
         steps = _count_writes(patch)
