@@ -88,6 +88,8 @@ class AuditConfig:
                            "print as the same number in tables and file names; give distinct values")
         if self.trials < 1 or self.images < 1:
             raise AerobustError("--images and --trials must be at least 1")
+        if not self.attacks:
+            raise AerobustError("no attack to run: give --attacks at least one name (see aerobust list attacks)")
         for name in self.attacks:
             ATTACKS.get(name)
 
@@ -161,11 +163,18 @@ class _Plan:
 
 
 
+def _create_attack(name: str, options: dict):
+    try:
+        return ATTACKS.create(name, **options)
+    except (TypeError, ValueError) as exc:  # an option the attack does not take, or a value of the wrong type
+        raise AerobustError(f"attack '{name}' rejects the options {options} ({exc}); see --attack-option") from None
+
+
 class Audit:
     """Runs an :class:`AuditConfig` into ``out_dir``; ``run()`` returns the long-format results table."""
 
     def __init__(self, config: AuditConfig, out_dir: str | os.PathLike, *, device: str = "auto",
-                 quiet: bool = False, download: bool = False):
+                 quiet: bool = False, download: bool = False, trust_unhashed: bool = False):
         config.validate()
         self.config = config
         self.out_dir = Path(out_dir)
@@ -173,8 +182,8 @@ class Audit:
         self.device = resolve_device(device)
         self.quiet = quiet
         self.download = download
-        self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
-                        for name in config.attacks}
+        self.trust_unhashed = trust_unhashed
+        self.attacks = {name: _create_attack(name, config.attack_options.get(name, {})) for name in config.attacks}
         from .metrics import resolve_msssim_settings
 
         self.msssim = resolve_msssim_settings(config.msssim)
@@ -229,7 +238,8 @@ class Audit:
     def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
         # Seeded per model: a model built with random weights is the same whichever blocks are left.
         seed_everything(self.config.seed)
-        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device)
+        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device,
+                                    trust_unhashed=self.trust_unhashed)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
             wanted = "x".join(map(str, model.input_shape))
@@ -418,9 +428,10 @@ class Audit:
 
 
 def run_audit(config: AuditConfig, out_dir, *, device: str = "auto", quiet: bool = False,
-              report: bool = True, download: bool = False) -> pd.DataFrame:
+              report: bool = True, download: bool = False, trust_unhashed: bool = False) -> pd.DataFrame:
     """Run (or resume) an audit into ``out_dir`` and, by default, build its report there."""
-    results = Audit(config, out_dir, device=device, quiet=quiet, download=download).run()
+    results = Audit(config, out_dir, device=device, quiet=quiet, download=download,
+                    trust_unhashed=trust_unhashed).run()
     if report:
         from .report import build_report
 

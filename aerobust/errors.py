@@ -20,6 +20,10 @@ class DataUnavailableError(AerobustError):
     """A dataset cannot be read (missing files offline, unreadable folder)."""
 
 
+class InvalidDataError(AerobustError):
+    """A dataset was read but its contents are unusable (NaN pixels, labels that are not class indices)."""
+
+
 class CheckpointError(AerobustError):
     """A checkpoint is missing, unreadable, or does not match its sidecar."""
 

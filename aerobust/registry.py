@@ -127,6 +127,10 @@ def load_plugin(path: str | Path):
     except AerobustError:
         del sys.modules[module_name]
         raise
+    except SystemExit as exc:  # exiting would end aerobust with the plugin's code and no message
+        del sys.modules[module_name]
+        raise AerobustError(f"plugin {path} called sys.exit({exc.code!r}) while loading; a plugin must raise an "
+                            "exception instead of exiting") from None
     except Exception as exc:
         del sys.modules[module_name]
         raise AerobustError(f"plugin {path} failed to import ({type(exc).__name__}: {exc})") from exc

@@ -14,7 +14,9 @@ or "(n=800 of 1000)" when some rows of its group hold no finite value.
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -142,6 +144,7 @@ def read_labelled_csv(path) -> pd.DataFrame:
 def read_results_csv(path) -> pd.DataFrame:
     """Parse and type-check a results.csv written by the audit."""
     try:
+        _check_complete_rows(path)
         frame = read_labelled_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise AerobustError(f"{path} is not a readable results CSV ({type(exc).__name__}: "
@@ -167,6 +170,19 @@ def read_results_csv(path) -> pd.DataFrame:
     frame[list(INTEGER_COLUMNS)] = frame[list(INTEGER_COLUMNS)].fillna(-1).astype("int64")
     frame["lambda"] = frame["lambda"].astype(float)
     return frame
+
+
+def _check_complete_rows(path):
+    """pandas pads a row that was cut short with empty cells, which would pass for metrics not measured."""
+    text = Path(path).read_text()
+    if text and not text.endswith("\n"):
+        raise AerobustError(f"{path} ends in the middle of a row (the file was cut short); rerun the audit")
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, [])
+    for line, row in enumerate(rows, start=2):
+        if row and len(row) != len(header):
+            raise AerobustError(f"{path}: line {line} has {len(row)} of {len(header)} fields (the file was cut or "
+                                "edited); rerun the audit")
 
 
 def read_examples(path) -> dict[tuple[str, str, str], np.ndarray]:
@@ -707,6 +723,14 @@ def _comparable(settings: dict | None) -> dict | None:
     return values
 
 
+def _scored_sample(audit: AuditResults) -> dict:
+    """What an audit's numbers average over: its data and the (image, trial) rows it attacked."""
+    config = audit.manifest.get("config") or {}
+    return {"data": [config.get(k) for k in ("data", "split", "pad_to", "resize")],
+            "images": sorted(set(audit.results["image_id"].tolist())),
+            "trials": sorted(set(audit.results["trial"].tolist()))}
+
+
 def _combined(dirs: Sequence):
     if len(dirs) < 1:
         raise AerobustError("compare needs at least one audit directory")
@@ -721,6 +745,14 @@ def _combined(dirs: Sequence):
             raise AerobustError(
                 f"{audit.directory} scored MS-SSIM with other settings than {audits[0].directory} (differing: "
                 f"{', '.join(differing)}); their numbers are not comparable, rerun the audits with one setting")
+    reference_sample = _scored_sample(audits[0])
+    for audit in audits[1:]:
+        sample = _scored_sample(audit)
+        differing = [k for k in reference_sample if sample[k] != reference_sample[k]]
+        if differing:
+            raise AerobustError(
+                f"{audit.directory} scored other {', '.join(differing)} than {audits[0].directory}, so their means "
+                "and counts are not comparable; compare audits run with the same --data, --images, --trials, --seed")
     frames = []
     seen: dict[str, int] = {}
     for audit in audits:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -56,6 +57,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def package_versions() -> dict[str, str | None]:
+    return dict(_installed_versions())  # a copy: callers may add to it
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_versions() -> dict[str, str | None]:
+    # Read once per process: scanning the installed distributions took ~80 ms per call, twice per
+    # training epoch (sidecar and manifest).
     versions = {}
     for name in _MANIFEST_PACKAGES:
         try:

@@ -2,12 +2,15 @@
 
 Reproducibility: every epoch draws its shuffle and its noise from generators seeded by (seed, epoch),
 so a run resumed from the checkpoint of epoch e continues exactly like the uninterrupted run (the
-optimizer state is checkpointed too). Checkpoint layout under ``out_dir``:
+optimizer state is checkpointed too). Layout under ``out_dir``:
 
-* ``model.pt`` + ``model.json`` (weights and sidecar via :func:`aerobust.checkpoints.save_checkpoint`),
-* ``optimizer.pt`` (optimizer state and the epoch it belongs to; loads with ``weights_only=True``),
-* ``history.jsonl`` / ``history.csv`` (one row per epoch: every loss term and the epoch time),
-* ``manifest.json``.
+* ``run_state.pt``: the one unit a resume reads: weights, optimizer state, history, epoch count and the
+  settings, written to a temporary name and renamed, so it always holds one whole epoch (the first one
+  is written before training starts). Loads with ``weights_only=True``.
+* exports rewritten from it after every epoch (and when a run resumes, so a kill between the writes is
+  repaired): ``model.pt`` + ``model.json`` (weights and sidecar via
+  :func:`aerobust.checkpoints.save_checkpoint`), ``history.jsonl`` / ``history.csv`` (one row per epoch:
+  every loss term and the epoch time), ``manifest.json``.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapter import wrap
-from .checkpoints import read_sidecar, save_checkpoint
+from .checkpoints import save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
 from .errors import AerobustError, CheckpointError, ShapeError
@@ -33,8 +36,9 @@ from .registry import ARCHITECTURES, DEFENSES
 from .runtime import resolve_device, write_manifest
 
 MODEL_FILE = "model.pt"
-OPTIMIZER_FILE = "optimizer.pt"
+RUN_STATE_FILE = "run_state.pt"
 HISTORY_FILE = "history.jsonl"
+_RUN_STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
 # torch_threads: another count changes the weights in the last bits, so a resumed run would mix two.
 _RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data",
@@ -106,42 +110,58 @@ def _write_history(out_dir: Path, history: list[dict]):
     pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
 
 
-def _read_history(out_dir: Path, epochs_done: int) -> list[dict]:
-    path = out_dir / HISTORY_FILE
+def has_training_run(out_dir: str | os.PathLike) -> bool:
+    """Whether ``out_dir`` holds a run that ``resume=True`` can continue."""
+    return (Path(out_dir) / RUN_STATE_FILE).is_file()
+
+
+def _settings_json(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _write_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict,
+                     history: list[dict]):
+    tmp = out_dir / (RUN_STATE_FILE + ".tmp")
+    torch.save({"format": _RUN_STATE_FORMAT, "epochs_completed": len(history), "settings": _settings_json(config),
+                "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "optimizer": optimizer.state_dict(), "history": history}, tmp)
+    os.replace(tmp, out_dir / RUN_STATE_FILE)
+
+
+def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> list[dict]:
+    """Load weights and optimizer state of the run in ``out_dir``; returns its history (one row per epoch)."""
+    path = out_dir / RUN_STATE_FILE
     if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return rows[:epochs_done]
-
-
-def _load_resume_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> int:
-    """Load weights and optimizer state from ``out_dir``; returns the number of completed epochs."""
-    sidecar = read_sidecar(out_dir / MODEL_FILE)
-    saved = sidecar.get("training", {})
-    differing = [key for key in _RESUME_KEYS if json.dumps(saved.get(key), sort_keys=True, default=str)
-                 != json.dumps(config[key], sort_keys=True, default=str)]
+        if (out_dir / MODEL_FILE).is_file():
+            raise CheckpointError(f"{out_dir} holds a model but no {RUN_STATE_FILE} (an older aerobust wrote it), so "
+                                  "it cannot be resumed; train into another --out")
+        raise AerobustError(f"nothing to resume: {out_dir} holds no training run ({RUN_STATE_FILE} is missing); "
+                            "start the run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["settings"])
+        history = list(state["history"])
+        if state["format"] != _RUN_STATE_FORMAT or state["epochs_completed"] != len(history):
+            raise ValueError("inconsistent run state")
+    except Exception as exc:  # a damaged file must end in one line, whatever torch or json raise
+        raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); the run cannot be resumed, train into "
+                              "another --out") from None
+    differing = [key for key in _RESUME_KEYS if _settings_json(saved.get(key)) != _settings_json(config[key])]
     if differing:
         raise AerobustError(f"{out_dir} holds a run with different {', '.join(differing)}; resume with the same "
                             "settings or train into another --out")
     try:
-        weights = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)
-        opt_state = torch.load(out_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"cannot resume: {exc.filename} is missing") from None
-    done = int(saved.get("epochs_completed", -1))
-    if opt_state.get("epoch") != done:
-        raise CheckpointError(f"cannot resume from {out_dir}: the optimizer state (epoch {opt_state.get('epoch')}) "
-                              f"does not match the model (epoch {done}); the run was interrupted while saving")
-    module.load_state_dict(weights)
-    optimizer.load_state_dict(opt_state["optimizer"])
-    return done
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # e.g. a user module of the same name but other layers
+        raise CheckpointError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); resume with the model "
+                              "the run was started with, or train into another --out") from None
+    return history
 
 
-def _save_epoch(out_dir: Path, module, optimizer, config, defense, history, device) -> Path:
+def _export_epoch(out_dir: Path, module, config, defense, history, device) -> Path:
+    """Write the files users read (checkpoint, history, manifest) for the epochs in ``history``."""
     done = len(history)
-    tmp = out_dir / (OPTIMIZER_FILE + ".tmp")
-    torch.save({"optimizer": optimizer.state_dict(), "epoch": done}, tmp)
-    os.replace(tmp, out_dir / OPTIMIZER_FILE)
     path = save_checkpoint(out_dir / MODEL_FILE, module, architecture=config["architecture"],
                            arch_kwargs=config["arch_kwargs"], defense=config["defense"],
                            training={**config, "epochs_completed": done},
@@ -167,8 +187,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     Adam with learning rate ``lr``; batches of ``batch_size`` (the last incomplete batch of an epoch is
     dropped so that every batch estimates the prior statistics from the same number of codes).
     ``defense_options`` are the defense's own options (see ``aerobust list defenses`` and
-    ``Defense.options``). With ``out_dir`` every epoch is checkpointed; ``resume=True`` continues from
-    the last checkpoint there and yields the same weights as an uninterrupted run.
+    ``Defense.options``). With ``out_dir`` every epoch is checkpointed; ``resume=True`` continues the
+    run there (an error when there is none) and yields the same weights as an uninterrupted run.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise AerobustError(f"epochs must be a positive integer; got {epochs}")
@@ -196,17 +216,16 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     out_path = Path(out_dir) if out_dir is not None else None
     history: list[dict] = []
     if out_path is not None:
-        has_run = (out_path / MODEL_FILE).is_file()
-        if has_run and not resume:
-            raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
-                                "choose another --out")
-        out_path.mkdir(parents=True, exist_ok=True)
-        if has_run:
-            done = _load_resume_state(out_path, module, optimizer, config)
-            history = _read_history(out_path, done)
-            if len(history) != done:
-                raise CheckpointError(f"cannot resume from {out_path}: {HISTORY_FILE} has {len(history)} of "
-                                      f"{done} epochs")
+        if resume:
+            history = _load_run_state(out_path, module, optimizer, config)
+            if history:  # repairs exports that a kill left one epoch behind the run state
+                _export_epoch(out_path, module, config, defense_obj, history, dev)
+        else:
+            if has_training_run(out_path) or (out_path / MODEL_FILE).is_file():
+                raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
+                                    "choose another --out")
+            out_path.mkdir(parents=True, exist_ok=True)
+            _write_run_state(out_path, module, optimizer, config, history)  # epoch 0: a kill in epoch 1 resumes
     elif resume:
         raise AerobustError("resume needs the out_dir of the run to continue")
 
@@ -242,7 +261,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         if not quiet:
             progress.write(_format_epoch(row))
         if out_path is not None:
-            checkpoint = _save_epoch(out_path, module, optimizer, config, defense_obj, history, dev)
+            _write_run_state(out_path, module, optimizer, config, history)
+            checkpoint = _export_epoch(out_path, module, config, defense_obj, history, dev)
     progress.close()
     model.eval()
     return TrainResult(model=module, history=history, checkpoint=checkpoint, defense=defense_obj, config=config)

@@ -37,7 +37,7 @@ from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, frechet_di
                                per_mode_samples, sample_grid_figure)
 from aerobust.reporting import save_figure, write_table
 from aerobust.runtime import write_manifest
-from aerobust.training import train
+from aerobust.training import has_training_run, train
 
 DEFENSES = ("gmm-dae", "coupled-ks")
 
@@ -94,7 +94,8 @@ def main():
     for defense in DEFENSES:
         options = {"coupling": args.coupling} if defense == "coupled-ks" else {}
         results[defense] = train(defense, "mlp-ae-32", train_set, epochs=args.epochs, seed=args.seed,
-                                 device=args.device, out_dir=ckpt_dir / defense, resume=True, quiet=True, **options)
+                                 device=args.device, out_dir=ckpt_dir / defense,
+                                 resume=has_training_run(ckpt_dir / defense), quiet=True, **options)
         print(f"{defense}: trained {args.epochs} epochs, last epoch {results[defense].history[-1]}")
 
     features = SmallClassifierFeatures(train_set.images, train_set.labels, epochs=5, seed=args.seed,

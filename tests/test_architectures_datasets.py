@@ -105,3 +105,68 @@ def test_dataset_errors_are_one_clear_line(tmp_path):
         load_dataset("npz")
     with pytest.raises(AerobustError, match="cannot pad 28x28"):
         fit_images(torch.zeros(1, 1, 28, 28), pad_to=20)
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_poisoned_data_is_refused_when_loaded_for_every_source(tmp_path, monkeypatch):
+    """NaN/inf pixels and labels that are not one class index per image never reach a model."""
+    from PIL import Image
+
+    from aerobust.errors import InvalidDataError
+    from aerobust.registry import DATASETS
+
+    images = np.random.default_rng(1).random((10, 6, 6)).astype(np.float32)
+    labels = np.arange(10) % 2
+
+    def npz(name, x, y=None):
+        np.savez(tmp_path / f"{name}.npz", **({"x": x} if y is None else {"x": x, "y": y}))
+        return f"npz:{tmp_path / name}.npz"
+
+    poisoned = images.copy()
+    poisoned[[1, 4, 7], 0, 0] = [np.nan, np.inf, -np.inf]
+    # the whole file is checked, not only the split asked for, and the count covers every bad value
+    for split in ("train", "test"):
+        with pytest.raises(InvalidDataError, match=r"nan\.npz: 3 of 360 pixel values are NaN or infinite"):
+            load_dataset(npz("nan", poisoned, labels), split)
+    cases = [(npz("few", images, labels[:7]), "7 labels .* for 10 images"),
+             (npz("neg", images, labels - 1), "5 labels are negative"),
+             (npz("str", images, np.array(list("abcdefghij"))), "integer class indices; got dtype <U1"),
+             (npz("frac", images, labels + 0.5), "integer class indices; got dtype float64"),
+             (npz("2d", images, labels.reshape(5, 2)), "one class index per image"),
+             (npz("empty", images[:0]), "holds no images")]
+    with open(tmp_path / "obj.npz", "wb") as handle:
+        np.savez(handle, x=np.array([images[0], images[1][:3]], dtype=object))
+    cases.append((f"npz:{tmp_path / 'obj.npz'}", "'x' cannot be read without pickle"))
+    for spec, message in cases:
+        with pytest.raises(AerobustError, match=message) as caught:
+            load_dataset(spec, "all")
+        assert "\n" not in str(caught.value)
+    assert load_dataset(npz("whole-floats", images, labels.astype(float)), "all").labels.dtype == torch.long
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    Image.fromarray((images[0] * 255).astype(np.uint8)).save(tmp_path / "imgs" / "a" / "ok.png")
+    (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ncut")
+    with pytest.raises(DataUnavailableError, match=r"broken\.png is not a readable image"):
+        load_dataset(f"folder:{tmp_path / 'imgs'}", "all")
+
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "x-images-idx3-ubyte").write_bytes(_idx_bytes((images * 255).astype(np.uint8)))
+    (tmp_path / "idx" / "x-labels-idx1-ubyte").write_bytes(_idx_bytes(labels[:9]))
+    with pytest.raises(InvalidDataError, match="9 labels .* for 10 images"):
+        load_dataset(f"idx:{tmp_path / 'idx'}", "all")
+
+    # registered sources (torchvision ones, plugins) pass the same check in load_dataset
+    monkeypatch.setitem(DATASETS._entries, "nan-source",
+                        lambda split, root=None, download=False, arg=None: (poisoned, labels, np.arange(10)))
+    with pytest.raises(InvalidDataError, match="nan-source: 3 of 360 pixel values"):
+        load_dataset("nan-source", "all")
+
+
+@pytest.mark.parametrize("side", [0, -3])
+def test_resize_to_a_non_positive_side_is_refused(side):
+    with pytest.raises(AerobustError, match=f"cannot resize images to {side} px"):
+        fit_images(torch.zeros(1, 1, 8, 8), resize=side)

@@ -50,8 +50,10 @@ def test_malicious_pickle_executes_nothing(tmp_path, mnist_test, monkeypatch):
     sidecar = json.loads(path.with_suffix(".json").read_text())
     sidecar.pop("weights_sha256")  # an attacker controls the sidecar too
     path.with_suffix(".json").write_text(json.dumps(sidecar))
-    with pytest.raises(AerobustError, match="not a readable weights file"):
+    with pytest.raises(AerobustError, match="records no weights_sha256"):
         load_checkpoint(path)
+    with pytest.raises(AerobustError, match="not a readable weights file"):
+        load_checkpoint(path, trust_unhashed=True)
     assert not (tmp_path / "EXPLOITED_MARKER").exists()
 
 
@@ -64,11 +66,42 @@ def test_garbage_missing_and_mismatched_checkpoints(tmp_path, mnist_test):
         load_checkpoint(path)
     path.with_suffix(".json").write_text(json.dumps({"architecture": "mlp-ae-32", "arch_kwargs": {}}))
     with pytest.raises(AerobustError, match="does not fit architecture mlp-ae-32"):
-        load_checkpoint(path)
+        load_checkpoint(path, trust_unhashed=True)
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 10)
     (tmp_path / "junk.json").write_text(json.dumps({"architecture": "mlp-ae-32"}))
     with pytest.raises(AerobustError, match="not a readable weights file"):
-        load_checkpoint(tmp_path / "junk.pt")
+        load_checkpoint(tmp_path / "junk.pt", trust_unhashed=True)
+
+
+def test_unhashed_sidecar_needs_explicit_trust(tmp_path, mnist_test):
+    """Without a hash, other weights put under an AE's sidecar would be audited as that AE."""
+    model, path = _saved(tmp_path, mnist_test)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    del sidecar["weights_sha256"]
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(AerobustError, match="records no weights_sha256.*--trust-unhashed"):
+        resolve_model(checkpoint=path, device="cpu")
+    ae, info = resolve_model(checkpoint=path, device="cpu", trust_unhashed=True)
+    x = mnist_test.images[:8]
+    assert torch.equal(ae.reconstruct(x).cpu(), model.eval()(x))
+    assert info["weights_verified"] is False
+    _, path = _saved(tmp_path, mnist_test)
+    assert resolve_model(checkpoint=path, device="cpu")[1]["weights_verified"] is True
+
+
+@pytest.mark.parametrize("arch_kwargs, message", [
+    ([32, 4], "arch_kwargs must be a JSON object"),
+    ({"hidden": [32], "latent_dim": 4, "no_such_argument": 1}, "rejects arch_kwargs"),
+    ({"hidden": [32], "latent_dim": -4}, "rejects arch_kwargs"),
+])
+def test_sidecar_arch_kwargs_the_architecture_rejects(tmp_path, mnist_test, arch_kwargs, message):
+    _, path = _saved(tmp_path, mnist_test)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["arch_kwargs"] = arch_kwargs
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(AerobustError, match=message) as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value)
 
 
 def test_model_by_registry_name_and_user_factory(tmp_path, monkeypatch):

@@ -89,8 +89,8 @@ def test_checkpoint_resume_gives_the_same_weights(small_set, tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert [r["total"] for r in resumed.history] == pytest.approx([r["total"] for r in straight.history], rel=1e-6)
 
-    module, sidecar = load_checkpoint(resumed.checkpoint)
-    assert torch.equal(module.state_dict()["code_head.weight"], straight.model.state_dict()["code_head.weight"])
+    module, sidecar = load_checkpoint(resumed.checkpoint)  # on the CPU; the trained model may be on a GPU
+    assert torch.equal(module.state_dict()["code_head.weight"], straight.model.state_dict()["code_head.weight"].cpu())
     assert sidecar["defense"] == "coupled-ks" and sidecar["training"]["epochs_completed"] == 2
     assert sidecar["defense_config"]["options"]["coupling"] == 0.5
     assert set(sidecar["defense_config"]["loss_weights"]) == {"rec", "ks", "ks_pair", "cv"}
@@ -101,6 +101,93 @@ def test_checkpoint_resume_gives_the_same_weights(small_set, tmp_path):
         train("coupled-ks", "mlp-ae-32", small_set, out_dir=run, **common)
     with pytest.raises(AerobustError, match="different lr"):
         train("coupled-ks", "mlp-ae-32", small_set, out_dir=run, resume=True, **{**common, "lr": 5e-4})
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: no ``except Exception`` in the code under test may swallow it."""
+
+
+def _count_writes(monkeypatch, kill_at: int | None = None) -> list[str]:
+    """Patch every write step of a training run (torch.save, os.replace, the manifest) to log itself and, at
+    step ``kill_at``, to die half-way: torch.save leaves a truncated file behind, as a killed process does."""
+    import os
+
+    import aerobust.training as training
+
+    steps: list[str] = []
+    real_save, real_replace, real_manifest = torch.save, os.replace, training.write_manifest
+
+    def step(name, real, *args, **kwargs):
+        steps.append(name)
+        if len(steps) == kill_at:
+            if name == "torch.save":
+                real(*args, **kwargs)
+                with open(args[1], "r+b") as handle:
+                    handle.truncate(max(1, os.path.getsize(args[1]) // 2))
+            raise _Killed(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", lambda *a, **k: step("torch.save", real_save, *a, **k))
+    monkeypatch.setattr(os, "replace", lambda *a, **k: step("os.replace", real_replace, *a, **k))
+    monkeypatch.setattr(training, "write_manifest", lambda *a, **k: step("manifest", real_manifest, *a, **k))
+    return steps
+
+
+def test_a_kill_at_any_write_leaves_a_run_that_resume_continues_exactly(small_set, tmp_path, monkeypatch):
+    data = small_set.subset(range(80))
+    common = dict(epochs=2, batch_size=40, lr=1e-3, seed=5, quiet=True, arch_kwargs={"hidden": [16]})
+    with monkeypatch.context() as patch:
+        steps = _count_writes(patch)
+        straight = train("ae", "mlp-ae-32", data, out_dir=tmp_path / "straight", **common)
+    assert len(steps) >= 10, steps  # the epoch-0 state plus, per epoch, state, checkpoint, history, manifest
+    expected = {k: v.cpu() for k, v in straight.model.state_dict().items()}
+    for kill_at in range(1, len(steps) + 1):
+        run = tmp_path / f"killed-{kill_at}"
+        with monkeypatch.context() as patch:
+            _count_writes(patch, kill_at)
+            with pytest.raises(_Killed):
+                train("ae", "mlp-ae-32", data, out_dir=run, **common)
+        if not (run / "run_state.pt").is_file():  # killed before the first state existed: nothing to resume
+            with pytest.raises(AerobustError, match="nothing to resume"):
+                train("ae", "mlp-ae-32", data, out_dir=run, resume=True, **common)
+            resumed = train("ae", "mlp-ae-32", data, out_dir=run, **common)
+        else:
+            resumed = train("ae", "mlp-ae-32", data, out_dir=run, resume=True, **common)
+        for key, value in resumed.model.state_dict().items():
+            assert torch.equal(value.cpu(), expected[key]), (kill_at, steps[kill_at - 1], key)
+        assert [r["total"] for r in resumed.history] == [r["total"] for r in straight.history]
+        # the exports agree with the run state again: checkpoint, history and manifest all say 2 epochs
+        module, sidecar = load_checkpoint(run / "model.pt")
+        assert sidecar["training"]["epochs_completed"] == 2
+        assert torch.equal(module.state_dict()["code_head.weight"], expected["code_head.weight"])
+        assert len((run / "history.jsonl").read_text().splitlines()) == 2
+        assert json.loads((run / "manifest.json").read_text())["epochs_completed"] == 2
+
+
+def test_resume_refuses_missing_damaged_or_foreign_runs_in_one_line(small_set, tmp_path):
+    data = small_set.subset(range(80))
+    common = dict(batch_size=40, lr=1e-3, quiet=True, arch_kwargs={"hidden": [16]})
+    with pytest.raises(AerobustError, match="nothing to resume"):
+        train("ae", "mlp-ae-32", data, epochs=1, out_dir=tmp_path / "missing", resume=True, **common)
+    run = tmp_path / "run"
+    train("ae", "mlp-ae-32", data, epochs=1, out_dir=run, **common)
+    (run / "history.jsonl").write_text('{"epoch": 1, "total": \n')  # a corrupt export is rewritten, never read
+    resumed = train("ae", "mlp-ae-32", data, epochs=2, out_dir=run, resume=True, **common)
+    assert [json.loads(line)["epoch"] for line in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
+    assert len(resumed.history) == 2
+    state = (run / "run_state.pt").read_bytes()
+    (run / "run_state.pt").write_bytes(state[: len(state) // 3])
+    with pytest.raises(AerobustError, match="run_state.pt is damaged") as damaged:
+        train("ae", "mlp-ae-32", data, epochs=3, out_dir=run, resume=True, **common)
+    assert "\n" not in str(damaged.value)
+    user_run = tmp_path / "user-module"
+    train("ae", MLPAutoencoder(hidden=(16,)), data, epochs=1, out_dir=user_run, **{**common, "arch_kwargs": None})
+    with pytest.raises(AerobustError, match="does not fit this model"):  # same class name, other layers
+        train("ae", MLPAutoencoder(hidden=(8,)), data, epochs=2, out_dir=user_run, resume=True,
+              **{**common, "arch_kwargs": None})
+    (run / "run_state.pt").unlink()  # a model folder without a run state (e.g. written by an older aerobust)
+    with pytest.raises(AerobustError, match="no run_state.pt"):
+        train("ae", "mlp-ae-32", data, epochs=3, out_dir=run, resume=True, **common)
 
 
 def test_cli_train_and_bad_input(tmp_path):

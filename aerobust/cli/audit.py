@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
-from .common import (UserError, device_option, download_option, parse_float_list, plugin_option, quiet_option,
-                     seed_option)
+from .common import (OutputFolder, UserError, device_option, download_option, parse_float_list, plugin_option,
+                     quiet_option, seed_option, trust_unhashed_option)
 
 
 def _parse_attack_options(items, attacks) -> dict:
@@ -71,10 +71,11 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
 @click.option("--resize", type=int, help="Resize images to this side.")
 @download_option
 @audit_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
+@click.option("--out", required=True, type=OutputFolder(), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
+@trust_unhashed_option
 def audit_command(models, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
-                  attack_options, msssim, seed, device, quiet, out, no_report):
+                  attack_options, msssim, seed, device, quiet, out, no_report, trust_unhashed):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -98,7 +99,8 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
     config = _config(specs, data, split, pad, resize, attacks, lambdas, images, trials, attack_options,
                      msssim, seed)
     try:
-        results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download)
+        results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download,
+                            trust_unhashed=trust_unhashed)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
     if not quiet:
@@ -111,8 +113,9 @@ DEMO_THREADS = 1
 
 
 @click.command("demo")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--epochs", default=100, show_default=True, type=int, help="Training epochs per model.")
+@click.option("--out", required=True, type=OutputFolder(), help="Output folder.")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Training epochs per model.")
 @click.option("--images", default=100, show_default=True, type=int, help="Test images attacked.")
 @click.option("--trials", default=10, show_default=True, type=int, help="Trials per image.")
 @click.option("--lambdas", default="1,3,5", show_default=True, help="L2 budgets, comma-separated.")
@@ -136,20 +139,20 @@ def demo_command(out, epochs, images, trials, lambdas, seed, device, quiet):
     """
     from ..datasets import load_dataset
     from ..runtime import set_threads
-    from ..training import train
+    from ..training import MODEL_FILE, has_training_run, train
 
     if "aerobust.threads" not in click.get_current_context().find_root().meta:
         set_threads(DEMO_THREADS)
     out = Path(out)
-    data = load_dataset("mnist-5k", "train", pad_to=32)
-    specs = []
-    for label, defense in DEMO_DEFENSES:
-        run_dir = out / "models" / defense
-        result = train(defense, "mlp-ae-32", data, epochs=epochs, seed=seed, device=device, out_dir=run_dir,
-                       resume=True, quiet=quiet)
-        specs.append(ModelSpec(label, checkpoint=str(result.checkpoint)))
+    run_dirs = {label: out / "models" / defense for label, defense in DEMO_DEFENSES}
+    specs = [ModelSpec(label, checkpoint=str(run_dir / MODEL_FILE)) for label, run_dir in run_dirs.items()]
     config = _config(specs, "mnist-5k", "test", 32, None, ",".join(PAPER_ATTACKS), lambdas, images, trials,
                      (), "paper", seed)
+    config.validate()  # bad audit settings fail now, not after the training
+    data = load_dataset("mnist-5k", "train", pad_to=32)
+    for label, defense in DEMO_DEFENSES:
+        train(defense, "mlp-ae-32", data, epochs=epochs, seed=seed, device=device, out_dir=run_dirs[label],
+              resume=has_training_run(run_dirs[label]), quiet=quiet)
     run_audit(config, out / "audit", device=device, quiet=quiet)
     if not quiet:
         click.echo(f"report: {out / 'audit' / 'report' / 'report.html'}")

@@ -1,10 +1,18 @@
 """Pieces every subcommand shares: the one-line error contract and common options."""
 from __future__ import annotations
 
+import math
+import tempfile
+import traceback
+from pathlib import Path
+
 import click
 
 from ..errors import AerobustError
 from ..registry import load_plugin
+
+# torch and numpy generators take seeds of at most 64 bits; training derives per-epoch seeds modulo 2**63.
+MAX_SEED = 2 ** 63 - 1
 
 
 class UserError(click.ClickException):
@@ -13,14 +21,42 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+def _usage_line(exc: click.UsageError) -> UserError:
+    """click's usage errors print the usage and a hint over three lines; the contract is one line."""
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return UserError(exc.format_message() + hint)
+
+
+def _exit_line(exc: SystemExit) -> UserError:
+    """Code below the CLI (a plugin, a user factory) called sys.exit: name the file that did it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    origin = frames[-1].filename if frames else "a plugin"
+    return UserError(f"{origin} called sys.exit({exc.code!r}) inside aerobust; a plugin or model factory must "
+                     "raise an exception instead of exiting")
+
+
 class AerobustGroup(click.Group):
-    """Turns every AerobustError raised below it into a UserError (no traceback)."""
+    """Turns every AerobustError, usage error and stray sys.exit below it into one line with exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a bare `aerobust` shows its help
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AerobustError as exc:
             raise UserError(str(exc)) from None
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
+        except SystemExit as exc:
+            raise _exit_line(exc) from None
 
 
 def _load_plugins(ctx, param, paths):
@@ -32,6 +68,24 @@ def _load_plugins(ctx, param, paths):
     return paths
 
 
+class OutputFolder(click.Path):
+    """A folder the command can write to, created on parsing so that a bad ``--out`` fails before any work."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+
+    def convert(self, value, param, ctx):
+        path = Path(super().convert(value, param, ctx))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            self.fail(f"cannot write into {path} ({exc.strerror or type(exc).__name__}); choose a folder you "
+                      "can write to", param, ctx)
+        return str(path)
+
+
 plugin_option = click.option(
     "--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), callback=_load_plugins,
     expose_value=False, is_eager=True,
@@ -39,11 +93,15 @@ plugin_option = click.option(
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-seed_option = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+seed_option = click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
+                           help="Random seed (0 to 2**63-1).")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 download_option = click.option(
     "--download", is_flag=True,
     help="Let torchvision download mnist, fashion-mnist, svhn or celeba into $AEROBUST_DATA (needs internet).")
+trust_unhashed_option = click.option(
+    "--trust-unhashed", is_flag=True,
+    help="Load checkpoints whose sidecar records no weights_sha256 (their weights cannot be verified).")
 
 
 def parse_float_list(text: str, name: str) -> list[float]:
@@ -53,4 +111,6 @@ def parse_float_list(text: str, name: str) -> list[float]:
         raise UserError(f"{name} must be comma-separated numbers, e.g. 1,3,5; got '{text}'") from None
     if not values:
         raise UserError(f"{name} is empty; give comma-separated numbers, e.g. 1,3,5")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{name} must be finite numbers; got '{text}'")
     return values

@@ -15,8 +15,8 @@ from ..fidelity import prior_from_defense_config
 from ..defend import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, get_attack, run_defend,
                       write_defend_report)
 from ..runtime import resolve_device, seed_everything
-from .common import (AerobustGroup, UserError, device_option, download_option, parse_float_list, plugin_option,
-                     quiet_option, seed_option)
+from .common import (AerobustGroup, OutputFolder, UserError, device_option, download_option, parse_float_list,
+                     plugin_option, quiet_option, seed_option, trust_unhashed_option)
 
 
 def _defend_options(command):
@@ -63,17 +63,16 @@ def _defend_options(command):
                      help="Latent density for the OOD likelihood score (auto: N(0,I) for VAEs, a Gaussian "
                           "fitted to training codes otherwise; gmm: the reference GMM prior)."),
         click.option("--bins", default=10, show_default=True, type=int, help="Calibration confidence bins."),
-        click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
-        device_option, seed_option, quiet_option, plugin_option,
+        click.option("--out", required=True, type=OutputFolder(), help="Output folder."),
+        trust_unhashed_option, device_option, seed_option, quiet_option, plugin_option,
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def _run_key(config: dict, opts: dict, *modules) -> str:
     """Digest of everything that decides the adversarial images: a rerun with the same key reuses them."""
-    digest = hashlib.sha256(json.dumps({"config": config, "options": {k: v for k, v in opts.items()
-                                                                        if k not in ("out", "quiet")}},
-                                       sort_keys=True, default=str).encode())
+    decisive = {k: v for k, v in opts.items() if k not in ("out", "quiet", "trust_unhashed")}
+    digest = hashlib.sha256(json.dumps({"config": config, "options": decisive}, sort_keys=True, default=str).encode())
     for module in modules:
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
@@ -99,7 +98,8 @@ def _run(ctx: click.Context, analyses, **opts):
     config.validate()
     device = resolve_device(opts["device"])
     seed_everything(opts["seed"])
-    autoencoder, model_info = resolve_model(opts["model"], opts["checkpoint"], device=device)
+    autoencoder, model_info = resolve_model(opts["model"], opts["checkpoint"], device=device,
+                                            trust_unhashed=opts["trust_unhashed"])
     geometry = dict(pad_to=opts["pad"], resize=opts["resize"], channels=autoencoder.input_shape[0],
                     download=opts["download"])
     train = load_dataset(opts["data"], "train", **geometry)

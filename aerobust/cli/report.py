@@ -4,11 +4,12 @@ from __future__ import annotations
 import click
 
 from ..report import build_report, write_comparison
+from .common import OutputFolder
 
 
 @click.command("report")
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=OutputFolder(), default=None,
               help="Where to write the report [default: RESULTS_DIR/report].")
 def report_command(results_dir, out_dir):
     """Rebuild the tables, figures and HTML page of an audit from its saved results.
@@ -32,7 +33,7 @@ def report_command(results_dir, out_dir):
 
 @click.command("compare")
 @click.argument("results_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", type=OutputFolder(), required=True,
               help="Where to write the comparison.")
 def compare_command(results_dirs, out_dir):
     """Compare several audits in one table (models from all of them).

@@ -6,7 +6,8 @@ import json
 import click
 
 from ..datasets import load_dataset
-from .common import UserError, device_option, download_option, plugin_option, quiet_option, seed_option
+from .common import OutputFolder, UserError, device_option, download_option, plugin_option, quiet_option, seed_option
+
 
 def _parse_value(text: str):
     """JSON where it parses (numbers, lists, true/false), a comma list of those, else the string."""
@@ -60,9 +61,11 @@ def _parse_pairs(pairs, flag: str, convert) -> dict:
               help="GMM family: number of prior modes (default: latent dim).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Any other defense option, e.g. weighting=mix or cross_block=penalized (repeatable).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for model.pt (+ .json sidecar), optimizer.pt, history.jsonl/csv, manifest.json.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--out", "out_dir", required=True, type=OutputFolder(),
+              help="Folder for run_state.pt (what --resume reads), model.pt (+ .json sidecar), history.jsonl/csv, "
+              "manifest.json.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch (an error when --out "
+              "holds no run).")
 @device_option
 @seed_option
 @quiet_option

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -52,13 +53,22 @@ class DefendConfig:
             get_attack(name)
         if self.attack_images < 1:
             raise AerobustError("--attack-images must be at least 1")
-        if any(b < 0 for b in [*self.linf_budgets, *self.l2_budgets]):
-            raise AerobustError("attack budgets must be >= 0")
+        if not all(math.isfinite(b) and b >= 0 for b in [*self.linf_budgets, *self.l2_budgets]):
+            raise AerobustError("attack budgets must be finite numbers >= 0")
         steps = self.attack_options
         if min(steps.pgd_steps, steps.cw_steps, steps.lbfgs_iterations, steps.lbfgs_search_steps) < 1:
             raise AerobustError("attack iteration counts (--pgd-steps, --cw-steps, --lbfgs-iterations) must be >= 1")
         if self.eot_samples < 0:
             raise AerobustError("--eot-samples must be >= 0")
+        if self.detection_samples < 2:
+            raise AerobustError(f"--samples must be at least 2 (consistency compares reconstructions); got "
+                                f"{self.detection_samples}")
+        if not (math.isfinite(self.latent_noise) and self.latent_noise >= 0):
+            raise AerobustError(f"--latent-noise must be a finite number >= 0; got {self.latent_noise}")
+        if self.calibration_bins < 1:
+            raise AerobustError(f"--bins must be at least 1; got {self.calibration_bins}")
+        if not all(math.isfinite(v) and v > 0 for v in (self.gmm_scale, self.gmm_std)):
+            raise AerobustError("gmm_scale and gmm_std must be finite and positive")
 
     def budgets(self) -> dict[str, list[float]]:
         return {"linf": list(self.linf_budgets), "l2": list(self.l2_budgets)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +31,8 @@ def _convert(defense: str, name: str, option: Option, value: Any) -> Any:
     except (TypeError, ValueError):
         raise AerobustError(f"option {name} of defense '{defense}' must be {option.type.__name__}; "
                             f"got {value!r}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):  # every comparison with NaN is False
+        raise AerobustError(f"option {name} of defense '{defense}' must be a finite number; got {value!r}")
     if option.choices is not None and converted not in option.choices:
         raise AerobustError(f"option {name} of defense '{defense}' must be one of "
                             f"{', '.join(map(str, option.choices))}; got {converted!r}")
