@@ -15,8 +15,9 @@ The LaTeX is a ``table`` float with ``\\caption``, ``\\label`` and booktabs rule
 ``\\usepackage{booktabs}`` (written as a comment at the top of every .tex file). A "mean ± std" cell spans
 two tabular columns (``r@{\\,}r``), so the means and the stds each align on their decimal points.
 
-Header labels and cells are plain text, escaped for LaTeX, unless they already hold LaTeX markup (a
-backslash or a ``$``): then they pass through, so callers can hand over math such as ``$\\lambda = 1$``.
+Header labels and cells are plain text, escaped for LaTeX, unless they already hold LaTeX markup (math
+between dollars, a command, an escaped special; braces balanced): then they pass through, so callers can
+hand over math such as ``$\\lambda = 1$``.
 A ``Label`` gives one header a plain-text and a LaTeX spelling.
 """
 from __future__ import annotations
@@ -62,10 +63,21 @@ class Label:
         return self.latex if self.latex is not None else latex_text(self.text)
 
 
+_LATEX_MARKUP = re.compile(r"\$[^$]+\$|\\[A-Za-z]+|\\[&%$#_{}]")
+
+
+def _is_latex_markup(text: str) -> bool:
+    """Math (``$...$``), a command or an escaped special; balanced braces and dollars, no bare ``& % #``."""
+    unescaped = re.sub(r"\\.", "", text)
+    return bool(_LATEX_MARKUP.search(text)) and unescaped.count("$") % 2 == 0 and \
+        unescaped.count("{") == unescaped.count("}") and not re.search(r"[&%#]", unescaped) and \
+        not text.endswith("\\")
+
+
 def latex_text(text) -> str:
-    """``text`` made safe for LaTeX; text that already holds LaTeX markup (``\\`` or ``$``) passes through."""
+    """``text`` made safe for LaTeX; text that already holds LaTeX markup (math, commands) passes through."""
     text = str(text)
-    if "\\" in text or "$" in text:
+    if _is_latex_markup(text):
         return text
     return "".join(_LATEX_UNICODE.get(ch, _LATEX_SPECIALS.get(ch, ch)) for ch in text)
 

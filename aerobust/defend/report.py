@@ -236,8 +236,7 @@ def _detection_figure(table: pd.DataFrame):
     cell = {(r.attack, r.norm, r.budget, r.model, r.attack_target): r for r in table.itertuples()}
     figure, axes = paper_figure(1, len(DETECTION_SCORES), width="double", height=0.16 * len(rows) + 1.0,
                                 sharey=True)
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")  # red: inverted, white: chance, blue: detected
     image = None
     for axis, score in zip(axes[0], DETECTION_SCORES):
         values = np.array([[getattr(cell[(*r, *c)], f"auc_{score}") if (*r, *c) in cell else np.nan
