@@ -319,7 +319,20 @@ def _latex_column_spec(column: _Column) -> str:
         return "r@{\\,}r"
     if column.numeric:
         return "r"
-    return "p{14em}" if max((len(c.main) for c in column.cells), default=0) > LONG_TEXT_CHARS else "l"
+    return "p{10em}" if max((len(c.main) for c in column.cells), default=0) > LONG_TEXT_CHARS else "l"
+
+
+WRAP_HEADER_CHARS = 12  # longer column labels wrap onto lines of about this many characters
+
+
+def _wrapped_header(text: str) -> str:
+    """A long column label in a bottom-aligned, centred paragraph, so it does not set the column's width."""
+    words = re.sub(r"\\[A-Za-z]+|[${}\\^_]", "", text).split()
+    visible = len(" ".join(words))
+    if visible <= WRAP_HEADER_CHARS or len(words) < 2:
+        return text
+    characters = max(max(len(word) for word in words), visible / math.ceil(visible / WRAP_HEADER_CHARS))
+    return f"\\parbox[b]{{{0.5 * characters + 0.5:.1f}em}}{{\\centering {text}}}"  # about 0.5 em per character
 
 
 def _to_latex(layout: _Layout) -> str:
@@ -327,7 +340,8 @@ def _to_latex(layout: _Layout) -> str:
     starts = [sum(widths[:i]) + 1 for i in range(len(widths))]
     spec = " ".join(_latex_column_spec(c) for c in layout.columns)
     lines = [f"% Written by aerobust. Needs \\usepackage{{{', '.join(LATEX_PACKAGES)}}} in the preamble.",
-             "\\begin{table}[tbp]", "\\centering"]
+             "\\begin{table}[tbp]", "\\centering", "\\small",
+             "\\setlength{\\tabcolsep}{4pt}  % tighter than the default 6pt: paper tables are dense"]
     caption = layout.caption_text(True)
     if caption:
         lines.append(f"\\caption{{{caption}}}")
@@ -338,7 +352,8 @@ def _to_latex(layout: _Layout) -> str:
         cells, rules = [], []
         for span in span_row:
             width = sum(widths[span.first:span.last + 1])
-            cells.append(span.text if width == 1 else f"\\multicolumn{{{width}}}{{c}}{{{span.text}}}")
+            text = _wrapped_header(span.text) if span.kind == "leaf" else span.text
+            cells.append(text if width == 1 else f"\\multicolumn{{{width}}}{{c}}{{{text}}}")
             if span.kind == "group" and span.text:
                 rules.append(f"\\cmidrule(lr){{{starts[span.first]}-{starts[span.last] + widths[span.last] - 1}}}")
         lines.append(" & ".join(cells) + " \\\\")

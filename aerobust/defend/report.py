@@ -124,7 +124,7 @@ SCORE_NAMES = {"distinct_labels": "distinct labels", "label_entropy": "label-vot
                "negative_prior_loglik": "negative prior log-likelihood"}
 ATTACK_TARGETS = {"classifier": "plain", "purifier": "adaptive"}
 HEADERS = {
-    "model": "model", "attack": "attack", "norm": "norm", "budget": "budget ε", "n": "images",
+    "model": "model", "attack": "attack", "budget": "budget ε", "n": "images",
     "clean_acc": "clean", "purified_clean_acc": "clean, purified", "adversarial_acc": "attacked",
     "purified_acc": "attacked, purified", "adaptive_acc": "adaptive attack", "mean_perturbation": "mean ‖δ‖",
     "attack_target": "attack on", "n_clean": "clean images", "n_adversarial": "adversarials",
@@ -148,8 +148,8 @@ CAPTIONS = {
     "calibration_stats": "Rank correlation between reconstruction error and classifier confidence / correctness.",
     "summary": "Every finding of the defend run in words.",
 }
-ROW_KEYS = {"purification": ["model", "attack", "norm", "budget"],
-            "detection": ["model", "attack_target", "attack", "norm", "budget"],
+ROW_KEYS = {"purification": ["model", "attack", "budget"],
+            "detection": ["model", "attack_target", "attack", "budget"],
             "ood": ["model", "prior", "ood_set"], "calibration_bins": ["model", "bin"],
             "calibration_stats": ["model"], "summary": ["model", "analysis"]}
 AUC_TABLES = ("detection", "ood")
@@ -161,10 +161,9 @@ TABLE_DIRECTIONS = {"purification": ({"adversarial_acc": "higher", "purified_acc
 def _readable_table(stem: str, table: pd.DataFrame) -> pd.DataFrame:
     """The table as readers get it: row keys as the index (model first), score columns grouped by score."""
     table = table.copy()
-    if "attack" in table:
-        table["attack"] = table["attack"].map(lambda a: ATTACK_NAMES.get(a, a))
-    if "norm" in table:
-        table["norm"] = table["norm"].map(lambda n: NORM_NAMES.get(n, n))
+    if "attack" in table and "norm" in table:  # "FGSM (L∞)": the norm names the budget's unit
+        table["attack"] = [_attack_title(a, n) for a, n in zip(table["attack"], table["norm"])]
+        table = table.drop(columns="norm")
     if "attack_target" in table:
         table["attack_target"] = table["attack_target"].map(lambda t: ATTACK_TARGETS.get(t, t))
     keys = [k for k in ROW_KEYS.get(stem, []) if k in table]
@@ -303,7 +302,8 @@ def _ood_figure(scores: dict, table: pd.DataFrame):
             axis.set_xlabel(f"{SCORE_NAMES.get(score, score)} (higher = more unusual)"
                             + (", log scale" if logarithmic else ""))
             axis.set_ylabel("fraction of images")
-            axis.legend(loc="upper right", fontsize=6)
+            axis.set_ylim(0, axis.get_ylim()[1] * 1.7)  # headroom: the legend sits above the histograms
+            axis.legend(loc="best", fontsize=6)
     return figure
 
 
@@ -320,8 +320,8 @@ def _calibration_figure(points: pd.DataFrame, bins: pd.DataFrame, stats: pd.Data
         correct = part["correct"].astype(bool)
         axis.scatter(part.loc[correct, "confidence"], part.loc[correct, "reconstruction_error"], s=3, alpha=0.35,
                      color=COLORS[0], linewidths=0)
-        axis.scatter(part.loc[~correct, "confidence"], part.loc[~correct, "reconstruction_error"], s=6, alpha=0.8,
-                     color=COLORS[3], linewidths=0, marker="x")
+        axis.scatter(part.loc[~correct, "confidence"], part.loc[~correct, "reconstruction_error"], s=8, alpha=0.9,
+                     color=COLORS[3], linewidths=0.8, marker="x")
         axis.plot(summary["mean_confidence"], summary["mean_reconstruction_error"], "ko-", ms=3)
         axis.set_yscale("log")
         axis.set_xlabel("classifier confidence (max softmax)")
