@@ -183,8 +183,7 @@ def _write_defend_table(table: pd.DataFrame, out_dir: Path, stem: str) -> None:
     directions, meaning = TABLE_DIRECTIONS.get(stem, (None, None))
     write_table(_readable_table(stem, table), out_dir, stem, formats=("md", "tex", "html"), float_format="{:.3f}",
                 caption=CAPTIONS[stem], labels=HEADERS, directions=directions, direction_meaning=meaning,
-                number_formats={"budget": "{:g}", "spearman_p": "{:.2g}", "spearman_p_vs_correct": "{:.2g}",
-                                "confidence_min": "{:.3f}"})
+                number_formats={"spearman_p": "{:.2g}", "spearman_p_vs_correct": "{:.2g}"})
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
