@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 TABLE_FORMATS = ("csv", "md", "tex", "html")
@@ -118,14 +119,14 @@ class _Layout:
         label = _lookup_label(self.labels, raw)
         text = label.render(latex) if isinstance(label, Label) else (
             latex_text(label) if latex else str(label))
-        direction = self.directions.get(raw) if _hashable(raw) else None
+        direction = self.directions.get(raw)
         if direction is not None:
             text = f"{text} {ARROWS[direction][1 if latex else 0]}"
         return text
 
     def caption_text(self, latex: bool) -> str | None:
         used = sorted({self.directions[raw] for column in self.columns for raw in column.header
-                       if _hashable(raw) and raw in self.directions})
+                       if raw in self.directions})
         notes = [f"{ARROWS[d][1 if latex else 0]}: {d} is {self.direction_meaning}" for d in used]
         caption = self.caption if self.caption is None or not latex else latex_text(self.caption)
         if not notes:
@@ -133,23 +134,17 @@ class _Layout:
         return " ".join(part for part in (caption, "; ".join(notes) + ".") if part)
 
 
-def _hashable(value) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
 def _lookup_label(labels: Mapping, raw):
-    if _hashable(raw) and raw in labels:
+    if raw in labels:
         return labels[raw]
     return str(raw).replace("_", " ")
 
 
 def _is_whole(values: pd.Series) -> bool:
-    finite = values[values.map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
-    return len(finite) > 0 and bool((finite == finite.round()).all()) and bool((finite.abs() < 1e15).all())
+    """Whether every finite value is a whole number (a count or lambda stored as float)."""
+    numbers = values.to_numpy(dtype=float)
+    finite = numbers[np.isfinite(numbers)]
+    return len(finite) > 0 and bool((finite == np.round(finite)).all() and (np.abs(finite) < 1e15).all())
 
 
 def _number_text(value, fmt: str | None, whole: bool) -> str:
@@ -162,7 +157,7 @@ def _number_text(value, fmt: str | None, whole: bool) -> str:
 
 def _format_for(key: tuple, number_formats: Mapping, float_format: str) -> str:
     for raw in reversed(key):
-        if _hashable(raw) and raw in number_formats:
+        if raw in number_formats:
             return number_formats[raw]
     return float_format
 
@@ -173,8 +168,7 @@ _NUMBER_LIKE = re.compile(r"^\s*[-+−]?(\d|\.\d|inf|nan)", re.IGNORECASE)
 def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, caption, label, labels,
             directions, direction_meaning) -> _Layout:
     columns: list[_Column] = []
-    data = table
-    keys = [key if isinstance(key, tuple) else (key,) for key in data.columns]
+    keys = [key if isinstance(key, tuple) else (key,) for key in table.columns]
     statistic_level = bool(keys) and len(keys[0]) > 1 and "mean" in {k[-1] for k in keys} and \
         {k[-1] for k in keys} <= set(STATISTICS)
     levels = (len(keys[0]) - 1 if statistic_level else len(keys[0])) if keys else 1
@@ -192,11 +186,11 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
         groups = list(dict.fromkeys(k[:-1] for k in keys))
         for group in groups:
             fmt = _format_for(group, number_formats, float_format)
-            part = {stat: data[(*group, stat)] if (*group, stat) in data.columns else None for stat in STATISTICS}
+            part = {stat: table[(*group, stat)] if (*group, stat) in table.columns else None for stat in STATISTICS}
             if part["mean"] is None:
                 raise ValueError(f"statistics columns {group} have no 'mean'")
             cells = []
-            for row in range(len(data)):
+            for row in range(len(table)):
                 mean = part["mean"].iloc[row]
                 cell = _Cell(_number_text(mean, fmt, False))
                 std = None if part["std"] is None else part["std"].iloc[row]
@@ -209,13 +203,13 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
                 cells.append(cell)
             columns.append(_Column(header=group, cells=cells, numeric=True, extra=any(c.extra for c in cells)))
     else:
-        for key, name in zip(keys, data.columns):
-            series = data[name]
+        for key, name in zip(keys, table.columns):
+            series = table[name]
             if pd.api.types.is_bool_dtype(series):
                 columns.append(_Column(header=key, numeric=False, cells=[_Cell(str(v)) for v in series]))
             elif pd.api.types.is_numeric_dtype(series):
-                fmt, whole = _format_for(key, number_formats, float_format), _is_whole(series)
-                whole = whole and not any(_hashable(raw) and raw in number_formats for raw in key)
+                fmt = _format_for(key, number_formats, float_format)
+                whole = _is_whole(series) and not any(raw in number_formats for raw in key)
                 columns.append(_Column(header=key, numeric=True,
                                        cells=[_Cell(_number_text(v, fmt, whole)) for v in series]))
             else:
