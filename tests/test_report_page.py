@@ -63,10 +63,11 @@ def _wide_audit(directory):
                             row.update(target_id=-1, target_label=-1, msssim_target_advrecon=np.nan,
                                        l2_target_advrecon=np.nan, latent_target_distance=np.nan)
                         rows.append(row)
-                grid = generator.random((2, 5, 1, 12, 12)).astype(np.float32)
-                if attack != "latent":
-                    grid[:, 4] = np.nan
-                examples[f"{model}::{attack}::{lam:g}"] = grid
+                if lam == lambdas[0]:  # example grids for one lambda per attack keep the test quick
+                    grid = generator.random((2, 5, 1, 12, 12)).astype(np.float32)
+                    if attack != "latent":
+                        grid[:, 4] = np.nan
+                    examples[f"{model}::{attack}::{lam:g}"] = grid
     directory.mkdir(parents=True)
     pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(directory / "results.csv", index=False)
     np.savez(directory / "examples.npz", **examples)
@@ -93,5 +94,5 @@ def test_report_page_fits_1300px_and_every_image_loads(tmp_path):
     assert measured["clientWidth"] == PAGE_WIDTH
     assert measured["scrollWidth"] <= PAGE_WIDTH, measured
     assert measured["wideTables"] == [], "tables wider than the page (hidden behind a scroll bar)"
-    assert measured["images"] == page.read_text().count("<img") >= 1 + 3 * 3
+    assert measured["images"] == page.read_text().count("<img") >= 1 + 3  # Fig. 2 and three Fig. 3 grids
     assert measured["broken"] == []
