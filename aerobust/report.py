@@ -774,10 +774,17 @@ body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; mar
        max-width: 1400px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: .2em;
        margin-top: 2em; }
-table.aerobust-table, table.settings { border-collapse: collapse; font-size: 0.85em; margin: .5em 0; }
+table.aerobust-table, table.settings { border-collapse: collapse; font-size: 0.8em; margin: .5em 0 1em; }
+table.aerobust-table caption { caption-side: top; text-align: left; color: #444; padding: 0 0 .3em; }
 table.aerobust-table th, table.aerobust-table td, table.settings th, table.settings td {
-       border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
-table.aerobust-table thead th { background: #f2f4f7; text-align: center; }
+       border: 1px solid #ddd; padding: 2px 6px; }
+/* headers wrap so that a wide table stays inside the page; numbers never do */
+table.aerobust-table th { background: #f2f4f7; text-align: center; vertical-align: bottom; white-space: normal; }
+table.aerobust-table td { white-space: nowrap; vertical-align: top; }
+table.aerobust-table td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: normal; }
+table.aerobust-table td.num .pm { display: block; font-size: .85em; color: #666; white-space: nowrap; }
+table.aerobust-table .text { text-align: left; }
+table.aerobust-table td.text { white-space: normal; min-width: 4em; }
 table.settings th { text-align: left; background: #f7f7f7; }
 table.settings td { text-align: left; }
 .warning { background: #fff1f0; border: 1px solid #e0a0a0; padding: .6em; }

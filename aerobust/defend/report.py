@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..figures import COLORS, paper_figure, styled
 from ..reporting import save_figure, write_table
 from ..runtime import write_manifest
 from .detect import DETECTION_SCORES
@@ -114,81 +115,223 @@ def findings_text(results: DefendResults) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _purification_figure(table: pd.DataFrame):
-    import matplotlib.pyplot as plt
+# --- tables: readable headers, grouped score columns, model first ----------------------------------------------
 
-    models, attacks = sorted(table["model"].unique()), list(dict.fromkeys(table["attack"]))
-    figure, axes = plt.subplots(len(models), len(attacks), figsize=(3.2 * len(attacks), 2.8 * len(models)),
-                                squeeze=False, sharey=True)
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "cw": "C&W", "lbfgs": "L-BFGS", "deepfool": "DeepFool"}
+NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+SCORE_NAMES = {"distinct_labels": "distinct labels", "label_entropy": "label-vote entropy",
+               "softmax_entropy": "mean-softmax entropy", "reconstruction_error": "reconstruction MSE",
+               "negative_prior_loglik": "negative prior log-likelihood"}
+ATTACK_TARGETS = {"classifier": "plain", "purifier": "adaptive"}
+HEADERS = {
+    "model": "model", "attack": "attack", "budget": "budget ε", "n": "images",
+    "clean_acc": "clean", "purified_clean_acc": "clean, purified", "adversarial_acc": "attacked",
+    "purified_acc": "attacked, purified", "adaptive_acc": "adaptive attack", "mean_perturbation": "mean ‖δ‖",
+    "attack_target": "attack on", "n_clean": "clean images", "n_adversarial": "adversarials",
+    "auc": "ROC-AUC", "ood_set": "OOD set", "n_in": "in-dist. images", "n_ood": "OOD images",
+    "prior": "prior", "bin": "bin", "confidence_min": "confidence min", "confidence_max": "confidence max",
+    "mean_confidence": "mean confidence", "accuracy": "accuracy",
+    "mean_reconstruction_error": "mean reconstruction MSE", "median_reconstruction_error": "median reconstruction MSE",
+    "spearman_rho": "Spearman ρ (MSE, confidence)", "spearman_p": "p", "spearman_rho_vs_correct": "Spearman ρ (MSE, correct)",
+    "spearman_p_vs_correct": "p (correct)", "analysis": "analysis", "setting": "setting", "result": "result",
+    "verdict": "verdict", **SCORE_NAMES,
+}
+CAPTIONS = {
+    "purification": "Classifier accuracy on the attacked images: attacked directly, attacked then purified "
+                    "(reconstructed by the autoencoder), and under the adaptive attack that differentiates "
+                    "through autoencoder and classifier.",
+    "detection": "Consistency detection: ROC-AUC of clean against successful adversarial images (0.5 is chance) "
+                 "per score; the detector itself was not attacked (upper bounds). Score means: detection.csv.",
+    "ood": "Out-of-distribution detection: ROC-AUC of in-distribution against OOD images (0.5 is chance) per "
+           "score. Score means: ood.csv.",
+    "calibration_bins": "Classifier confidence bins (equal counts) with accuracy and reconstruction error.",
+    "calibration_stats": "Rank correlation between reconstruction error and classifier confidence / correctness.",
+    "summary": "Every finding of the defend run in words.",
+}
+ROW_KEYS = {"purification": ["model", "attack", "budget"],
+            "detection": ["model", "attack_target", "attack", "budget"],
+            "ood": ["model", "prior", "ood_set"], "calibration_bins": ["model", "bin"],
+            "calibration_stats": ["model"], "summary": ["model", "analysis"]}
+AUC_TABLES = ("detection", "ood")
+TABLE_DIRECTIONS = {"purification": ({"adversarial_acc": "higher", "purified_acc": "higher", "adaptive_acc": "higher"},
+                                     "more robust"),
+                    "detection": ({"auc": "higher"}, "a better detector"), "ood": ({"auc": "higher"}, "a better detector")}
+
+
+def _readable_table(stem: str, table: pd.DataFrame) -> pd.DataFrame:
+    """The table as readers get it: row keys as the index (model first), score columns grouped by score."""
+    table = table.copy()
+    if "attack" in table and "norm" in table:  # "FGSM (L∞)": the norm names the budget's unit
+        table["attack"] = [_attack_title(a, n) for a, n in zip(table["attack"], table["norm"])]
+        table = table.drop(columns="norm")
+    if "attack_target" in table:
+        table["attack_target"] = table["attack_target"].map(lambda t: ATTACK_TARGETS.get(t, t))
+    keys = [k for k in ROW_KEYS.get(stem, []) if k in table]
+    if keys:
+        table = table.set_index(keys)
+    if stem in AUC_TABLES:  # one ROC-AUC column per score under one group header; the score means stay in the CSV
+        aucs = [c for c in table.columns if c.startswith("auc_")]
+        counts = [c for c in table.columns if c.startswith("n_")]
+        table = table[counts + aucs]
+        table.columns = pd.MultiIndex.from_tuples([(c, "") for c in counts] + [("auc", c[4:]) for c in aucs])
+    return table
+
+
+def _write_defend_table(table: pd.DataFrame, out_dir: Path, stem: str) -> None:
+    """CSV exactly as computed (one row per result, full precision); the human formats readable."""
+    write_table(table, out_dir, stem, formats=("csv",))
+    directions, meaning = TABLE_DIRECTIONS.get(stem, (None, None))
+    write_table(_readable_table(stem, table), out_dir, stem, formats=("md", "tex", "html"), float_format="{:.3f}",
+                caption=CAPTIONS[stem], labels=HEADERS, directions=directions, direction_meaning=meaning,
+                number_formats={"spearman_p": "{:.2g}", "spearman_p_vs_correct": "{:.2g}"})
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+def _attack_title(attack: str, norm: str) -> str:
+    return f"{ATTACK_NAMES.get(attack, attack)} ({NORM_NAMES.get(norm, norm)})"
+
+
+@styled
+def _purification_figure(table: pd.DataFrame):
+    """Accuracy against budget: one row of panels per model, one column per attack."""
+    models, attacks = list(dict.fromkeys(table["model"])), list(dict.fromkeys(table["attack"]))
+    figure, axes = paper_figure(len(models), len(attacks), width="double", height=1.25 * len(models) + 0.45,
+                                sharey=True)
+    curves = (("adversarial_acc", "o-", "attacked"), ("purified_acc", "s-", "attacked, then purified"),
+              ("adaptive_acc", "^--", "adaptive attack (through AE + classifier)"))
     for i, model in enumerate(models):
         for j, attack in enumerate(attacks):
             part = table[(table["model"] == model) & (table["attack"] == attack)].sort_values("budget")
             axis = axes[i][j]
-            for column, style in (("adversarial_acc", "o-"), ("purified_acc", "s-"), ("adaptive_acc", "^--")):
-                axis.plot(part["budget"], part[column], style, label=column.replace("_acc", ""))
-            axis.axhline(part["clean_acc"].iloc[0], color="grey", lw=0.8, label="clean")
-            axis.set_title(f"{model}: {attack}", fontsize=9)
-            axis.set_xlabel(f"budget ({part['norm'].iloc[0]})")
-            axis.set_ylim(-0.02, 1.02)
-        axes[i][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7)
-    figure.tight_layout()
+            if part.empty:
+                axis.set_axis_off()
+                continue
+            for column, style, label in curves:
+                axis.plot(part["budget"], part[column], style, label=label)
+            axis.axhline(part["clean_acc"].iloc[0], color="grey", lw=0.8, ls=":", label="clean images")
+            axis.set_ylim(-0.03, 1.03)
+            axis.set_xticks(part["budget"].tolist())
+            if i == 0:
+                axis.set_title(_attack_title(attack, part["norm"].iloc[0]))
+            if i == len(models) - 1:
+                axis.set_xlabel(f"budget ε ({NORM_NAMES.get(part['norm'].iloc[0], part['norm'].iloc[0])})")
+        axes[i][0].set_ylabel(f"{model}: accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=len(labels))
     return figure
 
 
+@styled
 def _detection_figure(table: pd.DataFrame):
+    """Heat maps of ROC-AUC: rows attack and budget, columns model and attack kind, one panel per score."""
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(table)), 3.2))
-    labels = [f"{r.model} {r.attack} {r.budget:g} {'adapt' if r.attack_target == 'purifier' else 'plain'}"
-              for r in table.itertuples()]
-    positions = np.arange(len(table))
-    width = 0.8 / len(DETECTION_SCORES)
-    for k, score in enumerate(DETECTION_SCORES):
-        axis.bar(positions + k * width, table[f"auc_{score}"], width, label=score)
-    axis.axhline(0.5, color="grey", lw=0.8)
-    axis.set_xticks(positions + width, labels, rotation=75, ha="right", fontsize=7)
-    axis.set_ylabel("ROC-AUC clean vs adversarial")
-    axis.set_ylim(0, 1)
-    axis.legend(fontsize=7)
+    rows = list(dict.fromkeys(zip(table["attack"], table["norm"], table["budget"])))
+    rows.sort(key=lambda r: (list(dict.fromkeys(table["attack"])).index(r[0]), r[2]))
+    columns = list(dict.fromkeys(zip(table["model"], table["attack_target"])))
+    columns.sort(key=lambda c: (list(dict.fromkeys(table["model"])).index(c[0]), c[1] != "classifier"))
+    cell = {(r.attack, r.norm, r.budget, r.model, r.attack_target): r for r in table.itertuples()}
+    figure, axes = paper_figure(1, len(DETECTION_SCORES), width="double", height=0.16 * len(rows) + 1.0,
+                                sharey=True)
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")  # red: inverted, white: chance, blue: detected
+    image = None
+    for axis, score in zip(axes[0], DETECTION_SCORES):
+        values = np.array([[getattr(cell[(*r, *c)], f"auc_{score}") if (*r, *c) in cell else np.nan
+                            for c in columns] for r in rows], dtype=float)
+        image = axis.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+        for (y, x), value in np.ndenumerate(values):
+            axis.text(x, y, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=5.5,
+                      color="white" if not np.isnan(value) and abs(value - 0.5) > 0.3 else "black")
+        axis.set_title(SCORE_NAMES[score])
+        axis.set_xticks(range(len(columns)), [f"{m}\n{ATTACK_TARGETS.get(t, t)}" for m, t in columns])
+        axis.tick_params(axis="x", bottom=False, labelbottom=False, top=False, labeltop=True)
+        axis.tick_params(axis="y", left=False)
+        axis.grid(False)
+        for edge in range(1, len(rows)):  # white lines between attacks and between models
+            if rows[edge][0] != rows[edge - 1][0]:
+                axis.axhline(edge - 0.5, color="white", lw=1.5)
+        for edge in range(1, len(columns)):
+            if columns[edge][0] != columns[edge - 1][0]:
+                axis.axvline(edge - 0.5, color="white", lw=1.5)
+    axes[0][0].set_yticks(range(len(rows)), [f"{_attack_title(a, n)} {b:g}" for a, n, b in rows])
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="ROC-AUC clean vs adversarial (0.5 = chance)")
     return figure
 
 
-def _ood_figure(scores: dict):
-    import matplotlib.pyplot as plt
+def _ood_bins(values: list[np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Bins over the full range of every value (nothing clipped); logarithmic when positive and spanning > 20x."""
+    pooled = np.concatenate(values)
+    low, high = float(pooled.min()), float(pooled.max())
+    if high <= low:
+        high = low + 1.0
+    if low > 0 and high / low > 20:
+        return np.geomspace(low, high, 41), True
+    return np.linspace(low, high, 41), False
 
+
+@styled
+def _ood_figure(scores: dict, table: pd.DataFrame):
+    """Histograms of each OOD score: in-distribution filled, each OOD set a line, ROC-AUC in the legend."""
     models = list(scores)
-    figure, axes = plt.subplots(len(models), len(OOD_SCORES), figsize=(10, 3 * len(models)), squeeze=False)
+    figure, axes = paper_figure(len(models), len(OOD_SCORES), width="double", height=1.7 * len(models) + 0.5)
     for i, model in enumerate(models):
         for j, score in enumerate(OOD_SCORES):
-            values = {name: s[score].numpy() for name, s in scores[model].items()}
-            finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
-            edges = np.linspace(np.quantile(finite, 0.005), np.quantile(finite, 0.995), 50)
-            for name, v in values.items():
-                axes[i][j].hist(np.clip(v, edges[0], edges[-1]), bins=edges, histtype="step", density=True,
-                                label=name)
-            axes[i][j].set_title(f"{model}: {score}", fontsize=9)
-    axes[0][-1].legend(fontsize=7)
-    figure.tight_layout()
+            axis = axes[i][j]
+            values = {name: s[score].numpy().astype(float) for name, s in scores[model].items()}
+            finite = {name: v[np.isfinite(v)] for name, v in values.items()}
+            edges, logarithmic = _ood_bins([v for v in finite.values() if len(v)])
+            for name, v in finite.items():
+                label = name
+                if name != "in-distribution":
+                    row = table[(table["model"] == model) & (table["ood_set"] == name)]
+                    if len(row):
+                        label = f"{name} (AUC {row[f'auc_{score}'].iloc[0]:.2f})"
+                dropped = len(values[name]) - len(v)
+                if dropped:
+                    label += f", {dropped} non-finite not shown"
+                weights = np.full(len(v), 1.0 / max(len(v), 1))
+                if name == "in-distribution":
+                    axis.hist(v, bins=edges, weights=weights, color="0.75", label=label)
+                else:
+                    axis.hist(v, bins=edges, weights=weights, histtype="step", lw=1.1, label=label)
+            if logarithmic:
+                axis.set_xscale("log")
+            axis.set_title(f"{model}: {SCORE_NAMES.get(score, score)}")
+            axis.set_xlabel(f"{SCORE_NAMES.get(score, score)} (higher = more unusual)"
+                            + (", log scale" if logarithmic else ""))
+            axis.set_ylabel("fraction of images")
+            axis.set_ylim(0, axis.get_ylim()[1] * 1.7)  # headroom: the legend sits above the histograms
+            axis.legend(loc="best", fontsize=6)
     return figure
 
 
-def _calibration_figure(points: pd.DataFrame, bins: pd.DataFrame):
-    import matplotlib.pyplot as plt
+@styled
+def _calibration_figure(points: pd.DataFrame, bins: pd.DataFrame, stats: pd.DataFrame):
+    """Reconstruction error against classifier confidence per model, wrong predictions in a second colour."""
+    from matplotlib.lines import Line2D
 
     models = list(dict.fromkeys(points["model"]))
-    figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.5), squeeze=False)
+    figure, axes = paper_figure(1, len(models), width="double" if len(models) > 1 else "single",
+                                height=2.4, sharey=True)
     for axis, model in zip(axes[0], models):
         part, summary = points[points["model"] == model], bins[bins["model"] == model]
-        axis.scatter(part["confidence"], part["reconstruction_error"], s=4, alpha=0.3,
-                     c=np.where(part["correct"], "tab:blue", "tab:red"))
-        axis.plot(summary["mean_confidence"], summary["mean_reconstruction_error"], "ko-", label="bin mean")
+        correct = part["correct"].astype(bool)
+        axis.scatter(part.loc[correct, "confidence"], part.loc[correct, "reconstruction_error"], s=3, alpha=0.35,
+                     color=COLORS[0], linewidths=0)
+        axis.scatter(part.loc[~correct, "confidence"], part.loc[~correct, "reconstruction_error"], s=8, alpha=0.9,
+                     color=COLORS[3], linewidths=0.8, marker="x")
+        axis.plot(summary["mean_confidence"], summary["mean_reconstruction_error"], "ko-", ms=3)
         axis.set_yscale("log")
-        axis.set_xlabel("classifier confidence (red: wrong)")
-        axis.set_ylabel("reconstruction MSE")
-        axis.set_title(model, fontsize=9)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+        axis.set_xlabel("classifier confidence (max softmax)")
+        row = stats[stats["model"] == model]
+        rho = f", Spearman ρ = {row['spearman_rho'].iloc[0]:.2f}" if len(row) else ""
+        axis.set_title(f"{model} ({len(part)} images{rho})")
+    axes[0][0].set_ylabel("reconstruction MSE (log scale)")
+    handles = [Line2D([], [], ls="", marker="o", color=COLORS[0], label="correct prediction"),
+               Line2D([], [], ls="", marker="x", color=COLORS[3], label="wrong prediction"),
+               Line2D([], [], color="k", marker="o", ms=3, label="mean per confidence bin")]
+    figure.legend(handles=handles, loc="outside lower center", ncol=3)
     return figure
 
 
@@ -201,21 +344,24 @@ def write_defend_report(results: DefendResults, out_dir: str | os.PathLike, *, c
     written = []
     for stem, table in tables.items():
         if len(table):
-            write_table(table, out_dir, stem)
+            _write_defend_table(table, out_dir, stem)
             written.append(stem)
-    summary = summary_table(results)
-    write_table(summary, out_dir, "summary")
+    _write_defend_table(summary_table(results), out_dir, "summary")
     (out_dir / "findings.md").write_text(findings_text(results))
-    figures = []
+    drawn = {}
     if len(results.purification):
-        figures.append(save_figure(_purification_figure(results.purification), out_dir, "purification").name)
+        drawn["purification"] = _purification_figure(results.purification)
     if len(results.detection):
-        figures.append(save_figure(_detection_figure(results.detection), out_dir, "detection").name)
+        drawn["detection"] = _detection_figure(results.detection)
     if results.ood_scores:
-        figures.append(save_figure(_ood_figure(results.ood_scores), out_dir, "ood_scores").name)
+        drawn["ood_scores"] = _ood_figure(results.ood_scores, results.ood)
     if len(results.calibration_points):
-        figures.append(save_figure(_calibration_figure(results.calibration_points, results.calibration_bins),
-                                   out_dir, "calibration").name)
+        drawn["calibration"] = _calibration_figure(results.calibration_points, results.calibration_bins,
+                                                   results.calibration_stats)
+    figures = []
+    for stem, figure in drawn.items():
+        png = save_figure(figure, out_dir, stem)
+        figures += [png.name, png.with_suffix(".pdf").name]
     write_manifest(out_dir, command=command, config=config, seed=seed, device=device,
                    tables=[*written, "summary"], figures=figures, notes=results.notes, priors=results.priors,
                    sample_ids=results.sample_ids, **manifest_extra)
