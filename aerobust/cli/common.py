@@ -1,6 +1,7 @@
 """Pieces every subcommand shares: the one-line error contract and common options."""
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import traceback
@@ -69,13 +70,18 @@ def _load_plugins(ctx, param, paths):
 
 
 class OutputFolder(click.Path):
-    """A folder the command can write to, created on parsing so that a bad ``--out`` fails before any work."""
+    """A folder the command can write to, probed on parsing so that a bad ``--out`` fails before any work.
+
+    The probe creates the missing folders and a temporary file, then removes what it created: a command
+    refused later (bad settings) leaves no empty output folder behind.
+    """
 
     def __init__(self):
         super().__init__(file_okay=False)
 
     def convert(self, value, param, ctx):
         path = Path(super().convert(value, param, ctx))
+        missing = [folder for folder in (path, *path.parents) if not folder.exists()]
         try:
             path.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=path):
@@ -83,6 +89,10 @@ class OutputFolder(click.Path):
         except OSError as exc:
             self.fail(f"cannot write into {path} ({exc.strerror or type(exc).__name__}); choose a folder you "
                       "can write to", param, ctx)
+        finally:
+            for folder in missing:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         return str(path)
 
 
