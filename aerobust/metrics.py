@@ -263,3 +263,13 @@ def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 register_metric("ms-ssim", ms_ssim)
 register_metric("l2", l2_distance)
+
+
+def _register_curve_metrics():
+    # Curve metrics take a budget grid and per-budget distortions, not two image batches.
+    from .distortion import auddc
+
+    register_metric("auddc", auddc)
+
+
+_register_curve_metrics()
