@@ -179,7 +179,7 @@ def universal_share(results: pd.DataFrame, *, column: str = "l2_recon_advrecon",
     a bootstrap interval over images. Empty when the audit did not run both attacks.
     """
     out = []
-    for (model, lam), block in results.groupby(["model", "lambda"], sort=False):
+    for (model, lam), block in results[results["lambda"] > 0].groupby(["model", "lambda"], sort=False):
         universal = block[block["attack"] == "universal"].set_index(["trial", "image_id"])[column]
         per_image = block[block["attack"] == "max-damage"].set_index(["trial", "image_id"])[column]
         if universal.empty or per_image.empty:
@@ -196,3 +196,17 @@ def universal_share(results: pd.DataFrame, *, column: str = "l2_recon_advrecon",
                     "ci_high": float(high), "images": len(u), "rows": len(universal)})
     return pd.DataFrame(out, columns=["model", "lambda", "universal_damage", "per_image_damage", "share", "ci_low",
                                       "ci_high", "images", "rows"])
+
+
+def report_tables(results: pd.DataFrame, columns: Sequence[str], *, paired: bool = False) -> dict[str, pd.DataFrame]:
+    """The statistics tables of a report: intervals of every cell, and where they apply the universal
+    attack's share of per-image damage, AUDDC, and (``paired=True``, for comparisons) paired tests."""
+    from .distortion import auddc_table
+
+    present = [c for c in columns if results[c].notna().any()]
+    tables = {"intervals": interval_table(results, present)}
+    optional = {"universal_share": universal_share(results), "auddc": auddc_table(results)}
+    if paired:
+        optional["paired_tests"] = paired_comparisons(results, present)
+    tables.update({name: table for name, table in optional.items() if len(table)})
+    return tables
