@@ -232,11 +232,15 @@ def write_records(audit_dir, out_dir=None) -> list[Path]:
 # --- the leaderboard ----------------------------------------------------------------------------------
 
 def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
-    """Records from files and (recursively) from folders holding ``record.json`` files."""
+    """Records from files, from folders holding ``record.json`` files (searched recursively), and from
+    audit folders written before audits wrote records (built from their results and manifest)."""
     found = []
     for path in map(Path, paths):
         if path.is_dir():
             files = sorted(path.rglob(RECORD_FILE))
+            if not files and (path / "results.csv").is_file() and (path / "manifest.json").is_file():
+                found += [(path / "results.csv", record) for record in build_records(path)]
+                continue
             if not files:
                 raise AerobustError(f"{path} holds no {RECORD_FILE}; pass an audit folder or record files")
         elif path.is_file():
@@ -332,9 +336,14 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     written["html"].write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aerobust "
                                f"leaderboard</title></head><body><h1>aerobust leaderboard</h1><p>{note}</p>"
                                f"{written['html'].read_text()}</body></html>\n")
+    # The leaderboard folder keeps the records it ranks, so that it can be checked and rebuilt alone.
+    for index, record in enumerate(records):
+        path = out_dir / "records" / f"{index + 1:02d}-{_file_stem(record['model']['label'])}" / RECORD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     written["manifest"] = write_manifest(
         out_dir, command="leaderboard", seed=None, device="none",
         config={"records": [str(p) for p, _ in loaded], "sort": sort, "mix_protocols": mix_protocols},
-        record_hashes={str(p): _sha256_bytes(p.read_bytes()) for p, _ in loaded},
+        source_hashes={str(p): _sha256_bytes(p.read_bytes()) for p, _ in loaded},
         protocols=sorted({r["protocol"]["id"] for r in records}))
     return written

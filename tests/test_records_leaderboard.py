@@ -113,3 +113,19 @@ def test_leaderboard_bad_input_is_one_line_exit_2(tmp_path):
     process = subprocess.run(command, capture_output=True, text=True)
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert "not readable JSON" in process.stderr and len(process.stderr.strip().splitlines()) == 1
+
+
+def test_margin_command_writes_the_distribution_per_model(tmp_path):
+    checkpoint = _vae_checkpoint(tmp_path, 2)
+    out = tmp_path / "margins"
+    result = CliRunner().invoke(main, ["margin", "--checkpoint", f"v={checkpoint}", "--data", MNIST_TEST_SPEC,
+                                       "--pad", "32", "--images", "3", "--r", "2", "--lambda-max", "2",
+                                       "--iterations", "3", "--samples", "4", "--attack-option",
+                                       "max-damage.steps=3", "--device", "cpu", "--quiet", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    margins = pd.read_csv(out / "margins.csv")
+    assert len(margins) == 3 and set(margins["model"]) == {"v"}
+    summary = pd.read_csv(out / "margin_summary.csv")
+    assert summary["broken"].iloc[0] + summary["censored"].iloc[0] == 3
+    assert (out / "fig_margins.png").is_file() and json.loads((out / "manifest.json").read_text())["command"] == "margin"

@@ -19,7 +19,8 @@ from ..records import write_leaderboard
 def leaderboard_command(records, out_dir, sort, mix_protocols):
     """Rank audited models from their record.json files (every audit writes RESULTS_DIR/records/).
 
-    RECORDS are record.json files or folders searched for them. Each cell is the mean with its 95 %
+    RECORDS are record.json files, folders searched for them, or audit folders from before audits
+    wrote records (built from their results). Each cell is the mean with its 95 %
     bootstrap interval over images; records of different protocols are refused unless --mix-protocols.
 
     \b
