@@ -79,8 +79,30 @@ class _TinyEncoder(nn.Module):
         return torch.sigmoid(self.out(z)).view(-1, 1, 3, 3)
 
 
-def test_jacobian_direction_is_the_top_right_singular_vector():
-    model = wrap(_TinyEncoder(), device="cpu")
+class _TanhWithoutForwardMode(torch.autograd.Function):
+    """tanh as a custom function with a backward in torch ops but no jvp rule."""
+
+    @staticmethod
+    def forward(ctx, inputs):
+        out = torch.tanh(inputs)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad * (1 - out * out)
+
+
+class _CustomFunctionEncoder(_TinyEncoder):
+    def encode(self, x):
+        flat = self.net[1](self.net[0](x))
+        return self.net[3](_TanhWithoutForwardMode.apply(flat))
+
+
+@pytest.mark.parametrize("encoder", [_TinyEncoder, _CustomFunctionEncoder])
+def test_jacobian_direction_is_the_top_right_singular_vector(encoder):
+    model = wrap(encoder(), device="cpu")
     x = torch.rand(5, 1, 3, 3, generator=torch.Generator().manual_seed(4))
     directions, singular = top_singular_directions(model.encode, x, 200, torch.arange(5))
     for i in range(5):

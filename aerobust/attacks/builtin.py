@@ -70,26 +70,50 @@ class MaxKLAttack(Attack):
     objective_name = "max-kl"
 
 
+def _jacobian_products(encode, x: torch.Tensor):
+    """``(J v, J^T u)`` at ``x`` as two functions, from one forward pass of ``encode``.
+
+    ``J v`` is taken in forward mode (``torch.func.jvp``); encoders with operations that have no
+    forward-mode rule (e.g. custom autograd functions without ``jvp``) get it from the same graph
+    by differentiating the pullback with respect to its cotangent (the double-backward trick).
+    """
+    inputs = x.detach().requires_grad_(True)
+    codes = encode(inputs)
+    cotangent = torch.zeros_like(codes, requires_grad=True)
+    (pulled,) = torch.autograd.grad(codes, inputs, cotangent, create_graph=True)
+
+    def pullback(u: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(codes, inputs, u, retain_graph=True)[0]
+
+    def backward_mode(v: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(pulled, cotangent, v, retain_graph=True)[0]
+
+    def forward_mode(v: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(encode, (x,), (v,))[1]
+
+    try:
+        forward_mode(torch.zeros_like(x))
+    except (RuntimeError, NotImplementedError):
+        return backward_mode, pullback
+    return forward_mode, pullback
+
+
 def top_singular_directions(encode, x: torch.Tensor, iterations: int,
                             seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, the top right-singular vector of the encoder Jacobian at ``x`` and its singular value.
 
-    Batched power iteration on ``J^T J``: a forward-mode Jacobian-vector product, then one
-    pullback (vector-Jacobian product) of ``encode`` at ``x``, built once; rows are independent
-    because the encoder treats images independently. The start of each row is a normal draw from its seed.
+    Batched power iteration on ``J^T J`` with Jacobian-vector and vector-Jacobian products
+    (:func:`_jacobian_products`); rows are independent because the encoder treats images
+    independently. The start of each row is a normal draw from its seed.
     Returns ``(directions (B, C, H, W) of unit L2 norm, singular values (B,))``.
     """
     start, _ = seeded_noise(seeds, x.shape[1:], x.device)
     direction = start.to(x.dtype)
     direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
     with torch.enable_grad():
-        _, pullback = torch.func.vjp(encode, x)
-
-        def forward(tangent):
-            return torch.func.jvp(encode, (x,), (tangent,))[1]
-
+        forward, pullback = _jacobian_products(encode, x)
         for _ in range(int(iterations)):
-            (image,) = pullback(forward(direction))
+            image = pullback(forward(direction))
             size = image.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
             # A zero Jacobian (dead units) has no top direction: keep the previous iterate there.
             direction = torch.where(size > 0, image / size.clamp_min(1e-30), direction).detach()
