@@ -270,6 +270,17 @@ def _interval_text(cell: dict, decimals: int) -> str:
             f"{cell['ci_high'] * scale:.{decimals}f}]")
 
 
+def _sort_key_text(sort: str) -> str:
+    """``ATTACK:METRIC:LAMBDA`` (easy to type) or the column title ``ATTACK METRIC λ=LAMBDA``."""
+    parts = sort.split(":")
+    if len(parts) != 3:
+        return sort
+    try:
+        return _cell_key({"attack": parts[0], "metric": parts[1], "lambda": float(parts[2])})
+    except ValueError:
+        raise AerobustError(f"--sort {sort!r}: the lambda after the last ':' must be a number") from None
+
+
 def default_sort_key(records: Sequence[dict]) -> str:
     """The maximum-damage MS-SSIM at the largest lambda when present, else the first headline cell."""
     cells = [c for r in records for c in r["headline"]]
@@ -291,7 +302,7 @@ def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_p
                             f"{', '.join(differing)}); their numbers are not comparable. Rerun the audits under one "
                             "protocol, or pass --mix-protocols to list them anyway with a protocol column")
     keys = list(dict.fromkeys(_cell_key(c) for r in records for c in r["headline"]))
-    sort = sort or default_sort_key(records)
+    sort = _sort_key_text(sort) if sort else default_sort_key(records)
     if sort not in keys:
         raise AerobustError(f"unknown leaderboard column '{sort}'; choose one of: {'; '.join(keys)}")
     directions = {_cell_key(c): c["better"] for r in records for c in r["headline"]}

@@ -129,3 +129,23 @@ def test_margin_command_writes_the_distribution_per_model(tmp_path):
     summary = pd.read_csv(out / "margin_summary.csv")
     assert summary["broken"].iloc[0] + summary["censored"].iloc[0] == 3
     assert (out / "fig_margins.png").is_file() and json.loads((out / "manifest.json").read_text())["command"] == "margin"
+
+
+def test_list_names_the_new_attacks_and_auddc():
+    attacks = CliRunner().invoke(main, ["list", "attacks"]).output
+    assert all(f"  {name} " in attacks for name in ("latent-kl", "latent-skl", "max-kl", "jacobian", "universal"))
+    assert "  auddc " in CliRunner().invoke(main, ["list", "metrics"]).output
+
+
+def test_sort_by_typed_key_and_compare_writes_paired_tests(audits, tmp_path):
+    from aerobust.report import write_comparison
+
+    records = [json.loads(p.read_text()) for a in audits for p in sorted(a.rglob("record.json"))]
+    table, key = leaderboard_table(records, sort="max-kl:msssim_recon_advrecon:1")
+    assert key == "max-kl msssim_recon_advrecon λ=1"
+    means = [float(cell.split(" ")[0]) for cell in table[key]]
+    assert means == sorted(means, reverse=True)
+    written = write_comparison([str(a) for a in audits], tmp_path / "cmp")
+    paired = pd.read_csv(written["comparison_paired_tests.csv"])
+    assert paired["paired"].all() and (paired["images"] == 4).all()
+    assert {"p_holm", "holds", "ci_low", "ci_high"} <= set(paired.columns)

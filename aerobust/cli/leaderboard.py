@@ -11,8 +11,8 @@ from ..records import write_leaderboard
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Where to write leaderboard.md, leaderboard.html, leaderboard.csv and manifest.json.")
 @click.option("--sort", "sort", default=None,
-              help="Headline column to rank by, e.g. 'max-damage msssim_recon_advrecon λ=5' [default: the "
-                   "max-damage MS-SSIM at the largest lambda].")
+              help="Headline column to rank by as ATTACK:METRIC:LAMBDA, e.g. max-damage:msssim_recon_advrecon:5 "
+                   "[default: the max-damage MS-SSIM at the largest lambda].")
 @click.option("--mix-protocols", is_flag=True,
               help="List records made under different protocols (data, trials, lambdas, attack or MS-SSIM "
                    "settings) in one table, with a protocol column; their numbers are not comparable.")
@@ -26,7 +26,7 @@ def leaderboard_command(records, out_dir, sort, mix_protocols):
     \b
     Examples:
       aerobust leaderboard audit-a audit-b --out leaderboard
-      aerobust leaderboard runs/*/records --out lb --sort 'latent msssim_target_advrecon λ=1'
+      aerobust leaderboard runs/*/records --out lb --sort latent:msssim_target_advrecon:1
     """
     written = write_leaderboard(list(records), out_dir, sort=sort, mix_protocols=mix_protocols)
     click.echo(f"wrote the leaderboard; open {written['html']}")
