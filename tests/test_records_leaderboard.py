@@ -149,3 +149,18 @@ def test_sort_by_typed_key_and_compare_writes_paired_tests(audits, tmp_path):
     paired = pd.read_csv(written["comparison_paired_tests.csv"])
     assert paired["paired"].all() and (paired["images"] == 4).all()
     assert {"p_holm", "holds", "ci_low", "ci_high"} <= set(paired.columns)
+
+
+def test_fidelity_columns_enter_the_record_when_the_audit_writes_them(audits, tmp_path):
+    import shutil
+
+    from aerobust.records import build_records
+
+    copy_dir = tmp_path / "audit"
+    shutil.copytree(audits[0], copy_dir)
+    results = pd.read_csv(copy_dir / "results.csv")
+    results["msssim_input_recon"] = 0.5 + 0.01 * results["image_id"] % 7
+    results.to_csv(copy_dir / "results.csv", index=False)
+    (record,) = build_records(copy_dir)
+    (cell,) = [c for c in record["headline"] if c["metric"] == "msssim_input_recon"]
+    assert (cell["attack"], cell["better"], cell["images"], cell["rows"]) == ("clean", "higher", 4, 8)
