@@ -453,17 +453,17 @@ def _write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str 
             table3, out_dir, f"{prefix}table3_latent_classifier", decimals=2)
     written["summary"] = write_statistics_table(summary_statistics(results), out_dir, f"{prefix}summary")
     written["fig2_attack_loss"] = save_figure(attack_loss_figure(results), out_dir, f"{prefix}fig2_attack_loss")
-    written.update(_statistics_outputs(results, out_dir, prefix, paired=bool(prefix)))
+    written.update(_statistics_outputs(results, out_dir, prefix))
     return written
 
 
-def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str, paired: bool) -> dict[str, object]:
-    """Intervals, universal share, AUDDC with its curve figure and (comparisons) paired tests."""
+def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> dict[str, object]:
+    """Intervals, paired tests (two or more models), universal share, AUDDC with its curve figure."""
     from .distortion import distortion_curves, distortion_figure
     from .stats import report_tables
 
     written: dict[str, object] = {name: write_table(table, out_dir, f"{prefix}{name}")
-                                  for name, table in report_tables(results, FLOAT_COLUMNS, paired=paired).items()}
+                                  for name, table in report_tables(results, FLOAT_COLUMNS).items()}
     curves = distortion_curves(results)
     if len(curves):
         written["fig_distortion_curve"] = save_figure(distortion_figure(curves), out_dir, f"{prefix}fig_distortion_curve")

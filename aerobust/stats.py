@@ -14,6 +14,7 @@ Nothing here drops a row silently: NaN values are excluded and counted in ``nan_
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +26,7 @@ from .errors import AerobustError
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 PERMUTATIONS = 10000
+_PERMUTATION_BLOCK = 10000
 CELL_KEYS = ("model", "attack", "lambda")
 
 
@@ -102,10 +104,14 @@ def sign_flip_test(differences: Sequence[float], *, permutations: int = PERMUTAT
         raise AerobustError("the paired test needs at least one finite per-image difference")
     observed = abs(differences.mean())
     rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(int(permutations), len(differences)))
-    flipped = np.abs((signs * differences).mean(axis=1))
-    # a relative tolerance so that float noise in equal means does not decide the count
-    extreme = int((flipped >= observed * (1 - 1e-12) - 1e-15).sum())
+    extreme = 0
+    # in blocks, so that many permutations of many images stay small in memory
+    for start in range(0, int(permutations), _PERMUTATION_BLOCK):
+        count = min(_PERMUTATION_BLOCK, int(permutations) - start)
+        signs = rng.integers(0, 2, size=(count, len(differences)), dtype=np.int8) * 2 - 1
+        flipped = np.abs(signs @ differences) / len(differences)
+        # a relative tolerance so that float noise in equal means does not decide the count
+        extreme += int((flipped >= observed * (1 - 1e-12) - 1e-15).sum())
     return (extreme + 1) / (int(permutations) + 1)
 
 
@@ -132,9 +138,11 @@ def paired_comparisons(results: pd.DataFrame, columns: Sequence[str], *, alpha: 
     plan) is reported as not paired instead of tested. Per image the trial mean is taken, the
     difference ``model_b - model_a`` tested with :func:`sign_flip_test`, and Holm's correction applied
     over the whole table; ``holds`` is ``p_holm < alpha``. The interval of the mean difference is a
-    bootstrap over images.
+    bootstrap over images. A Monte Carlo p-value cannot fall below ``1 / (permutations + 1)``, so the
+    number of sign flips grows with the table (at least ``20 m / alpha`` for m tests) to keep Holm's
+    smallest threshold ``alpha / m`` resolvable.
     """
-    records = []
+    pending = []
     models = list(dict.fromkeys(results["model"]))
     for (attack, lam), block in results.groupby(["attack", "lambda"], sort=False):
         for model_a, model_b in itertools.combinations(models, 2):
@@ -148,21 +156,26 @@ def paired_comparisons(results: pd.DataFrame, columns: Sequence[str], *, alpha: 
                     continue
                 row = {"attack": attack, "lambda": lam, "metric": column, "model_a": model_a, "model_b": model_b,
                        "paired": paired}
+                diff = None
                 if paired:
                     diff = (b[column] - a[column]).groupby(level="image_id").mean()
-                    missing = int(diff.isna().sum())
+                    row.update(mean_a=float(a[column].mean()), mean_b=float(b[column].mean()),
+                               images_missing=int(diff.isna().sum()))
                     diff = diff.dropna()
-                    if len(diff):
-                        interval = cluster_bootstrap(diff.to_numpy(), diff.index.to_numpy(), resamples=resamples,
-                                                     seed=seed)
-                        row.update(mean_a=float(a[column].mean()), mean_b=float(b[column].mean()),
-                                   difference=interval.mean, ci_low=interval.low, ci_high=interval.high,
-                                   images=len(diff), images_missing=missing,
-                                   p_value=sign_flip_test(diff.to_numpy(), permutations=permutations, seed=seed))
-                records.append(row)
+                pending.append((row, diff))
+    tests = sum(diff is not None and len(diff) > 0 for _, diff in pending)
+    permutations = max(int(permutations), math.ceil(20 * tests / alpha))
+    records = []
+    for row, diff in pending:
+        if diff is not None and len(diff):
+            interval = cluster_bootstrap(diff.to_numpy(), diff.index.to_numpy(), resamples=resamples, seed=seed)
+            row.update(difference=interval.mean, ci_low=interval.low, ci_high=interval.high, images=len(diff),
+                       permutations=permutations,
+                       p_value=sign_flip_test(diff.to_numpy(), permutations=permutations, seed=seed))
+        records.append(row)
     table = pd.DataFrame(records, columns=["attack", "lambda", "metric", "model_a", "model_b", "paired", "mean_a",
                                            "mean_b", "difference", "ci_low", "ci_high", "images", "images_missing",
-                                           "p_value"])
+                                           "permutations", "p_value"])
     tested = table["p_value"].notna()
     table["p_holm"] = np.nan
     if tested.any():
@@ -198,15 +211,14 @@ def universal_share(results: pd.DataFrame, *, column: str = "l2_recon_advrecon",
                                       "ci_high", "images", "rows"])
 
 
-def report_tables(results: pd.DataFrame, columns: Sequence[str], *, paired: bool = False) -> dict[str, pd.DataFrame]:
-    """The statistics tables of a report: intervals of every cell, and where they apply the universal
-    attack's share of per-image damage, AUDDC, and (``paired=True``, for comparisons) paired tests."""
+def report_tables(results: pd.DataFrame, columns: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The statistics tables of a report: intervals of every cell and, where they apply, paired tests
+    between models (two or more models), the universal attack's share of per-image damage, and AUDDC."""
     from .distortion import auddc_table
 
     present = [c for c in columns if results[c].notna().any()]
     tables = {"intervals": interval_table(results, present)}
-    optional = {"universal_share": universal_share(results), "auddc": auddc_table(results)}
-    if paired:
-        optional["paired_tests"] = paired_comparisons(results, present)
+    optional = {"paired_tests": paired_comparisons(results, present), "universal_share": universal_share(results),
+                "auddc": auddc_table(results)}
     tables.update({name: table for name, table in optional.items() if len(table)})
     return tables
