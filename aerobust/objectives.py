@@ -149,8 +149,8 @@ def gaussian_posterior(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     mean, logvar = posterior(x) if posterior is not None else (None, None)
     if logvar is None:
         raise AerobustError("the KL attacks (latent-kl, latent-skl, max-kl) need a VAE whose encoder returns "
-                            "(mu, logvar) or a Normal distribution; this encoder is deterministic, "
-                            "use the latent or max-damage attack instead")
+                            "(mu, logvar) or a Normal distribution; this encoder is deterministic (or its posterior "
+                            "is not a diagonal Normal), use the latent or max-damage attack instead")
     return mean, logvar
 
 
