@@ -166,6 +166,8 @@ class UniversalAttack(Attack):
     eq. 13 at ``clip(x + v, 0, 1)``; every image then gets ``x + P_x(v)``, the exact projection onto its
     own threat set (for ``||v|| <= lambda`` that is the clip to the pixel box). Its attack loss beside
     the per-image max-damage attack's shows how much of the per-image damage one shared pattern reaches.
+    ``restarts`` defaults to 1: with more, the sweep keeps each image's worst restart, so an image may
+    then take another of the shared patterns than its neighbour.
     """
 
     name = "universal"
