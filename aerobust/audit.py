@@ -424,6 +424,9 @@ class Audit:
         write_manifest(self.out_dir, command="audit", config=self.config.to_dict(), seed=self.config.seed,
                        device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs,
                        models=model_info, flags=flags, plan=plan.as_dict())
+        from .records import write_records
+
+        write_records(self.out_dir)
         return results
 
 

@@ -301,3 +301,13 @@ def spread_ratio(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
 register_metric("ms-ssim", ms_ssim)
 register_metric("l2", l2_distance)
 register_metric("mse", mean_squared_error)
+
+
+def _register_curve_metrics():
+    # Curve metrics take a budget grid and per-budget distortions, not two image batches.
+    from .distortion import auddc
+
+    register_metric("auddc", auddc)
+
+
+_register_curve_metrics()

@@ -4,6 +4,10 @@
 * ``max-damage`` (eq. 13): ``||f(g(x + d)) - f(g(x))||_2``; larger is a stronger attack.
 * ``latent-classifier``: cross-entropy of a classifier head on the code ``g(x + d)``; untargeted
   (true label, larger is stronger) or targeted (target class, smaller is stronger).
+* ``latent-kl`` / ``latent-skl`` (VAEs, Gondim-Ribeiro et al. 2018; Kuzina et al.): the KL divergence
+  ``KL(q(z|x + d) || q(z|x_t))`` to a target image's posterior, or its symmetric form
+  ``KL(q_a || q_t) + KL(q_t || q_a)``; smaller is stronger.
+* ``max-kl`` (VAEs, untargeted): ``KL(q(z|x + d) || q(z|x))``; larger is stronger.
 
 An objective is *bound* to one batch (its references: target codes, clean reconstructions, labels)
 and then maps ``x_adv (B, C, H, W) -> values (B,)``. Every sample's value depends on that sample
@@ -132,6 +136,78 @@ class ClassifierObjective(Objective):
         return {**super().config(), "targeted": self.targeted}
 
 
+def gaussian_kl(mu_p: torch.Tensor, logvar_p: torch.Tensor, mu_q: torch.Tensor,
+                logvar_q: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``KL(N(mu_p, diag e^logvar_p) || N(mu_q, diag e^logvar_q))`` per row: (B, D) -> (B,)."""
+    ratio = (logvar_p - logvar_q).exp()
+    return 0.5 * (ratio + (mu_p - mu_q).pow(2) / logvar_q.exp() - 1 - (logvar_p - logvar_q)).sum(dim=1)
+
+
+def gaussian_posterior(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of a VAE's diagonal Gaussian posterior; refuses deterministic encoders."""
+    posterior = getattr(model, "posterior", None)
+    mean, logvar = posterior(x) if posterior is not None else (None, None)
+    if logvar is None:
+        raise AerobustError("the KL attacks (latent-kl, latent-skl, max-kl) need a VAE whose encoder returns "
+                            "(mu, logvar) or a Normal distribution; this encoder is deterministic (or its posterior "
+                            "is not a diagonal Normal), use the latent or max-damage attack instead")
+    return mean, logvar
+
+
+def _kl_to_target(model, x_adv, refs):
+    mu, logvar = gaussian_posterior(model, x_adv)
+    return gaussian_kl(mu, logvar, refs["target_mu"], refs["target_logvar"])
+
+
+def _symmetric_kl_to_target(model, x_adv, refs):
+    mu, logvar = gaussian_posterior(model, x_adv)
+    return (gaussian_kl(mu, logvar, refs["target_mu"], refs["target_logvar"])
+            + gaussian_kl(refs["target_mu"], refs["target_logvar"], mu, logvar))
+
+
+def _kl_from_clean(model, x_adv, refs):
+    mu, logvar = gaussian_posterior(model, x_adv)
+    return gaussian_kl(mu, logvar, refs["clean_mu"], refs["clean_logvar"])
+
+
+class PosteriorKLObjective(Objective):
+    """Targeted: KL (or symmetric KL) of the adversarial posterior to the target image's posterior."""
+
+    name = "latent-kl"
+    maximize = False
+    needs_targets = True
+    target_reachable = True  # x_t lies in the box, and at x_t both divergences are 0
+
+    def __init__(self, symmetric: bool = False):
+        self.symmetric = symmetric
+        self.name = "latent-skl" if symmetric else "latent-kl"
+
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        if targets is None:
+            raise AerobustError(f"the {self.name} attack needs target images; pass targets=")
+        if targets.shape != x.shape:
+            raise ShapeError(f"targets must have the shape of the images {tuple(x.shape)}, got {tuple(targets.shape)}")
+        with torch.no_grad():
+            mu, logvar = gaussian_posterior(model, targets)
+        evaluate = _symmetric_kl_to_target if self.symmetric else _kl_to_target
+        return BoundObjective(self.name, self.maximize, model, evaluate, {"target_mu": mu, "target_logvar": logvar})
+
+    def config(self) -> dict:
+        return {**super().config(), "symmetric": self.symmetric}
+
+
+class MaxKLObjective(Objective):
+    """Untargeted: KL of the adversarial posterior to the clean posterior of x."""
+
+    name = "max-kl"
+    maximize = True
+
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        with torch.no_grad():
+            mu, logvar = gaussian_posterior(model, x)
+        return BoundObjective(self.name, self.maximize, model, _kl_from_clean, {"clean_mu": mu, "clean_logvar": logvar})
+
+
 class _RowBroadcast:
     """Holds a module among per-row references; selecting rows keeps the module itself."""
 
@@ -149,6 +225,9 @@ OBJECTIVES = {
     "latent": LatentObjective,
     "max-damage": MaxDamageObjective,
     "latent-classifier": ClassifierObjective,
+    "latent-kl": PosteriorKLObjective,
+    "latent-skl": lambda: PosteriorKLObjective(symmetric=True),
+    "max-kl": MaxKLObjective,
 }
 
 

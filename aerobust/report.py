@@ -566,6 +566,20 @@ def _write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str 
     written["fig2_attack_loss"] = save_figure(attack_loss_figure(results), out_dir, f"{prefix}fig2_attack_loss")
     written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results), out_dir,
                                                     f"{prefix}robustness_vs_fidelity")
+    written.update(_statistics_outputs(results, out_dir, prefix))
+    return written
+
+
+def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> dict[str, object]:
+    """Intervals, paired tests (two or more models), universal share, AUDDC with its curve figure."""
+    from .distortion import distortion_curves, distortion_figure
+    from .stats import report_tables
+
+    written: dict[str, object] = {name: write_table(table, out_dir, f"{prefix}{name}")
+                                  for name, table in report_tables(results, FLOAT_COLUMNS).items()}
+    curves = distortion_curves(results)
+    if len(curves):
+        written["fig_distortion_curve"] = save_figure(distortion_figure(curves), out_dir, f"{prefix}fig_distortion_curve")
     return written
 
 
@@ -839,6 +853,15 @@ def _html_page(title: str, written: dict, settings: dict | None, sources, result
          "(the median distance from g(x) to the codes of the other audited images); 1 means the attack moved the "
          "code as far as the code of a typical other image lies."),
         ("summary", "All metrics per model, attack and λ", ""),
+        ("intervals", "95 % intervals of every cell", "Percentile cluster bootstrap over images, each image "
+         "resampled with all of its trials (2000 resamples); counts of images, trials and rows beside each mean."),
+        ("paired_tests", "Paired tests between models", "Same images and targets; per-image trial means, "
+         "sign-flip permutation test of the mean difference (model_b − model_a), Holm-corrected over the table; "
+         "holds: p_holm < 0.05."),
+        ("universal_share", "Universal perturbation against per-image maximum damage",
+         "share = mean ‖x̃_a − x̃_r‖ of the universal attack / that of the max-damage attack, same rows."),
+        ("auddc", "AUDDC (area under the distortion-distortion curve)", "Higher = more robust; needs λ = 0 "
+         "in the grid. The curve is the figure below."),
     )
     for key, heading, note in sections:
         if key in written:
@@ -858,6 +881,8 @@ def _html_page(title: str, written: dict, settings: dict | None, sources, result
     parts.append("<h2>Figure 2: attack loss against λ</h2>" + _image_tag(written["fig2_attack_loss"], "attack loss"))
     parts.append("<h2>Robustness against clean fidelity</h2>"
                  + _image_tag(written["robustness_vs_fidelity"], "robustness against fidelity"))
+    if "fig_distortion_curve" in written:
+        parts.append("<h2>Distortion-distortion curve</h2>" + _image_tag(written["fig_distortion_curve"], "AUDDC"))
     example_keys = [k for k in written if k.startswith("fig3_")]
     if example_keys:
         parts.append("<h2>Figure 3: examples</h2><p class='note'>input | clean reconstruction | adversarial input | "

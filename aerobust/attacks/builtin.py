@@ -1,8 +1,18 @@
-"""The registered attacks of the paper: eq. 12, eq. 13 and the latent classifier's cross-entropy."""
+"""The registered attacks: the paper's (eq. 12, eq. 13, the latent classifier's cross-entropy) and the
+field's others (posterior-KL attacks on VAEs, the Jacobian direction, universal perturbations)."""
 from __future__ import annotations
 
+import math
+
+import torch
+
+from ..errors import AerobustError
 from ..registry import register_attack
-from .base import Attack
+from ..runtime import frozen_modules
+from ..threat import Threat, seeded_noise
+from .base import (Attack, AttackProblem, OptimizationResult, _check_ids, _check_images, _check_lambdas,
+                   _input_gradient, _seeds)
+from .optimizers import SCHEDULES, _direction
 
 
 @register_attack("latent")
@@ -32,3 +42,203 @@ class LatentClassifierAttack(Attack):
 
     def __init__(self, *, targeted: bool = False, **options):
         super().__init__(targeted=targeted, **options)
+
+
+@register_attack("latent-kl")
+class LatentKLAttack(Attack):
+    """VAEs: minimise KL(q(z|x+d) || q(z|x_t)) towards a target image's posterior (Gondim-Ribeiro et al.)."""
+
+    name = "latent-kl"
+    objective_name = "latent-kl"
+    needs_targets = True
+
+
+@register_attack("latent-skl")
+class LatentSymmetricKLAttack(Attack):
+    """VAEs: minimise the symmetric KL between q(z|x+d) and a target image's posterior (Kuzina et al.)."""
+
+    name = "latent-skl"
+    objective_name = "latent-skl"
+    needs_targets = True
+
+
+@register_attack("max-kl")
+class MaxKLAttack(Attack):
+    """VAEs: maximise KL(q(z|x+d) || q(z|x)), the untargeted posterior attack."""
+
+    name = "max-kl"
+    objective_name = "max-kl"
+
+
+def _jacobian_products(encode, x: torch.Tensor):
+    """``(J v, J^T u)`` at ``x`` as two functions, from one forward pass of ``encode``.
+
+    ``J v`` is taken in forward mode (``torch.func.jvp``); encoders with operations that have no
+    forward-mode rule (e.g. custom autograd functions without ``jvp``) get it from the same graph
+    by differentiating the pullback with respect to its cotangent (the double-backward trick).
+    """
+    inputs = x.detach().requires_grad_(True)
+    codes = encode(inputs)
+    cotangent = torch.zeros_like(codes, requires_grad=True)
+    (pulled,) = torch.autograd.grad(codes, inputs, cotangent, create_graph=True)
+
+    def pullback(u: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(codes, inputs, u, retain_graph=True)[0]
+
+    def backward_mode(v: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(pulled, cotangent, v, retain_graph=True)[0]
+
+    def forward_mode(v: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(encode, (x,), (v,))[1]
+
+    try:
+        forward_mode(torch.zeros_like(x))
+    except (RuntimeError, NotImplementedError):
+        return backward_mode, pullback
+    return forward_mode, pullback
+
+
+def top_singular_directions(encode, x: torch.Tensor, iterations: int,
+                            seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the top right-singular vector of the encoder Jacobian at ``x`` and its singular value.
+
+    Batched power iteration on ``J^T J`` with Jacobian-vector and vector-Jacobian products
+    (:func:`_jacobian_products`); rows are independent because the encoder treats images
+    independently. The start of each row is a normal draw from its seed.
+    Returns ``(directions (B, C, H, W) of unit L2 norm, singular values (B,))``.
+    """
+    start, _ = seeded_noise(seeds, x.shape[1:], x.device)
+    direction = start.to(x.dtype)
+    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    with torch.enable_grad():
+        forward, pullback = _jacobian_products(encode, x)
+        for _ in range(int(iterations)):
+            image = pullback(forward(direction))
+            size = image.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+            # A zero Jacobian (dead units) has no top direction: keep the previous iterate there.
+            direction = torch.where(size > 0, image / size.clamp_min(1e-30), direction).detach()
+        singular = forward(direction).flatten(1).norm(dim=1).detach()
+    return direction, singular
+
+
+@register_attack("jacobian")
+class JacobianAttack(Attack):
+    """Kuzina et al.'s unsupervised attack: the encoder Jacobian's top singular direction at the full budget.
+
+    The direction (power iteration, ``power_iterations`` steps) is scaled to the budget (L2 norm or
+    L-inf norm lambda), projected onto the threat set, and of its two signs the one doing more
+    reconstruction damage (the max-damage objective, eq. 13) is kept. One shot, no gradient steps:
+    beside max-damage it shows whether a single local direction already breaks the model.
+    """
+
+    name = "jacobian"
+    objective_name = "max-damage"
+
+    def __init__(self, *, power_iterations: int = 20, restarts: int = 1, **options):
+        if int(power_iterations) < 1:
+            raise AerobustError(f"power_iterations must be at least 1, got {power_iterations}")
+        self.power_iterations = int(power_iterations)
+        super().__init__(restarts=restarts, **options)
+
+    def config(self) -> dict:
+        return {**super().config(), "power_iterations": self.power_iterations}
+
+    def optimize(self, problem: AttackProblem) -> OptimizationResult:
+        model = problem.objective.model
+        x = problem.x
+        direction, _ = top_singular_directions(model.encode, x, self.power_iterations, problem.seeds)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        if self.norm == "linf":
+            direction = direction / direction.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(shape)
+        delta = direction * problem.threat.radii(x).view(shape)
+        with torch.no_grad():
+            plus, minus = problem.threat.apply(x, delta), problem.threat.apply(x, -delta)
+            stronger = problem.objective.stronger(problem.values(minus), problem.values(plus))
+        return OptimizationResult(torch.where(stronger.view(shape), minus, plus))
+
+
+@register_attack("universal")
+class UniversalAttack(Attack):
+    """One perturbation for the whole image set (maximum mean reconstruction damage), projected per image.
+
+    Per (lambda, trial, restart) one perturbation ``v`` with ``||v|| <= lambda`` is fitted by projected
+    gradient ascent (``steps``, ``step_size``, ``schedule`` as for PGD) on the mean over all images of
+    eq. 13 at ``clip(x + v, 0, 1)``; every image then gets ``x + P_x(v)``, the exact projection onto its
+    own threat set (for ``||v|| <= lambda`` that is the clip to the pixel box). Its attack loss beside
+    the per-image max-damage attack's shows how much of the per-image damage one shared pattern reaches.
+    ``restarts`` defaults to 1: with more, the sweep keeps each image's worst restart, so an image may
+    then take another of the shared patterns than its neighbour.
+    """
+
+    name = "universal"
+    objective_name = "max-damage"
+
+    def __init__(self, *, restarts: int = 1, **options):
+        super().__init__(restarts=restarts, **options)
+        self._fitted: dict | None = None
+
+    def sweep(self, model, x, lambdas, trials, seed, *, image_ids=None, **inputs):
+        """Fits the shared perturbations on all of ``x`` first; ``optimize`` then looks them up per row."""
+        lambdas = _check_lambdas(lambdas)
+        device = getattr(model, "device", x.device)
+        images = _check_images(x, model).to(device)
+        ids = _check_ids(image_ids, len(images))
+        with frozen_modules(model):
+            self._fitted = self._fit(model, images, lambdas, int(trials), seed, ids)
+        try:
+            return super().sweep(model, x, lambdas, trials, seed, image_ids=image_ids, **inputs)
+        finally:
+            self._fitted = None
+
+    def _fit(self, model, x: torch.Tensor, lambdas: list[float], trials: int, seed: int, ids: torch.Tensor) -> dict:
+        """{(radius, row seed): shared perturbation}, keyed like the rows the base sweep builds."""
+        groups = [(lam, t, r) for lam in lambdas for t in range(trials) for r in range(self.restarts) if lam > 0]
+        if not groups:
+            return {}
+        count, n_images = len(groups), len(x)
+        radius = torch.tensor([g[0] for g in groups], dtype=x.dtype, device=x.device)
+        ball = Threat(radius, self.norm)
+        # Around mid-grey the box [-0.5, 0.5] leaves the start a uniform draw from the ball for any
+        # budget below half the pixel range; it only seeds the ascent.
+        grey = torch.full((count, *x.shape[1:]), 0.5, dtype=x.dtype, device=x.device)
+        shared = ball.random_start(grey, _seeds(seed, "universal", [g[1] for g in groups], [g[2] for g in groups]))
+        unit_box = (-torch.ones_like(grey), torch.ones_like(grey))
+        objective = self.objective.bind(model, x)
+        best, best_damage = shared.clone(), torch.full((count,), -math.inf, device=x.device)
+        rows = torch.arange(count * n_images, device=x.device)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        for step in range(self.steps + 1):
+            damage = torch.zeros(count, device=x.device)
+            gradient = torch.zeros_like(shared)
+            for chunk in rows.split(self.batch_size):
+                group, image = chunk // n_images, chunk % n_images
+                with torch.enable_grad():
+                    pattern = shared.detach().requires_grad_(True)
+                    values = objective.select(image).values((x[image] + pattern[group]).clamp(0.0, 1.0))
+                    total = torch.zeros(count, device=x.device).index_add(0, group, values) / n_images
+                    gradient += _input_gradient(-total, pattern)
+                damage += total.detach()
+            improved = damage > best_damage
+            best[improved], best_damage[improved] = shared[improved], damage[improved]
+            if step == self.steps:
+                break
+            direction, _, _ = _direction(gradient, self.norm)
+            length = self.step_size * SCHEDULES[self.schedule](step, self.steps) * radius
+            shared = ball.project(grey, shared - direction * length.view(shape), unit_box)
+        row_seeds = {}
+        for index, (lam, t, r) in enumerate(groups):
+            key_radius = float(torch.tensor(lam, dtype=x.dtype))
+            for row_seed in _seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
+                row_seeds[(key_radius, row_seed)] = best[index]
+        return row_seeds
+
+    def optimize(self, problem: AttackProblem) -> OptimizationResult:
+        if self._fitted is None:
+            raise AerobustError("the universal attack fits one perturbation over a whole image set; "
+                                "run it through sweep() (or an audit), not on single rows")
+        radii = problem.threat.radii(problem.x).tolist()
+        try:
+            shared = torch.stack([self._fitted[(float(lam), int(s))] for lam, s in zip(radii, problem.seeds.tolist())])
+        except KeyError:
+            raise AerobustError("the universal attack was asked for rows it did not fit; run it through sweep()") from None
+        return OptimizationResult(problem.threat.apply(problem.x, shared.to(problem.x.device)))

@@ -8,6 +8,8 @@ from .common import AerobustGroup, plugin_option
 from .defend import defend_group
 from .audit import audit_command, demo_command
 from .inventory import list_command
+from .leaderboard import leaderboard_command
+from .margin import margin_command
 from .report import compare_command, report_command
 from .train import train_command
 
@@ -50,6 +52,6 @@ def _accept_threads_everywhere(command: click.Command, envvar: str | None = None
 
 
 for _command in (list_command, audit_command, demo_command, report_command, compare_command, train_command,
-                 defend_group):
+                 defend_group, leaderboard_command, margin_command):
     main.add_command(_command)
 _accept_threads_everywhere(main, envvar="AEROBUST_THREADS")

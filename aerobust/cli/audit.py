@@ -58,17 +58,35 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
         attack_options=_parse_attack_options(attack_options, attack_names), msssim=msssim)
 
 
+def model_and_data_options(function):
+    """The models to audit and the data they are audited on (``audit``, ``margin``)."""
+    for decorator in reversed([
+        click.option("--model", "models", multiple=True,
+                     help="Registered architecture or package.module:factory; LABEL=SOURCE names it (repeatable)."),
+        click.option("--checkpoint", "checkpoints", multiple=True,
+                     help="Checkpoint FILE.pt saved by aerobust (sidecar FILE.json beside it); LABEL=FILE names it."),
+        plugin_option,
+        click.option("--data", default="mnist-5k", show_default=True,
+                     help="Dataset name or idx:DIR, npz:FILE, folder:DIR."),
+        click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train", "all"])),
+        click.option("--pad", type=int, help="Zero-pad images to this side (the reference pads MNIST to 32)."),
+        click.option("--resize", type=int, help="Resize images to this side."),
+    ]):
+        function = decorator(function)
+    return function
+
+
+def model_specs(models, checkpoints) -> list[ModelSpec]:
+    """``--model`` and ``--checkpoint`` values as specs; a missing checkpoint file is a one-line error."""
+    specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
+    for spec in specs:
+        if spec.checkpoint and not Path(spec.checkpoint).is_file():
+            raise UserError(f"checkpoint {spec.checkpoint} does not exist")
+    return specs
+
+
 @click.command("audit")
-@click.option("--model", "models", multiple=True,
-              help="Registered architecture or package.module:factory; LABEL=SOURCE names it (repeatable).")
-@click.option("--checkpoint", "checkpoints", multiple=True,
-              help="Checkpoint FILE.pt saved by aerobust (sidecar FILE.json beside it); LABEL=FILE names it.")
-@plugin_option
-@click.option("--data", default="mnist-5k", show_default=True,
-              help="Dataset name or idx:DIR, npz:FILE, folder:DIR.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train", "all"]))
-@click.option("--pad", type=int, help="Zero-pad images to this side (the reference pads MNIST to 32).")
-@click.option("--resize", type=int, help="Resize images to this side.")
+@model_and_data_options
 @download_option
 @audit_options
 @click.option("--out", required=True, type=OutputFolder(), help="Results folder (resumable).")
@@ -92,10 +110,7 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
       aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
                      --attacks random-search --out rs
     """
-    specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
-    for spec in specs:
-        if spec.checkpoint and not Path(spec.checkpoint).is_file():
-            raise UserError(f"checkpoint {spec.checkpoint} does not exist")
+    specs = model_specs(models, checkpoints)
     config = _config(specs, data, split, pad, resize, attacks, lambdas, images, trials, attack_options,
                      msssim, seed)
     try:

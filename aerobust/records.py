@@ -1,0 +1,365 @@
+"""Audit records (one JSON file per audited model) and the leaderboard built from them.
+
+Every audit writes ``records/<model>/record.json`` from its saved results and manifest (nothing is
+re-run). A record follows the versioned schema ``aerobust/schemas/record-v1.schema.json``: model
+identity (label, weights hash, architecture, training defense and options), data, protocol, threat
+model, attack settings, metric settings, headline numbers with 95 % cluster-bootstrap intervals
+over images (trials nested), the sanity flags and package versions.
+
+Records are comparable when their ``protocol`` blocks agree (same data, split, image count, trials,
+seed, lambdas, attack settings and MS-SSIM settings); ``protocol.id`` is the hash of that block, and
+the leaderboard refuses records of different protocols unless told to mix them.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import AerobustError
+
+SCHEMA_NAME = "aerobust-record"
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schemas") / f"record-v{SCHEMA_VERSION}.schema.json"
+RECORD_FILE = "record.json"
+# Run-only attack settings: they change speed or bookkeeping, never the numbers.
+_RUN_ONLY_ATTACK_KEYS = ("batch_size", "device", "image_ids", "lambdas", "trials", "seed", "class", "history",
+                         "attack_loss", "delta_norm")
+# (metric column, direction that means a more robust model) per kind of attack.
+_TARGETED_HEADLINE = (("msssim_target_advrecon", "lower"),)
+_UNTARGETED_HEADLINE = (("msssim_recon_advrecon", "higher"),)
+_CLASSIFIER_HEADLINE = ("classifier_correct", "higher")
+# Clean behaviour on the audited images (attack "clean", lambda 0): fidelity beside robustness. The
+# fidelity columns enter as soon as the audit writes them (issue 9's msssim_input_recon, mse_input_recon).
+_CLEAN_HEADLINE = (("clean_classifier_correct", "higher"), ("msssim_input_recon", "higher"),
+                   ("mse_input_recon", "lower"))
+INTERVAL_NOTE = "95% percentile cluster bootstrap over images (trials nested), 2000 resamples, seed 0"
+
+
+# --- the schema ------------------------------------------------------------------------------------
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _type_matches(value, name: str) -> bool:
+    if name in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return name == "number" or float(value).is_integer()
+    return isinstance(value, _TYPES[name])
+
+
+def schema_errors(value, schema: dict, where: str = "record") -> list[str]:
+    """The violations of ``schema`` by ``value``, one line each (empty: valid).
+
+    Covers the JSON-Schema keywords the record schema uses: type, const, enum, required,
+    properties, additionalProperties (false), items and minimum.
+    """
+    errors = []
+    if "const" in schema and value != schema["const"]:
+        return [f"{where} must be {schema['const']!r}, got {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where} must be one of {schema['enum']}, got {value!r}"]
+    if "type" in schema:
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_type_matches(value, n) for n in names):
+            return [f"{where} must be of type {' or '.join(names)}, got {type(value).__name__}"]
+    if "minimum" in schema and isinstance(value, (int, float)) and value < schema["minimum"]:
+        errors.append(f"{where} must be >= {schema['minimum']}, got {value}")
+    if isinstance(value, dict):
+        errors += [f"{where} lacks the field '{key}'" for key in schema.get("required", []) if key not in value]
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is False:
+            errors += [f"{where} has the unknown field '{key}'" for key in value if key not in properties]
+        for key, sub in properties.items():
+            if key in value:
+                errors += schema_errors(value[key], sub, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], f"{where}[{index}]")
+    return errors
+
+
+def validate_record(record: dict, origin: str = "record") -> dict:
+    """Return ``record`` if it follows the schema of its version; else raise with every violation."""
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA_NAME:
+        raise AerobustError(f"{origin} is not an aerobust record (no \"schema\": \"{SCHEMA_NAME}\")")
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise AerobustError(f"{origin} has record schema version {record.get('schema_version')!r}; this aerobust "
+                            f"reads version {SCHEMA_VERSION}: rewrite it with `aerobust report` of a current audit")
+    errors = schema_errors(record, load_schema())
+    if errors:
+        raise AerobustError(f"{origin} does not follow the record schema: " + "; ".join(errors[:5])
+                            + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+    return record
+
+
+# --- building records from an audit ------------------------------------------------------------------
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical_hash(value) -> str:
+    return _sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _protocol(config: dict, attacks: dict, msssim: dict) -> dict:
+    block = {
+        "data": config["data"], "split": config["split"], "pad_to": config.get("pad_to"),
+        "resize": config.get("resize"), "images": int(config["images"]), "trials": int(config["trials"]),
+        "seed": int(config["seed"]), "lambdas": sorted(float(v) for v in config["lambdas"]),
+        "attacks": {name: {k: v for k, v in settings.items() if k not in _RUN_ONLY_ATTACK_KEYS}
+                    for name, settings in sorted(attacks.items())},
+        "msssim": {k: v for k, v in msssim.items() if k != "preset"},
+    }
+    return {"id": _canonical_hash(block), **block}
+
+
+def _model_block(label: str, info: dict) -> dict:
+    sidecar = info.get("sidecar") or {}
+    defense_config = sidecar.get("defense_config") or {}
+    return {
+        "label": label, "source": info.get("source", "unknown"), "checkpoint": info.get("checkpoint"),
+        "weights_sha256": sidecar.get("weights_sha256"),
+        "architecture": sidecar.get("architecture") or info.get("architecture") or info.get("factory"),
+        "arch_kwargs": sidecar.get("arch_kwargs") or info.get("arch_kwargs") or {},
+        "defense": sidecar.get("defense"), "defense_options": defense_config.get("options") or {},
+        "training": sidecar.get("training"),
+    }
+
+
+def _headline(rows: pd.DataFrame) -> list[dict]:
+    from .stats import interval_table
+
+    cells = []
+    for attack, block in rows.groupby("attack", sort=False):
+        targeted = block["msssim_target_advrecon"].notna().any()
+        metrics = list(_TARGETED_HEADLINE if targeted else _UNTARGETED_HEADLINE)
+        if block["classifier_correct"].notna().any():
+            metrics.append(_CLASSIFIER_HEADLINE)
+        for metric, better in metrics:
+            table = interval_table(block, [metric], by=("attack", "lambda"))
+            cells += [{**row, "better": better} for row in table.to_dict("records")]
+    # Clean values repeat under every attack and lambda: count each (trial, image) once.
+    clean = rows.drop_duplicates(["trial", "image_id"]).assign(attack="clean", **{"lambda": 0.0})
+    for metric, better in _CLEAN_HEADLINE:
+        if metric in clean.columns and clean[metric].notna().any():
+            table = interval_table(clean, [metric], by=("attack", "lambda"))
+            cells += [{**row, "better": better} for row in table.to_dict("records")]
+    keys = ("attack", "lambda", "metric", "better", "mean", "ci_low", "ci_high", "images", "trials", "rows",
+            "nan_rows")
+    return [{key: _plain(cell[key]) for key in keys} for cell in cells]
+
+
+def _plain(value):
+    """numpy scalars to JSON numbers; NaN to null (JSON has no NaN)."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    return value
+
+
+def build_records(audit_dir) -> list[dict]:
+    """One record per model of the audit in ``audit_dir`` (from results.csv and manifest.json)."""
+    from .distortion import auddc_table
+    from .report import load_results
+
+    audit = load_results(audit_dir)
+    manifest, results = audit.manifest, audit.results
+    config = manifest.get("config") or {}
+    missing = [key for key in ("config", "attacks", "metrics", "models", "plan") if not manifest.get(key)]
+    if missing:
+        raise AerobustError(f"{audit.directory}/manifest.json lacks {', '.join(missing)}; records need a "
+                            "manifest written by `aerobust audit`, rerun the audit")
+    attacks = manifest["attacks"]
+    protocol = _protocol(config, attacks, manifest["metrics"])
+    results_hash = _sha256_bytes((audit.directory / "results.csv").read_bytes())
+    image_ids = manifest["plan"]["image_ids"]
+    auddc_by_model = auddc_table(results).set_index("model")
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    records = []
+    for label in dict.fromkeys(results["model"]):
+        rows = results[results["model"] == label]
+        auddc = None
+        if label in auddc_by_model.index:
+            entry = auddc_by_model.loc[label]
+            auddc = {"attack": entry["attack"], "value": float(entry["auddc"]), "lambdas": entry["lambdas"],
+                     "rows": int(entry["rows"])}
+        record = {
+            "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "created": created,
+            "model": _model_block(label, (manifest.get("models") or {}).get(label, {})),
+            "data": {"name": config["data"], "split": config["split"], "pad_to": config.get("pad_to"),
+                     "resize": config.get("resize"), "images": len(image_ids),
+                     "image_ids_sha256": _canonical_hash(image_ids)},
+            "protocol": protocol,
+            "threat": {"norms": sorted({a.get("norm", "l2") for a in attacks.values()}), "box": [0.0, 1.0],
+                       "lambdas": protocol["lambdas"]},
+            "attacks": attacks,
+            "metrics": {"msssim": manifest["metrics"], "intervals": INTERVAL_NOTE},
+            "headline": _headline(rows),
+            "auddc": auddc,
+            "flags": [f for f in manifest.get("flags") or [] if f.get("model") == label],
+            "versions": manifest.get("versions") or {},
+            "source": {"audit_dir": str(audit.directory), "results_sha256": results_hash},
+        }
+        records.append(validate_record(json.loads(json.dumps(record)), f"the record of model '{label}'"))
+    return records
+
+
+def _file_stem(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+
+def write_records(audit_dir, out_dir=None) -> list[Path]:
+    """Write ``records/<model>/record.json`` for every model of an audit; returns the paths."""
+    out_dir = Path(out_dir) if out_dir is not None else Path(audit_dir) / "records"
+    paths = []
+    for record in build_records(audit_dir):
+        path = out_dir / _file_stem(record["model"]["label"]) / RECORD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths
+
+
+# --- the leaderboard ----------------------------------------------------------------------------------
+
+def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
+    """Records from files, from folders holding ``record.json`` files (searched recursively), and from
+    audit folders written before audits wrote records (built from their results and manifest)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(path.rglob(RECORD_FILE))
+            if not files and (path / "results.csv").is_file() and (path / "manifest.json").is_file():
+                found += [(path / "results.csv", record) for record in build_records(path)]
+                continue
+            if not files:
+                raise AerobustError(f"{path} holds no {RECORD_FILE}; pass an audit folder or record files")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise AerobustError(f"{path} does not exist; pass record files or folders that hold them")
+        for file in files:
+            try:
+                record = json.loads(file.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise AerobustError(f"{file} is not readable JSON ({exc}); pass record.json files") from None
+            found.append((file, validate_record(record, str(file))))
+    if not found:
+        raise AerobustError("no records given; pass record files or folders that hold them")
+    return found
+
+
+def _cell_key(cell: dict) -> str:
+    return f"{cell['attack']} {cell['metric']} λ={cell['lambda']:g}"
+
+
+def _interval_text(cell: dict, decimals: int) -> str:
+    if cell["mean"] is None:
+        return ""
+    scale = 100.0 if "classifier_correct" in cell["metric"] else 1.0
+    return (f"{cell['mean'] * scale:.{decimals}f} [{cell['ci_low'] * scale:.{decimals}f}, "
+            f"{cell['ci_high'] * scale:.{decimals}f}]")
+
+
+def _sort_key_text(sort: str) -> str:
+    """``ATTACK:METRIC:LAMBDA`` (easy to type) or the column title ``ATTACK METRIC λ=LAMBDA``."""
+    parts = sort.split(":")
+    if len(parts) != 3:
+        return sort
+    try:
+        return _cell_key({"attack": parts[0], "metric": parts[1], "lambda": float(parts[2])})
+    except ValueError:
+        raise AerobustError(f"--sort {sort!r}: the lambda after the last ':' must be a number") from None
+
+
+def default_sort_key(records: Sequence[dict]) -> str:
+    """The maximum-damage MS-SSIM at the largest lambda when present, else the first headline cell."""
+    cells = [c for r in records for c in r["headline"]]
+    damage = [c for c in cells if c["attack"] == "max-damage" and c["metric"] == "msssim_recon_advrecon"]
+    chosen = max(damage, key=lambda c: c["lambda"]) if damage else cells[0]
+    return _cell_key(chosen)
+
+
+def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_protocols: bool = False,
+                      decimals: int = 3) -> tuple[pd.DataFrame, str]:
+    """One row per record, sorted by the headline cell ``sort`` (most robust first); returns (table, key)."""
+    if not records:
+        raise AerobustError("the leaderboard needs at least one record")
+    protocols = list(dict.fromkeys(r["protocol"]["id"] for r in records))
+    if len(protocols) > 1 and not mix_protocols:
+        differing = sorted(k for k in records[0]["protocol"]
+                           if k != "id" and any(r["protocol"].get(k) != records[0]["protocol"][k] for r in records))
+        raise AerobustError(f"the records come from {len(protocols)} different protocols (differing: "
+                            f"{', '.join(differing)}); their numbers are not comparable. Rerun the audits under one "
+                            "protocol, or pass --mix-protocols to list them anyway with a protocol column")
+    keys = list(dict.fromkeys(_cell_key(c) for r in records for c in r["headline"]))
+    sort = _sort_key_text(sort) if sort else default_sort_key(records)
+    if sort not in keys:
+        raise AerobustError(f"unknown leaderboard column '{sort}'; choose one of: {'; '.join(keys)}")
+    directions = {_cell_key(c): c["better"] for r in records for c in r["headline"]}
+    rows = []
+    for record in records:
+        cells = {_cell_key(c): c for c in record["headline"]}
+        model = record["model"]
+        row = {"model": model["label"], "defense": model["defense"] or "", "architecture": model["architecture"] or "",
+               "weights": (model["weights_sha256"] or "")[:12], "images x trials":
+               f"{record['protocol']['images']} x {record['protocol']['trials']}",
+               "flags": len(record["flags"]),
+               "AUDDC": "" if record["auddc"] is None else f"{record['auddc']['value']:.{decimals}f}"}
+        if mix_protocols:
+            row["protocol"] = record["protocol"]["id"][:12]
+        row.update({key: _interval_text(cells[key], decimals) if key in cells else "" for key in keys})
+        sort_cell = cells.get(sort)
+        row["_sort"] = np.nan if sort_cell is None or sort_cell["mean"] is None else sort_cell["mean"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ascending = directions[sort] == "lower"
+    table = table.sort_values("_sort", ascending=ascending, na_position="last", kind="stable").drop(columns="_sort")
+    table.insert(1, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True), sort
+
+
+def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_protocols: bool = False) -> dict:
+    """Markdown, HTML and CSV leaderboard of the records under ``paths``, with a manifest; returns the paths."""
+    from .reporting import write_table
+    from .runtime import write_manifest
+
+    loaded = load_records(paths)
+    records = [record for _, record in loaded]
+    table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols)
+    out_dir = Path(out_dir)
+    written = write_table(table.set_index("model"), out_dir, "leaderboard", formats=("csv", "md", "html"))
+    direction = next(c["better"] for r in records for c in r["headline"] if _cell_key(c) == sort)
+    note = (f"Sorted by {sort} ({direction} = more robust). Cells: mean [95% interval]; {INTERVAL_NOTE}. "
+            "Accuracies in %. flags: sanity flags raised for the model (a flag means a number may overstate "
+            "robustness).")
+    markdown = written["md"].read_text()
+    written["md"].write_text(f"# aerobust leaderboard\n\n{note}\n\n{markdown}")
+    written["html"].write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aerobust "
+                               f"leaderboard</title></head><body><h1>aerobust leaderboard</h1><p>{note}</p>"
+                               f"{written['html'].read_text()}</body></html>\n")
+    # The leaderboard folder keeps the records it ranks, so that it can be checked and rebuilt alone.
+    for index, record in enumerate(records):
+        path = out_dir / "records" / f"{index + 1:02d}-{_file_stem(record['model']['label'])}" / RECORD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    written["manifest"] = write_manifest(
+        out_dir, command="leaderboard", seed=None, device="none",
+        config={"records": [str(p) for p, _ in loaded], "sort": sort, "mix_protocols": mix_protocols},
+        source_hashes={str(p): _sha256_bytes(p.read_bytes()) for p, _ in loaded},
+        protocols=sorted({r["protocol"]["id"] for r in records}))
+    return written
