@@ -108,7 +108,7 @@ def _parallel_backend() -> str | None:
 
 # Measured with bench/threads_under_load.py (README, "Threads"): with both cores of a 2-core machine
 # busy elsewhere, torch's default of one thread per core made a training epoch of the reference MLP
-# 2.7x slower than one thread (the issue saw 43.6 s against 1.3 s); GPU runs barely use CPU threads.
+# 2.7x slower than one thread, and 17.7x with other jobs on the machine too; GPU runs barely use CPU threads.
 DEFAULT_THREADS = 1
 
 
