@@ -40,6 +40,7 @@ class ModelSpec:
     label: str
     model: str | None = None
     checkpoint: str | None = None
+    model_args: dict = dataclasses.field(default_factory=dict)  # keywords for the architecture or factory
 
     @classmethod
     def parse(cls, text: str, kind: str) -> "ModelSpec":
@@ -181,7 +182,8 @@ class Audit:
 
     # -- per-model preparation -----------------------------------------------------------------
     def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
-        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device)
+        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device, arch_kwargs=spec.model_args,
+                                    data_shape=pool.image_shape)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
             wanted = "x".join(map(str, model.input_shape))

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
-from .common import (UserError, device_option, download_option, parse_float_list, plugin_option, quiet_option,
-                     seed_option)
+from .common import (UserError, device_option, download_option, model_arg_option, parse_float_list, parse_pairs,
+                     parse_value, plugin_option, quiet_option, seed_option)
 
 
 def _parse_attack_options(items, attacks) -> dict:
@@ -60,7 +60,9 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
 
 @click.command("audit")
 @click.option("--model", "models", multiple=True,
-              help="Registered architecture or package.module:factory; LABEL=SOURCE names it (repeatable).")
+              help="Registered architecture, FILE.py:factory or package.module:factory (the current folder is "
+              "importable); LABEL=SOURCE names it, else the factory's name (repeatable).")
+@model_arg_option
 @click.option("--checkpoint", "checkpoints", multiple=True,
               help="Checkpoint FILE.pt saved by aerobust (sidecar FILE.json beside it); LABEL=FILE names it.")
 @plugin_option
@@ -73,7 +75,7 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
 @audit_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
-def audit_command(models, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
+def audit_command(models, model_args, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
                   attack_options, msssim, seed, device, quiet, out, no_report):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
@@ -87,10 +89,17 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
       aerobust audit --checkpoint AE=ae.pt --checkpoint Ours=coupled.pt --pad 32 --out cmp
       aerobust audit --model mypkg.models:build --data npz:my.npz --attacks max-damage \\
                      --lambdas 0.5,1 --images 20 --trials 2 --out quick
+      aerobust audit --model my_vae.py:build --model-arg latent=16 --model-arg weights=vae.pt \\
+                     --data folder:faces --resize 64 --attacks latent,max-damage --out mine
       aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
                      --attacks random-search --out rs
     """
     specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
+    if model_args and not models:
+        raise UserError("--model-arg applies to --model; checkpoints rebuild their model from the sidecar")
+    for spec in specs:
+        if spec.model is not None:
+            spec.model_args = parse_pairs(model_args, "--model-arg", parse_value)
     for spec in specs:
         if spec.checkpoint and not Path(spec.checkpoint).is_file():
             raise UserError(f"checkpoint {spec.checkpoint} does not exist")

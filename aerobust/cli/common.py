@@ -1,6 +1,8 @@
 """Pieces every subcommand shares: the one-line error contract and common options."""
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..errors import AerobustError
@@ -54,3 +56,30 @@ def parse_float_list(text: str, name: str) -> list[float]:
     if not values:
         raise UserError(f"{name} is empty; give comma-separated numbers, e.g. 1,3,5")
     return values
+
+
+def parse_value(text: str):
+    """JSON where it parses (numbers, lists, true/false), a comma list of those, else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
+    return text
+
+
+def parse_pairs(pairs, flag: str, convert) -> dict:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} takes KEY=VALUE (e.g. {flag} name=value); got '{pair}'")
+        parsed[key.strip().replace("-", "_")] = convert(value.strip())
+    return parsed
+
+
+model_arg_option = click.option(
+    "--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+    help="Keyword argument for the architecture or factory, e.g. weights_dir=DIR or latent=16 "
+         "(values parsed as JSON, else strings; repeatable).")
