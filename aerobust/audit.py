@@ -25,7 +25,7 @@ from .registry import ATTACKS
 from .runtime import resolve_device, seed_everything, write_manifest
 
 RESULT_COLUMNS = [
-    "model", "attack", "lambda", "trial", "image_id", "target_id", "label", "target_label",
+    "model", "attack", "lambda", "radius", "trial", "image_id", "target_id", "label", "target_label",
     "attack_loss", "l2_delta", "msssim_input_adv", "msssim_target_advrecon", "msssim_input_advrecon",
     "msssim_recon_advrecon", "l2_recon_advrecon", "l2_target_advrecon", "latent_target_distance",
     "classifier_correct", "clean_classifier_correct",
@@ -70,7 +70,7 @@ class AuditConfig:
     trials: int = 10
     seed: int = 0
     attack_options: dict = dataclasses.field(default_factory=dict)
-    msssim: str = "paper"
+    msssim: str = "auto"  # a preset name, or "auto": chosen from the image size and channels
     classifier_epochs: int = 30
     classifier_images: int = 4000
     examples: int = 6
@@ -156,9 +156,11 @@ class Audit:
         self.download = download
         self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
                         for name in config.attacks}
-        from .metrics import resolve_msssim_settings
+        from .metrics import AUTO_MSSSIM, resolve_msssim_settings
 
-        self.msssim = resolve_msssim_settings(config.msssim)
+        if config.msssim != AUTO_MSSSIM:
+            resolve_msssim_settings(config.msssim)  # an unknown preset fails before any work
+        self.msssim = None  # chosen in run(), when the image shape is known
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _claim_out_dir(self):
@@ -266,6 +268,7 @@ class Audit:
             frame.insert(7, "target_label", plan.pool.labels[plan.target_index].reshape(-1).numpy())
         else:
             frame.insert(7, "target_label", -1)
+        frame["radius"] = result.radii[0]  # lambda in absolute units of the attack's norm (see its budget)
         frame = frame.reindex(columns=RESULT_COLUMNS)
         k = min(self.config.examples, n)
         blank = torch.full_like(x[:k], float("nan"))
@@ -282,6 +285,9 @@ class Audit:
         seed_everything(self.config.seed)
         cfg = self.config
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
+        from .metrics import msssim_settings_for
+
+        self.msssim = msssim_settings_for(cfg.msssim, pool.image_shape)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
         model_info = {}
@@ -309,7 +315,7 @@ class Audit:
         return self._finish(plan, model_info)
 
     def _finish(self, plan: _Plan, model_info: dict) -> pd.DataFrame:
-        frames, examples, flags, attack_configs = [], {}, [], {}
+        frames, examples, flags, attack_configs, radii = [], {}, [], {}, {}
         for spec, attack_name, lam in self.blocks():
             stem = _block_stem(spec.label, attack_name, lam)
             frames.append(pd.read_csv(self.blocks_dir / f"{stem}.csv"))
@@ -318,13 +324,15 @@ class Audit:
             for note in json.loads((self.blocks_dir / f"{stem}.json").read_text()):
                 if "config" in note:
                     attack_configs[attack_name] = note["config"]
+                    # the absolute radius of every lambda (its unit is the attack's budget)
+                    radii.setdefault(attack_name, {})[f"{lam:g}"] = note["config"].get("radii", [lam])[0]
                 else:
                     flags.append({"model": spec.label, "attack": attack_name, "lambda": lam, **note})
         results = pd.concat(frames, ignore_index=True)
         _atomic_write(self.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
         _atomic_write(self.out_dir / "examples.npz", lambda p: _save_npz(p, examples))
         write_manifest(self.out_dir, command="audit", config=self.config.to_dict(), seed=self.config.seed,
-                       device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs,
+                       device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs, radii=radii,
                        models=model_info, flags=flags, plan=plan.as_dict())
         return results
 

@@ -12,6 +12,7 @@ bisection). Nothing is rescaled after clipping.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,9 +21,36 @@ import torch
 from .errors import AerobustError, ThreatViolation
 
 NORMS = ("l2", "linf")
+# Budget units: how a user's lambda becomes an absolute radius in the threat's norm. lambda = 1 in
+# absolute L2 is a large change on a 32 x 32 digit and a tiny one on a 256 x 256 x 3 photograph; a
+# per-pixel RMS budget means the same at every size, and latent-diffusion encoder attacks quote
+# L-inf budgets in 8-bit levels (e.g. 8/255).
+BUDGETS = {
+    "l2": ("l2", "absolute L2 radius (the paper's lambda)"),
+    "rms": ("l2", "per-pixel RMS change: L2 radius = lambda * sqrt(C * H * W)"),
+    "linf": ("linf", "absolute L-inf radius in pixel units ([0, 1] images)"),
+    "linf-255": ("linf", "L-inf radius in 8-bit levels: lambda / 255"),
+}
 # Relative slack allowed on the norm bound of a returned point (float32 rounding of the projection).
 NORM_RTOL = 1e-5
 _MAX_PROJECTION_ITERATIONS = 200
+
+
+def budget_norm(budget: str) -> str:
+    """The threat norm a budget unit is measured in."""
+    if budget not in BUDGETS:
+        raise AerobustError(f"unknown budget unit '{budget}'; use one of {', '.join(BUDGETS)}")
+    return BUDGETS[budget][0]
+
+
+def absolute_radius(budget: str, value: float, image_shape: Sequence[int]) -> float:
+    """The radius, in the budget's norm, that ``value`` (in ``budget`` units) means for images of ``image_shape``."""
+    budget_norm(budget)
+    if budget == "rms":
+        return float(value) * math.sqrt(math.prod(image_shape))
+    if budget == "linf-255":
+        return float(value) / 255.0
+    return float(value)
 
 
 def _per_sample(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:

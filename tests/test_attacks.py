@@ -255,3 +255,22 @@ def test_missing_torchattacks_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(AerobustError, match="pip install --no-deps torchattacks"):
         require_torchattacks()
+
+
+def test_budget_units_give_the_same_attack_as_the_absolute_radius(small_ae, batch):
+    x = batch[0]  # 1 x 32 x 32: an RMS budget of 0.03 is an L2 radius of 0.03 * 32
+    rms = ATTACKS.create("max-damage", budget="rms", **FAST).sweep(small_ae, x, [0.03], 1, 0)
+    absolute = ATTACKS.create("max-damage", **FAST).sweep(small_ae, x, [0.03 * 32], 1, 0)
+    assert rms.radii == pytest.approx([0.96]) and absolute.radii == [0.96]
+    assert rms.lambdas == [0.03] and rms.config["budget"] == "rms" and rms.config["norm"] == "l2"
+    torch.testing.assert_close(rms.x_adv, absolute.x_adv, rtol=0, atol=1e-6)
+    assert float((rms.x_adv[0, 0] - x).flatten(1).norm(dim=1).max()) <= 0.96 * (1 + 1e-5)
+    levels = ATTACKS.create("max-damage", budget="linf-255", **FAST).sweep(small_ae, x, [8], 1, 0)
+    pixels = ATTACKS.create("max-damage", norm="linf", **FAST).sweep(small_ae, x, [8 / 255], 1, 0)
+    assert levels.config["norm"] == "linf" and levels.radii == pytest.approx([8 / 255])
+    torch.testing.assert_close(levels.x_adv, pixels.x_adv, rtol=0, atol=1e-6)
+    assert float((levels.x_adv[0, 0] - x).abs().amax()) <= 8 / 255 * (1 + 1e-5)
+    with pytest.raises(AerobustError, match="measured in linf, not norm 'l2'"):
+        ATTACKS.create("max-damage", budget="linf-255", norm="l2")
+    with pytest.raises(AerobustError, match="unknown budget unit 'pixels'"):
+        ATTACKS.create("max-damage", budget="pixels")

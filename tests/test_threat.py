@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from aerobust.errors import AerobustError, ThreatViolation
-from aerobust.threat import Threat, Workspace, project_l2_box, project_linf_box
+from aerobust.threat import (Threat, Workspace, absolute_radius, budget_norm, project_l2_box,
+                            project_linf_box)
 
 floats = st.floats(-3.0, 3.0, allow_nan=False, width=64)
 pixels = st.floats(0.0, 1.0, allow_nan=False, width=64)
@@ -159,3 +160,14 @@ def test_threat_rejects_bad_settings():
         Threat(1.0, "l1")
     with pytest.raises(AerobustError, match="lambda"):
         Threat(float("nan"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)), value=st.floats(0, 2))
+def test_budget_units_match_their_definitions(shape, value):
+    # rms: a change of `value` at every pixel has exactly the radius's L2 norm.
+    uniform_change = torch.full(shape, value, dtype=torch.float64)
+    assert absolute_radius("rms", value, shape) == pytest.approx(float(uniform_change.norm()), rel=1e-12)
+    assert absolute_radius("linf-255", value * 255, shape) == pytest.approx(value, rel=1e-12)
+    assert absolute_radius("l2", value, shape) == absolute_radius("linf", value, shape) == value
+    assert [budget_norm(b) for b in ("l2", "rms", "linf", "linf-255")] == ["l2", "l2", "linf", "linf"]

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import AerobustError, ShapeError
 from ..objectives import BoundObjective, Objective, make_objective
 from ..runtime import frozen_modules
-from ..threat import NORMS, Threat
+from ..threat import BUDGETS, NORMS, Threat, absolute_radius, budget_norm
 
 
 def derive_seed(seed: int, *parts) -> int:
@@ -115,7 +115,8 @@ class SweepResult:
     attack_loss: torch.Tensor      # (L, T, N), paper sense (eq. 12: lower is stronger; eq. 13: higher)
     delta_norm: torch.Tensor       # (L, T, N), ||x_adv - x||_2
     history: torch.Tensor | None   # (L, T, N, steps) objective value at each iterate, or None
-    lambdas: list[float]
+    lambdas: list[float]           # in the attack's budget unit
+    radii: list[float]             # the absolute radius of each lambda, in the threat's norm
     trials: int
     flags: list[dict]
     config: dict
@@ -143,7 +144,11 @@ class Attack:
       step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
         "constant" decay of it. random_start: start uniformly in the ball (else at x).
       early_stop: stop a sample after this many steps without improvement (None: never).
-      norm: "l2" or "linf". batch_size: samples per optimizer call (memory bound).
+      budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
+        (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
+        (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
+      norm: "l2" or "linf"; defaults to the budget's norm (and must agree with it).
+      batch_size: samples per optimizer call (memory bound).
       lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
     """
@@ -155,7 +160,8 @@ class Attack:
 
     def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
-                 early_stop: int | None = None, norm: str = "l2", batch_size: int = 4096,
+                 early_stop: int | None = None, norm: str | None = None, budget: str | None = None,
+                 batch_size: int = 4096,
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
                  lbfgs_maxiter: int = 15000, sanity_checks: bool = True, **objective_options):
         from .optimizers import OPTIMIZERS, SCHEDULES
@@ -164,8 +170,16 @@ class Attack:
             raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
             raise AerobustError(f"unknown step-size schedule '{schedule}'; use one of {', '.join(SCHEDULES)}")
-        if norm not in NORMS:
+        if norm is not None and norm not in NORMS:
             raise AerobustError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
+        if budget is None:
+            budget = norm or "l2"
+        if budget not in BUDGETS:
+            raise AerobustError(f"unknown budget unit '{budget}'; use one of {', '.join(BUDGETS)}")
+        if norm is not None and norm != budget_norm(budget):
+            raise AerobustError(f"budget '{budget}' is measured in {budget_norm(budget)}, not norm '{norm}'; "
+                                "drop the norm option")
+        norm = budget_norm(budget)
         if optimizer == "lbfgs-legacy" and norm != "l2":
             raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
         if restarts is None:
@@ -185,6 +199,7 @@ class Attack:
         self.random_start = bool(random_start)
         self.early_stop = None if early_stop is None else int(early_stop)
         self.norm = norm
+        self.budget = budget
         self.batch_size = int(batch_size)
         self.lbfgs_memory = int(lbfgs_memory)
         self.lbfgs_factr = float(lbfgs_factr)
@@ -215,6 +230,7 @@ class Attack:
             "objective": self.objective.config(), "optimizer": self.optimizer, "steps": self.steps,
             "restarts": self.restarts, "step_size": self.step_size, "schedule": self.schedule,
             "random_start": self.random_start, "early_stop": self.early_stop, "norm": self.norm,
+            "budget": self.budget,
             "batch_size": self.batch_size, "lbfgs_memory": self.lbfgs_memory,
             "lbfgs_factr": self.lbfgs_factr, "lbfgs_pgtol": self.lbfgs_pgtol, "lbfgs_maxiter": self.lbfgs_maxiter,
             "sanity_checks": self.sanity_checks,
@@ -260,7 +276,8 @@ class Attack:
         grid = torch.stack(torch.meshgrid(*(torch.arange(s) for s in shape), indexing="ij")).flatten(1)
         lam_idx, trial_idx, restart_idx, img_idx = grid
         ids = image_ids[img_idx]
-        radius = torch.tensor(lambdas, dtype=x.dtype)[lam_idx]
+        radii = [absolute_radius(self.budget, lam, x.shape[1:]) for lam in lambdas]
+        radius = torch.tensor(radii, dtype=x.dtype)[lam_idx]
         seeds = _seeds(seed, "start", trial_idx.tolist(), ids.tolist(), restart_idx.tolist())
         total = grid.shape[1]
 
@@ -337,11 +354,11 @@ class Attack:
 
             flags = []
             if self.sanity_checks:
-                flags = sanity_flags(self, model, bind=bind, lambdas=lambdas, shape=shape, adv=adv,
+                flags = sanity_flags(self, model, bind=bind, lambdas=radii, shape=shape, adv=adv,
                                      loss=loss, clean=clean, seed=seed, image_ids=image_ids,
                                      zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
-        config = {**self.config(), "lambdas": lambdas, "trials": trials, "seed": int(seed),
+        config = {**self.config(), "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
                   "image_ids": image_ids.tolist(), "device": str(device),
                   "attack_loss": ("latent distance ||g(x+d) - g(x_t)||_2, lower = stronger"
                                   if self.objective.name == "latent" else
@@ -352,7 +369,7 @@ class Attack:
         to_out = lambda t: None if t is None else t.detach().to(out_device)  # noqa: E731
         return SweepResult(
             x_adv=to_out(adv), attack_loss=to_out(loss), delta_norm=to_out(norms), history=to_out(hist),
-            lambdas=lambdas, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
+            lambdas=lambdas, radii=radii, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
             restart=to_out(pick), target_classes=to_out(target_classes),
         )
 

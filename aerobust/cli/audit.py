@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
+from ..threat import BUDGETS
 from .common import (UserError, device_option, download_option, model_arg_option, parse_float_list, parse_pairs,
                      parse_value, plugin_option, quiet_option, seed_option)
 
@@ -36,26 +37,39 @@ def audit_options(function):
     for decorator in reversed([
         click.option("--attacks", default=",".join(PAPER_ATTACKS), show_default=True,
                      help="Comma-separated attack names (see `aerobust list attacks`)."),
-        click.option("--lambdas", default="1,3,5", show_default=True, help="L2 budgets, comma-separated."),
+        click.option("--lambdas", default="1,3,5", show_default=True,
+                     help="Attack budgets in --budget units, comma-separated."),
+        click.option("--budget", default="l2", show_default=True, type=click.Choice(list(BUDGETS)),
+                     help="Unit of --lambdas: l2 = absolute L2 radius (the paper's); rms = per-pixel RMS change "
+                     "(L2 radius = lambda * sqrt(C*H*W), the same meaning at every image size); linf = absolute "
+                     "L-inf; linf-255 = L-inf in 8-bit levels (lambda / 255). The absolute radius is in the "
+                     "results' radius column."),
         click.option("--images", default=100, show_default=True, type=int, help="Test images attacked."),
         click.option("--trials", default=10, show_default=True, type=int,
                      help="Trials per image (new target and random start each)."),
         click.option("--attack-option", "attack_options", multiple=True,
                      help="ATTACK.KEY=VALUE passed to one attack, or *.KEY=VALUE to all (repeatable)."),
-        click.option("--msssim", default="paper", show_default=True,
-                     help="MS-SSIM preset (see `aerobust list metrics`)."),
+        click.option("--msssim", default="auto", show_default=True,
+                     help="MS-SSIM preset (see `aerobust list metrics`); auto: pytorch_msssim from 161 px, "
+                     "paper for 16-64 px greyscale, else small (fewer scales below 25 px). The choice is in "
+                     "the manifest and report."),
         seed_option, device_option, quiet_option,
     ]):
         function = decorator(function)
     return function
 
 
-def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, attack_options, msssim, seed):
+def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options, msssim,
+            seed):
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()]
+    options = _parse_attack_options(attack_options, attack_names)
+    if budget != "l2":  # the default unit stays out of the config, so earlier audits still resume
+        for name in attack_names:
+            options.setdefault(name, {}).setdefault("budget", budget)
     return AuditConfig(
         models=models, data=data, split=split, pad_to=pad, resize=resize, attacks=attack_names,
         lambdas=parse_float_list(lambdas, "--lambdas"), images=images, trials=trials, seed=seed,
-        attack_options=_parse_attack_options(attack_options, attack_names), msssim=msssim)
+        attack_options=options, msssim=msssim)
 
 
 @click.command("audit")
@@ -75,8 +89,8 @@ def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, 
 @audit_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
-def audit_command(models, model_args, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
-                  attack_options, msssim, seed, device, quiet, out, no_report):
+def audit_command(models, model_args, checkpoints, data, split, pad, resize, download, attacks, lambdas, budget,
+                  images, trials, attack_options, msssim, seed, device, quiet, out, no_report):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -103,7 +117,7 @@ def audit_command(models, model_args, checkpoints, data, split, pad, resize, dow
     for spec in specs:
         if spec.checkpoint and not Path(spec.checkpoint).is_file():
             raise UserError(f"checkpoint {spec.checkpoint} does not exist")
-    config = _config(specs, data, split, pad, resize, attacks, lambdas, images, trials, attack_options,
+    config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
                      msssim, seed)
     try:
         results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download)
@@ -148,7 +162,7 @@ def demo_command(out, epochs, images, trials, lambdas, seed, device, quiet):
         result = train(defense, "mlp-ae-32", data, epochs=epochs, seed=seed, device=device, out_dir=run_dir,
                        resume=True, quiet=quiet)
         specs.append(ModelSpec(label, checkpoint=str(result.checkpoint)))
-    config = _config(specs, "mnist-5k", "test", 32, None, ",".join(PAPER_ATTACKS), lambdas, images, trials,
+    config = _config(specs, "mnist-5k", "test", 32, None, ",".join(PAPER_ATTACKS), lambdas, "l2", images, trials,
                      (), "paper", seed)
     run_audit(config, out / "audit", device=device, quiet=quiet)
     if not quiet:
