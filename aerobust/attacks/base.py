@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import AerobustError, ShapeError
 from ..objectives import BoundObjective, Objective, make_objective
 from ..runtime import frozen_modules
+from .chunking import bytes_per_sample, planned_chunk, run_in_chunks
 from ..threat import BUDGETS, NORMS, Threat, absolute_radius, budget_norm
 
 
@@ -148,7 +149,9 @@ class Attack:
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
       norm: "l2" or "linf"; defaults to the budget's norm (and must agree with it).
-      batch_size: samples per optimizer call (memory bound).
+      batch_size: samples per optimizer call; "auto" (default) plans it from a memory probe of the
+        model (see attacks/chunking.py). Either way an out-of-memory error halves it and retries;
+        samples are independent, so the chunking does not change results.
       lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
     """
@@ -161,7 +164,7 @@ class Attack:
     def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
                  early_stop: int | None = None, norm: str | None = None, budget: str | None = None,
-                 batch_size: int = 4096,
+                 batch_size: int | str = "auto",
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
                  lbfgs_maxiter: int = 15000, sanity_checks: bool = True, **objective_options):
         from .optimizers import OPTIMIZERS, SCHEDULES
@@ -184,7 +187,9 @@ class Attack:
             raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
         if restarts is None:
             restarts = 2 if optimizer == "pgd" else 1
-        for key, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise AerobustError(f"batch_size must be 'auto' or at least 1, got {batch_size}")
+        for key, value in (("steps", steps), ("restarts", restarts)):
             if int(value) < 1:
                 raise AerobustError(f"{key} must be at least 1, got {value}")
         if not step_size > 0:
@@ -200,7 +205,7 @@ class Attack:
         self.early_stop = None if early_stop is None else int(early_stop)
         self.norm = norm
         self.budget = budget
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
         self.lbfgs_memory = int(lbfgs_memory)
         self.lbfgs_factr = float(lbfgs_factr)
         self.lbfgs_pgtol = float(lbfgs_pgtol)
@@ -235,6 +240,21 @@ class Attack:
             "lbfgs_factr": self.lbfgs_factr, "lbfgs_pgtol": self.lbfgs_pgtol, "lbfgs_maxiter": self.lbfgs_maxiter,
             "sanity_checks": self.sanity_checks,
         }
+
+    def _chunk_size(self, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
+                    x: torch.Tensor) -> int:
+        """``batch_size``, or for "auto" the samples that fit the device by a probe of the attack's graph."""
+        if self.batch_size != "auto":
+            return self.batch_size
+
+        def probe(count: int):
+            problem = bind(rows[:1].repeat(count))
+            delta = torch.zeros_like(problem.x)
+            return lambda: problem.loss_and_grad(delta)
+
+        fit = planned_chunk(bytes_per_sample(probe, x[0]), len(rows), x.device)
+        # A power of two: the plan moves less with the free memory of the moment.
+        return fit if fit == len(rows) else 1 << (fit.bit_length() - 1)
 
     def __repr__(self):
         return f"{type(self).__name__}(optimizer={self.optimizer!r}, steps={self.steps}, restarts={self.restarts})"
@@ -309,7 +329,8 @@ class Attack:
             zero_grad = torch.zeros(total, dtype=torch.bool)
             nan_grad = torch.zeros(total, dtype=torch.bool)
             attacked = torch.nonzero(radius > 0).flatten()
-            for chunk in attacked.split(self.batch_size) if len(attacked) else ():
+
+            def attack_chunk(chunk: torch.Tensor):
                 problem = bind(chunk)
                 result = self.optimize(problem)
                 problem.threat.check(problem.x, result.x_adv)
@@ -320,9 +341,15 @@ class Attack:
                     zero_grad[chunk] = result.zero_gradient.cpu()
                 if result.nan_gradient is not None:
                     nan_grad[chunk] = result.nan_gradient.cpu()
+
+            def evaluate_chunk(chunk: torch.Tensor):
+                values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
+
+            chunk_size = self._chunk_size(_bind, attacked if len(attacked) else torch.arange(total), x)
+            chunk_size, halvings = run_in_chunks(attacked, chunk_size, attack_chunk, device)
             with torch.no_grad():
-                for chunk in torch.arange(total).split(self.batch_size):
-                    values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
+                chunk_size, more = run_in_chunks(torch.arange(total), chunk_size, evaluate_chunk, device)
+            halvings += more
             history = None
             if histories or len(attacked) == 0:
                 # Optimizers may record different lengths (L-BFGS-B); shorter rows end in NaN.
@@ -350,7 +377,15 @@ class Attack:
             norms = (adv - grid_x).flatten(3).norm(dim=3)
             with torch.no_grad():
                 clean_rows = torch.nonzero((lam_idx == 0) & (restart_idx == 0)).flatten()
-                clean = bind(clean_rows).values(x[img_idx[clean_rows].to(device)]).view(trials, n_images)
+                clean = torch.empty(len(clean_rows), device=device)
+
+                def evaluate_clean(chunk: torch.Tensor):
+                    clean[torch.searchsorted(clean_rows, chunk).to(device)] = bind(chunk).values(
+                        x[img_idx[chunk].to(device)])
+
+                chunk_size, more = run_in_chunks(clean_rows, chunk_size, evaluate_clean, device)
+                halvings += more
+                clean = clean.view(trials, n_images)
 
             flags = []
             if self.sanity_checks:
@@ -358,7 +393,8 @@ class Attack:
                                      loss=loss, clean=clean, seed=seed, image_ids=image_ids,
                                      zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
-        config = {**self.config(), "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
+        config = {**self.config(), "chunk_size": chunk_size, "chunk_halvings": halvings,
+                  "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
                   "image_ids": image_ids.tolist(), "device": str(device),
                   "attack_loss": ("latent distance ||g(x+d) - g(x_t)||_2, lower = stronger"
                                   if self.objective.name == "latent" else
