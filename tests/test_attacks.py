@@ -329,3 +329,15 @@ def test_auto_chunks_follow_free_memory_and_back_off_on_out_of_memory(small_ae, 
     backed_off = ATTACKS.create("max-damage", batch_size=16, sanity_checks=False, **FEW_STEPS).sweep(limited, x, [1.0], 2, 0)
     assert backed_off.config["chunk_size"] == 2 and backed_off.config["chunk_halvings"] == 3
     torch.testing.assert_close(backed_off.x_adv, reference.x_adv, rtol=0, atol=1e-6)
+
+
+def test_the_sync_free_step_used_on_cuda_gives_the_cpu_results(small_ae, batch, monkeypatch):
+    from aerobust import threat
+
+    x, _, targets, _ = batch
+    attack = ATTACKS.create("latent", **FEW_STEPS)
+    usual = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
+    monkeypatch.setattr(threat, "sync_free", lambda device: True)
+    queued = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
+    torch.testing.assert_close(queued.x_adv, usual.x_adv, rtol=0, atol=1e-5)
+    torch.testing.assert_close(queued.attack_loss, usual.attack_loss, rtol=1e-5, atol=0)
