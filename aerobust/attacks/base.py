@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -212,6 +213,8 @@ class Attack:
         self.lbfgs_maxiter = int(lbfgs_maxiter)
         self.sanity_checks = bool(sanity_checks)
         self.objective = self.make_objective(**objective_options)
+        # model -> {(image shape, dtype, device): bytes one more sample costs}; see _chunk_size
+        self._bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- what subclasses may override ---------------------------------------------------------
     def make_objective(self, **options) -> Objective:
@@ -241,7 +244,7 @@ class Attack:
             "sanity_checks": self.sanity_checks,
         }
 
-    def _chunk_size(self, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
+    def _chunk_size(self, model, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
                     x: torch.Tensor) -> int:
         """``batch_size``, or for "auto" the samples that fit the device by a probe of the attack's graph."""
         if self.batch_size != "auto":
@@ -252,7 +255,12 @@ class Attack:
             delta = torch.zeros_like(problem.x)
             return lambda: problem.loss_and_grad(delta)
 
-        fit = planned_chunk(bytes_per_sample(probe, x[0]), len(rows), x.device)
+        # One probe per model and image shape: an audit sweeps each lambda separately.
+        known = self._bytes_per_sample.setdefault(model, {})
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in known:
+            known[key] = bytes_per_sample(probe, x[0])
+        fit = planned_chunk(known[key], len(rows), x.device)
         # A power of two: the plan moves less with the free memory of the moment.
         return fit if fit == len(rows) else 1 << (fit.bit_length() - 1)
 
@@ -345,7 +353,7 @@ class Attack:
             def evaluate_chunk(chunk: torch.Tensor):
                 values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
 
-            chunk_size = self._chunk_size(_bind, attacked if len(attacked) else torch.arange(total), x)
+            chunk_size = self._chunk_size(model, _bind, attacked if len(attacked) else torch.arange(total), x)
             chunk_size, halvings = run_in_chunks(attacked, chunk_size, attack_chunk, device)
             with torch.no_grad():
                 chunk_size, more = run_in_chunks(torch.arange(total), chunk_size, evaluate_chunk, device)
