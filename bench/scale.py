@@ -7,7 +7,7 @@ photographs bundled with scikit-image, centre-cropped and resized to ``--size`` 
 For each model and attack (max-damage, eq. 13; latent, eq. 12): one sweep of ``--images`` x
 ``--trials`` samples, ``--steps`` PGD steps, 1 restart, sanity checks off, timed after a warm-up;
 ``roofline_fraction`` = steps x (median time of one forward+backward of the same bound objective on
-the same flat batch) / sweep time. The sweep also pays for binding the objective, the random start,
+the same flat batch, measured just before the sweep) / sweep time, median over ``--repeats`` pairs. The sweep also pays for binding the objective, the random start,
 the projection every step and the final evaluation: that is the overhead measured.
 ``startup_seconds`` (importing torch and aerobust, building the model, loading weights and data) is
 reported separately. Last line: one JSON object.
@@ -55,24 +55,30 @@ def bench_model(name: str, args) -> dict:
             index = choose_targets(None, args.trials, 0, image_ids=torch.arange(len(photos)))[:, : args.images]
             kwargs["targets"] = photos.images[index].to(model.device)
         attack = ATTACKS.create(attack_name, steps=args.steps, restarts=1, sanity_checks=False)
-        attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)  # warm-up (allocator, kernels)
-        times = []
+        flat_x = x.repeat(args.trials, 1, 1, 1)
+        targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
+        objective = attack.objective.bind(model, flat_x, targets=targets)
+        attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)  # warm-up (allocator, kernels, memory probe)
+        # On a shared machine the load drifts: each sweep is paired with a roofline measured right
+        # before it, and the fraction is the median of the pairs.
+        fractions, sweeps, steps = [], [], []
         for _ in range(args.repeats):
+            step_seconds = forward_backward_seconds(model, flat_x, objective, repeats=3)
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
             begin = time.perf_counter()
             result = attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - begin)
-        sweep_seconds = statistics.median(times)
-        flat_x = x.repeat(args.trials, 1, 1, 1)
-        targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
-        objective = attack.objective.bind(model, flat_x, targets=targets)
-        step_seconds = forward_backward_seconds(model, flat_x, objective, repeats=args.repeats)
+            sweep_seconds = time.perf_counter() - begin
+            fractions.append(args.steps * step_seconds / sweep_seconds)
+            sweeps.append(sweep_seconds)
+            steps.append(step_seconds)
         row["attacks"][attack_name] = {
-            "sweep_seconds": round(sweep_seconds, 3), "forward_backward_seconds": round(step_seconds, 4),
-            "roofline_fraction": round(args.steps * step_seconds / sweep_seconds, 3),
+            "sweep_seconds": round(statistics.median(sweeps), 3),
+            "forward_backward_seconds": round(statistics.median(steps), 4),
+            "roofline_fraction": round(statistics.median(fractions), 3),
+            "roofline_fraction_per_repeat": [round(f, 3) for f in fractions],
             "chunk_size": result.config["chunk_size"], "samples": int(flat_x.shape[0]),
             "mean_attack_loss": round(float(result.attack_loss.mean()), 4),
         }
