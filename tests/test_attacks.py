@@ -341,3 +341,24 @@ def test_the_sync_free_step_used_on_cuda_gives_the_cpu_results(small_ae, batch, 
     queued = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
     torch.testing.assert_close(queued.x_adv, usual.x_adv, rtol=0, atol=1e-5)
     torch.testing.assert_close(queued.attack_loss, usual.attack_loss, rtol=1e-5, atol=0)
+
+
+def test_compiled_objective_gives_the_eager_results_and_falls_back(small_ae, batch, monkeypatch):
+    x = batch[0][:4]
+    eager = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    # "eager" is torch.compile's tracing without code generation: fast enough for a test
+    traced = ATTACKS.create("max-damage", compile="eager", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    assert traced.config["compile"] == "eager" and traced.config["compile_fallback"] is None
+    torch.testing.assert_close(traced.x_adv, eager.x_adv, rtol=0, atol=1e-6)
+    with pytest.raises(AerobustError, match="compile: Invalid backend"):
+        ATTACKS.create("max-damage", compile="no-such-backend")
+
+    def broken_compile(function, backend):
+        def fails(*args):
+            raise RuntimeError("no C++ compiler found\nmore")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallback = ATTACKS.create("max-damage", compile="inductor", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    assert fallback.config["compile_fallback"] == "RuntimeError: no C++ compiler found"
+    assert torch.equal(fallback.x_adv, eager.x_adv)

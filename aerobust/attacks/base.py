@@ -14,6 +14,7 @@ lambda, so the curves over lambda are not blurred by independent starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import weakref
@@ -153,6 +154,9 @@ class Attack:
       batch_size: samples per optimizer call; "auto" (default) plans it from a memory probe of the
         model (see attacks/chunking.py). Either way an out-of-memory error halves it and retries;
         samples are independent, so the chunking does not change results.
+      compile: a torch.compile backend ("inductor", "cudagraphs", "eager", ...) for the objective's
+        forward (and, through it, its backward); None (default) runs eagerly. If compiling or a
+        compiled call fails, the sweep falls back to eager code and says why in its config.
       lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
     """
@@ -167,7 +171,8 @@ class Attack:
                  early_stop: int | None = None, norm: str | None = None, budget: str | None = None,
                  batch_size: int | str = "auto",
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
-                 lbfgs_maxiter: int = 15000, sanity_checks: bool = True, **objective_options):
+                 lbfgs_maxiter: int = 15000, sanity_checks: bool = True, compile: str | None = None,
+                 **objective_options):
         from .optimizers import OPTIMIZERS, SCHEDULES
 
         if optimizer not in OPTIMIZERS:
@@ -212,6 +217,13 @@ class Attack:
         self.lbfgs_pgtol = float(lbfgs_pgtol)
         self.lbfgs_maxiter = int(lbfgs_maxiter)
         self.sanity_checks = bool(sanity_checks)
+        if compile is not None:
+            try:
+                torch.compile(_input_gradient, backend=compile)  # checks the backend name only
+            except Exception as error:
+                raise AerobustError(f"compile: {str(error).splitlines()[0]}") from None
+        self.compile = compile
+        self._compiled: dict = {}  # objective function -> _CompiledOrEager
         self.objective = self.make_objective(**objective_options)
         # model -> {(image shape, dtype, device): bytes one more sample costs}; see _chunk_size
         self._bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -241,7 +253,7 @@ class Attack:
             "budget": self.budget,
             "batch_size": self.batch_size, "lbfgs_memory": self.lbfgs_memory,
             "lbfgs_factr": self.lbfgs_factr, "lbfgs_pgtol": self.lbfgs_pgtol, "lbfgs_maxiter": self.lbfgs_maxiter,
-            "sanity_checks": self.sanity_checks,
+            "sanity_checks": self.sanity_checks, "compile": self.compile,
         }
 
     def _chunk_size(self, model, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
@@ -327,6 +339,10 @@ class Attack:
             row_classes = None if target_classes is None else target_classes[t, n]
             objective = self.objective.bind(model, x[n], targets=row_targets, labels=row_labels,
                                             classifier=classifier, target_classes=row_classes)
+            if self.compile is not None:
+                if objective.evaluate not in self._compiled:
+                    self._compiled[objective.evaluate] = _CompiledOrEager(objective.evaluate, self.compile)
+                objective = dataclasses.replace(objective, evaluate=self._compiled[objective.evaluate])
             return AttackProblem(x[n], Threat(radius[rows].to(device), self.norm), objective, seeds[rows],
                                  model, classifier, row_labels, row_targets, row_classes)
 
@@ -401,7 +417,9 @@ class Attack:
                                      loss=loss, clean=clean, seed=seed, image_ids=image_ids,
                                      zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
+        fallbacks = [c.failure for c in self._compiled.values() if c.failure is not None]
         config = {**self.config(), "chunk_size": chunk_size, "chunk_halvings": halvings,
+                  "compile_fallback": fallbacks[0] if fallbacks else None,
                   "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
                   "image_ids": image_ids.tolist(), "device": str(device),
                   "attack_loss": ("latent distance ||g(x+d) - g(x_t)||_2, lower = stronger"
@@ -416,6 +434,25 @@ class Attack:
             lambdas=lambdas, radii=radii, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
             restart=to_out(pick), target_classes=to_out(target_classes),
         )
+
+
+class _CompiledOrEager:
+    """``torch.compile(function)``, or ``function`` itself once compiling or a compiled call failed."""
+
+    def __init__(self, function: Callable, backend: str):
+        self.function = function
+        self.compiled = torch.compile(function, backend=backend)
+        self.failure: str | None = None
+
+    def __call__(self, *args):
+        if self.failure is None:
+            try:
+                return self.compiled(*args)
+            except AerobustError:
+                raise  # the model's own error, not the compiler's
+            except Exception as error:
+                self.failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        return self.function(*args)
 
 
 def _check_lambdas(lambdas) -> list[float]:
