@@ -41,6 +41,7 @@ class ModelSpec:
     model: str | None = None
     checkpoint: str | None = None
     model_args: dict = dataclasses.field(default_factory=dict)  # keywords for the architecture or factory
+    trust_factory: bool = False  # a checkpoint whose sidecar names a factory may run it
 
     @classmethod
     def parse(cls, text: str, kind: str) -> "ModelSpec":
@@ -185,7 +186,7 @@ class Audit:
     # -- per-model preparation -----------------------------------------------------------------
     def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
         model, info = resolve_model(spec.model, spec.checkpoint, device=self.device, arch_kwargs=spec.model_args,
-                                    data_shape=pool.image_shape)
+                                    data_shape=pool.image_shape, trust_factory=spec.trust_factory)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
             wanted = "x".join(map(str, model.input_shape))

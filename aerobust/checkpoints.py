@@ -88,12 +88,21 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return sidecar
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the architecture named in the sidecar and load the verified weights into it."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                    trust_factory: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the architecture named in the sidecar and load the verified weights into it.
+
+    A sidecar that names a factory (``FILE.py:factory`` or ``module:factory``, written when a
+    factory model was trained) is code a sidecar could point anywhere: it is run only with
+    ``trust_factory=True`` (``--trust-factory``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = read_sidecar(path)
+    if is_factory_spec(str(sidecar["architecture"])) and not trust_factory:
+        raise CheckpointError(f"checkpoint {path} is rebuilt by calling {sidecar['architecture']}, which runs "
+                              "that code: pass --trust-factory (trust_factory=True) if you trust it")
     expected = sidecar.get("weights_sha256")
     if expected is not None and _sha256(path) != expected:
         raise CheckpointError(f"checkpoint {path} does not match the hash in its sidecar: the file was "
@@ -191,17 +200,18 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
                   device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None,
-                  data_shape=None) -> tuple[Autoencoder, dict]:
+                  data_shape=None, trust_factory: bool = False) -> tuple[Autoencoder, dict]:
     """Build an Autoencoder from ``--model NAME``, ``--model FILE.py:factory`` / ``package.module:factory``
     (called with ``arch_kwargs``) or ``--checkpoint``.
 
-    ``input_shape`` overrides the model's; ``data_shape`` is used only when the model declares none.
+    ``input_shape`` overrides the model's; ``data_shape`` is used only when the model declares none;
+    ``trust_factory`` lets a checkpoint's sidecar name a factory (see :func:`load_checkpoint`).
     Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
     """
     if (model is None) == (checkpoint is None):
         raise AerobustError("give exactly one of --model NAME|FILE.py:factory|package.module:factory or --checkpoint FILE")
     if checkpoint is not None:
-        module, sidecar = load_checkpoint(checkpoint)
+        module, sidecar = load_checkpoint(checkpoint, trust_factory=trust_factory)
         info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar}
     else:
         module = build_architecture(model, dict(arch_kwargs or {}))

@@ -66,19 +66,19 @@ def bench_model(name: str, args) -> dict:
         # in this process's CPU time, which other processes on the machine barely disturb.
         clocks = {"wall": time.perf_counter} if model.device.type != "cpu" else \
             {"wall": time.perf_counter, "cpu": time.process_time}
-        fractions = {name: [] for name in clocks}
+        fractions = {clock_name: [] for clock_name in clocks}
         sweeps, steps = [], []
         for _ in range(args.repeats):
-            step = {name: forward_backward_seconds(model, flat_x, objective, repeats=3, clock=clock)
-                    for name, clock in clocks.items()}
+            step = {clock_name: forward_backward_seconds(model, flat_x, objective, repeats=3, clock=clock)
+                    for clock_name, clock in clocks.items()}
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
-            begin = {name: clock() for name, clock in clocks.items()}
+            begin = {clock_name: clock() for clock_name, clock in clocks.items()}
             result = attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
-            for name, clock in clocks.items():
-                fractions[name].append(args.steps * step[name] / (clock() - begin[name]))
+            for clock_name, clock in clocks.items():
+                fractions[clock_name].append(args.steps * step[clock_name] / (clock() - begin[clock_name]))
             sweeps.append(time.perf_counter() - begin["wall"])
             steps.append(step["wall"])
         main_clock = "cpu" if "cpu" in clocks else "wall"

@@ -194,7 +194,7 @@ def test_checkpoint_of_any_wrap_round_trips_exactly(kind, latent, seeds):
         # every wrapped tensor, each once
         assert len(saved) == _distinct_tensors(ae) == sum(1 for _ in ae.parameters()) + len(list(ae.buffers()))
         torch.manual_seed(seeds[0] + 1)  # a different initialization that the weights must overwrite
-        module, _ = load_checkpoint(path)
+        module, _ = load_checkpoint(path, trust_factory=True)
     loaded = wrap(module, input_shape=DIGIT_SHAPE, device="cpu")
     assert not torch.equal(wrap(_factory(kind, latent=latent), input_shape=DIGIT_SHAPE, device="cpu")
                            .reconstruct(x), ae.reconstruct(x))

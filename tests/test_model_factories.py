@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aerobust import load_checkpoint, wrap
+from aerobust import AerobustError, load_checkpoint, wrap
 from aerobust.cli import main
 
 THIRD_PARTY_VAE = '''
@@ -117,6 +117,7 @@ def test_every_factory_failure_is_one_line_with_exit_code_2(tmp_path, args, mess
 
 
 def test_train_a_file_factory_then_load_its_checkpoint_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setattr("aerobust.audit.AuditConfig.classifier_epochs", 1)
     source, _ = _write_vae(tmp_path, latent=3)
     run = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
@@ -129,6 +130,22 @@ def test_train_a_file_factory_then_load_its_checkpoint_from_elsewhere(tmp_path, 
     # the file is recorded by its absolute path, so the checkpoint loads from any folder
     assert sidecar["architecture"] == f"{source.resolve()}:build" and sidecar["arch_kwargs"] == {"latent": 3}
     monkeypatch.chdir(Path(__file__).parent)
-    module, _ = load_checkpoint(run / "model.pt")
+    module, _ = load_checkpoint(run / "model.pt", trust_factory=True)
     ae = wrap(module, input_shape=(1, 16, 16), device="cpu")
     assert ae.is_stochastic and ae.latent_dim == 3
+    # auditing it runs the factory only when the user says so
+    argv = ["audit", "--checkpoint", str(run / "model.pt"), *QUICK_AUDIT, "--attacks", "max-damage"]
+    refused = CliRunner().invoke(main, [*argv, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "runs that code: pass --trust-factory" in refused.output
+    trusted = CliRunner().invoke(main, [*argv, "--trust-factory", "--out", str(tmp_path / "trusted")])
+    assert trusted.exit_code == 0, trusted.output
+
+
+def test_a_sidecar_cannot_make_a_checkpoint_run_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({}, path)
+    path.with_suffix(".json").write_text(json.dumps({"architecture": "os:system",
+                                                     "arch_kwargs": {"command": "touch pwned"}}))
+    with pytest.raises(AerobustError, match="calls|runs that code"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

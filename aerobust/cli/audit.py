@@ -79,6 +79,8 @@ def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, 
 @model_arg_option
 @click.option("--checkpoint", "checkpoints", multiple=True,
               help="Checkpoint FILE.pt saved by aerobust (sidecar FILE.json beside it); LABEL=FILE names it.")
+@click.option("--trust-factory", is_flag=True,
+              help="Let checkpoints trained from a FILE.py:factory run that factory to rebuild the model.")
 @plugin_option
 @click.option("--data", default="mnist-5k", show_default=True,
               help="Dataset name or idx:DIR, npz:FILE, folder:DIR.")
@@ -89,7 +91,7 @@ def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, 
 @audit_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
-def audit_command(models, model_args, checkpoints, data, split, pad, resize, download, attacks, lambdas, budget,
+def audit_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, download, attacks, lambdas, budget,
                   images, trials, attack_options, msssim, seed, device, quiet, out, no_report):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
@@ -114,6 +116,8 @@ def audit_command(models, model_args, checkpoints, data, split, pad, resize, dow
     for spec in specs:
         if spec.model is not None:
             spec.model_args = parse_pairs(model_args, "--model-arg", parse_value)
+        else:
+            spec.trust_factory = trust_factory
     for spec in specs:
         if spec.checkpoint and not Path(spec.checkpoint).is_file():
             raise UserError(f"checkpoint {spec.checkpoint} does not exist")
