@@ -143,10 +143,15 @@ def _import_factory_module(location: str, spec: str, option: str):
     try:
         return importlib.import_module(location)
     except ImportError as exc:
-        raise AerobustError(f"{option} {spec}: cannot import '{location}' ({exc}); run from its folder, put it "
-                            "on PYTHONPATH or give FILE.py:factory") from None
+        raise AerobustError(f"{option} {spec}: cannot import '{location}' ({_first_line(exc)}); run from its "
+                            "folder, put it on PYTHONPATH or give FILE.py:factory") from None
     except Exception as exc:
-        raise AerobustError(f"{option} {spec}: importing '{location}' failed ({type(exc).__name__}: {exc})") from None
+        raise AerobustError(f"{option} {spec}: importing '{location}' failed "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
 
 
 def module_from_factory(spec: str, option: str = "--model", arguments: dict | None = None) -> nn.Module:
@@ -173,8 +178,7 @@ def module_from_factory(spec: str, option: str = "--model", arguments: dict | No
         except AerobustError:
             raise
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            raise AerobustError(f"{option} {spec} raised {type(exc).__name__}: {message}"
+            raise AerobustError(f"{option} {spec} raised {type(exc).__name__}: {_first_line(exc)}"
                                 + (f" (arguments: {sorted(arguments)})" if arguments else "")) from None
     if not isinstance(built, nn.Module):
         raise AerobustError(f"{option} {spec} returned {type(built).__name__}; it must return a torch nn.Module "
