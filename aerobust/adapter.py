@@ -1,17 +1,24 @@
 """Wrap any encoder/decoder pair as an :class:`Autoencoder` that attacks and reports can use.
 
-Accepted shapes:
+Accepted models (see :func:`wrap`):
 
 * a module with ``encode`` and ``decode`` methods;
-* a pair ``(encoder, decoder)`` of callables/modules;
-* a VAE, i.e. either of the above whose encoder returns ``(mu, logvar)`` or a
-  ``torch.distributions.Distribution``.
+* a pair ``(encoder, decoder)`` of modules or callables;
+* a module with ``encoder`` and ``decoder`` submodules (the usual VAE layout).
+
+The encoder may return a tensor, a ``(mu, logvar)`` pair, a ``torch.distributions.Distribution``
+or an output object with a ``latent_dist`` (diffusers' ``AutoencoderKL``); the decoder a tensor or
+an object with a ``.sample`` tensor. Codes may have any shape (e.g. ``32 x H/8 x W/8`` for a
+latent-diffusion autoencoder): :meth:`Autoencoder.encode` returns them flattened to ``(N, D)`` so
+that distances, objectives and latent classifiers are taken on the flat code, and
+:meth:`Autoencoder.decode` restores the original shape before calling the user's decoder.
 
 ``encode`` is always the deterministic code that attacks differentiate (the mean for a VAE);
 ``sample_latent`` draws from the posterior of stochastic models.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -20,48 +27,82 @@ from torch import nn
 from .errors import AerobustError, ShapeError
 from .runtime import frozen_modules, resolve_device
 
+_ENCODER_OUTPUTS = "a tensor, a (mu, logvar) pair, a torch.distributions.Distribution or an object with latent_dist"
+
 
 def _shape_text(shape: Sequence[int]) -> str:
     return "(N, " + ", ".join(str(s) for s in shape) + ")"
 
 
+def _owning_module(part) -> nn.Module | None:
+    """The module whose parameters a part uses: itself, or the owner of a bound method."""
+    if isinstance(part, nn.Module):
+        return part
+    owner = getattr(part, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
 class Autoencoder(nn.Module):
-    """Uniform view of an autoencoder: ``encode``, ``decode``, ``reconstruct``, ``sample_latent``."""
+    """Uniform view of an autoencoder: ``encode``, ``decode``, ``reconstruct``, ``sample_latent``.
+
+    ``wrapped`` holds each user module once: ``{"model": m}`` for a single module, else
+    ``{"encoder": e, "decoder": d}`` (only the parts that are modules). The callables themselves are
+    kept outside the module tree so that no parameter is registered twice.
+    """
 
     def __init__(self, encoder: Callable, decoder: Callable, input_shape: Sequence[int],
                  device: str | torch.device = "auto", source: nn.Module | None = None):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
+        if source is not None:
+            parts = {"model": source}
+        else:
+            owners = {"encoder": _owning_module(encoder), "decoder": _owning_module(decoder)}
+            if owners["encoder"] is not None and owners["encoder"] is owners["decoder"]:
+                parts = {"model": owners["encoder"]}
+            else:
+                parts = {name: module for name, module in owners.items() if module is not None}
         # Registering the modules makes .to(), .eval() and state_dict() reach the user's parameters.
-        self.modules_wrapped = nn.ModuleList(
-            m for m in ([source] if source is not None else [encoder, decoder]) if isinstance(m, nn.Module)
-        )
-        self._encoder = encoder
-        self._decoder = decoder
+        self.wrapped = nn.ModuleDict(parts)
+        self._parts = (encoder, decoder)  # a tuple: nn.Module does not register what it holds
         self.device = resolve_device(device)
         self.to(self.device)
         self.eval()
-        self.latent_dim, self.is_stochastic = self._probe()
+        self.code_shape, self.is_stochastic = self._probe()
+        self.latent_dim = math.prod(self.code_shape)
 
-    # -- the three model shapes -------------------------------------------------------------
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Every wrapped tensor once: a single module's own keys, else ``encoder.*`` / ``decoder.*``."""
+        source = self.wrapped["model"] if "model" in self.wrapped else self.wrapped
+        return {k: v.detach().cpu() for k, v in source.state_dict().items()}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`checkpoint_state` (strict: every key must match)."""
+        source = self.wrapped["model"] if "model" in self.wrapped else self.wrapped
+        source.load_state_dict(state)
+
+    # -- the model's outputs ---------------------------------------------------------------------
     def _posterior(self, x: torch.Tensor):
-        """Returns (mean, logvar or None, distribution or None) for a checked input batch."""
-        out = self._encoder(x)
+        """Returns (mean, logvar or None, sampler or None) in the code's own shape."""
+        out = self._parts[0](x)
+        out = getattr(out, "latent_dist", out)
         if isinstance(out, torch.distributions.Distribution):
             return out.mean, None, out
         if isinstance(out, (tuple, list)):
             if len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
-                raise AerobustError(
-                    "the encoder returned a tuple that is not (mu, logvar); return a tensor, "
-                    "a (mu, logvar) pair or a torch.distributions.Distribution"
-                )
+                raise AerobustError(f"the encoder returned a tuple that is not (mu, logvar); return {_ENCODER_OUTPUTS}")
             return out[0], out[1], None
-        if not isinstance(out, torch.Tensor):
-            raise AerobustError(
-                f"the encoder returned {type(out).__name__}; return a tensor, a (mu, logvar) pair "
-                "or a torch.distributions.Distribution"
-            )
-        return out, None, None
+        if isinstance(out, torch.Tensor):
+            return out, None, None
+        mean = getattr(out, "mean", None)
+        if isinstance(mean, torch.Tensor):  # e.g. diffusers' DiagonalGaussianDistribution
+            logvar = getattr(out, "logvar", None)
+            return mean, logvar if isinstance(logvar, torch.Tensor) else None, None
+        raise AerobustError(f"the encoder returned {type(out).__name__}; return {_ENCODER_OUTPUTS}")
+
+    def _flat(self, code: torch.Tensor) -> torch.Tensor:
+        return code.reshape(code.shape[0], -1)
 
     def _check_input(self, x: torch.Tensor):
         if not isinstance(x, torch.Tensor):
@@ -72,33 +113,41 @@ class Autoencoder(nn.Module):
                 f"{_shape_text(self.input_shape)}; resize or pad the data (e.g. --pad 32 for MNIST)"
             )
 
-    def _probe(self):
+    def _probe(self) -> tuple[tuple[int, ...], bool]:
         x = torch.full((2, *self.input_shape), 0.5, device=self.device)
         with torch.no_grad():
-            mean, logvar, dist = self._posterior(x)
-            if mean.dim() != 2 or mean.shape[0] != 2:
-                raise ShapeError(
-                    f"the encoder must return codes of shape (N, latent_dim); got {tuple(mean.shape)}"
-                )
-            self.decode(mean)
-        return int(mean.shape[1]), (logvar is not None or dist is not None)
+            mean, logvar, sampler = self._posterior(x)
+            if not isinstance(mean, torch.Tensor) or mean.dim() < 2 or mean.shape[0] != 2:
+                raise ShapeError("the encoder must return codes with the batch as first dimension; got "
+                                 f"{tuple(getattr(mean, 'shape', ()))} for a batch of 2")
+            code_shape = tuple(mean.shape[1:])
+            self._decode_shaped(mean)
+        return code_shape, (logvar is not None or sampler is not None)
 
-    # -- public API -----------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic code of ``x`` (posterior mean for VAEs); differentiable."""
-        self._check_input(x)
-        return self._posterior(x)[0]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self._decoder(z)
+    def _decode_shaped(self, code: torch.Tensor) -> torch.Tensor:
+        out = self._parts[1](code)
+        sample = getattr(out, "sample", None)
+        if not isinstance(out, torch.Tensor) and isinstance(sample, torch.Tensor):
+            out = sample  # e.g. diffusers' DecoderOutput
         if not isinstance(out, torch.Tensor):
-            raise AerobustError(f"the decoder returned {type(out).__name__}; it must return a tensor")
+            raise AerobustError(f"the decoder returned {type(out).__name__}; it must return a tensor "
+                                "or an object with a .sample tensor")
         if tuple(out.shape[1:]) != self.input_shape:
             raise ShapeError(
                 f"the decoder returned shape {tuple(out.shape)} but the input shape is "
                 f"{_shape_text(self.input_shape)}; the reconstruction must match the input"
             )
         return out
+
+    # -- public API -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic code of ``x`` (posterior mean for VAEs), flattened to (N, D); differentiable."""
+        self._check_input(x)
+        return self._flat(self._posterior(x)[0])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of flat codes (N, D) (codes in the model's own shape are accepted too)."""
+        return self._decode_shaped(z.reshape(z.shape[0], *self.code_shape))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -107,56 +156,61 @@ class Autoencoder(nn.Module):
         return self.reconstruct(x)
 
     def posterior(self, x: torch.Tensor):
-        """(mu, logvar) for VAEs with a Gaussian head; (mean, None) otherwise."""
+        """Flat (mu, logvar) for VAEs with a Gaussian head; (mean, None) otherwise."""
         self._check_input(x)
-        mean, logvar, dist = self._posterior(x)
-        if dist is not None and isinstance(dist, torch.distributions.Normal):
-            logvar = 2 * dist.stddev.log()
-        return mean, logvar
+        mean, logvar, sampler = self._posterior(x)
+        if isinstance(sampler, torch.distributions.Normal):
+            logvar = 2 * sampler.stddev.log()
+        return self._flat(mean), None if logvar is None else self._flat(logvar)
 
     def sample_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw from the posterior q(z|x); only for stochastic models."""
+        """One flat draw from the posterior q(z|x); only for stochastic models."""
         self._check_input(x)
-        mean, logvar, dist = self._posterior(x)
-        if dist is not None:
-            return dist.rsample()
+        mean, logvar, sampler = self._posterior(x)
+        if sampler is not None:
+            return self._flat(sampler.rsample())
         if logvar is None:
             raise AerobustError(
                 "this model is deterministic and has no posterior to sample; use latent noise instead"
             )
         noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device)
-        return mean + noise * (0.5 * logvar).exp()
+        return self._flat(mean + noise * (0.5 * logvar).exp())
 
     def frozen(self):
         """Eval mode with parameter gradients off (attacks need input gradients only); restores both."""
         return frozen_modules(self)
 
     def extra_repr(self):
-        return (f"input_shape={self.input_shape}, latent_dim={self.latent_dim}, "
+        return (f"input_shape={self.input_shape}, code_shape={self.code_shape}, latent_dim={self.latent_dim}, "
                 f"stochastic={self.is_stochastic}, device={self.device}")
 
 
 def wrap(model, *, input_shape: Sequence[int] | None = None, device: str | torch.device = "auto") -> Autoencoder:
-    """Wrap ``model`` (module with encode/decode, ``(encoder, decoder)`` pair, or VAE) as an Autoencoder.
+    """Wrap ``model`` as an Autoencoder; see the module docstring for the accepted forms.
 
-    ``input_shape`` is ``(C, H, W)`` without the batch; it may be omitted when the model has an
-    ``input_shape`` attribute (all built-in architectures do).
+    ``input_shape`` is ``(C, H, W)`` without the batch; it may be omitted when the model (or, for a
+    pair, the encoder) has an ``input_shape`` attribute; ``aerobust audit`` and ``train`` pass the
+    shape of the data for models without one.
     """
     if isinstance(model, Autoencoder):
         return model
     if isinstance(model, (tuple, list)):
-        if len(model) != 2:
-            raise AerobustError("pass an (encoder, decoder) pair, a module with encode/decode, or a VAE")
+        if len(model) != 2 or not all(callable(part) for part in model):
+            raise AerobustError("pass an (encoder, decoder) pair of callables, a module with encode/decode, "
+                                "or a module with encoder/decoder submodules")
         encoder, decoder = model
-        source = None
-        shape_source = encoder
-    elif hasattr(model, "encode") and hasattr(model, "decode"):
+        source, shape_source = None, encoder
+    elif callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         encoder, decoder, source, shape_source = model.encode, model.decode, model, model
+    elif callable(getattr(model, "encoder", None)) and callable(getattr(model, "decoder", None)):
+        encoder, decoder, source, shape_source = model.encoder, model.decoder, model, model
     else:
         raise AerobustError(
-            f"cannot wrap {type(model).__name__}: give a module with encode() and decode(), "
-            "or an (encoder, decoder) pair"
+            f"cannot wrap {type(model).__name__}: give a module with encode() and decode(), a module with "
+            "encoder and decoder submodules, or an (encoder, decoder) pair"
         )
+    if source is not None and not isinstance(source, nn.Module):
+        raise AerobustError(f"cannot wrap {type(model).__name__}: it is not a torch nn.Module")
     if input_shape is None:
         input_shape = getattr(shape_source, "input_shape", None)
     if input_shape is None:

@@ -143,3 +143,7 @@ def conv_vae_64x3(**kwargs) -> ConvAutoencoder:
     kwargs.setdefault("channels", (32, 64, 128, 256))
     kwargs.setdefault("latent_dim", 128)
     return ConvAutoencoder(variational=True, **kwargs)
+
+
+# The pretrained latent autoencoder lives in its own module; importing it registers "taef2".
+from . import taef2 as _taef2  # noqa: E402,F401

@@ -37,6 +37,8 @@ class ModelSpec:
     label: str
     model: str | None = None
     checkpoint: str | None = None
+    model_args: dict = dataclasses.field(default_factory=dict)  # keywords for the architecture or factory
+    trust_factory: bool = False  # a checkpoint whose sidecar names a factory may run it
 
     @classmethod
     def parse(cls, text: str, kind: str) -> "ModelSpec":
@@ -66,7 +68,7 @@ class AuditConfig:
     trials: int = 10
     seed: int = 0
     attack_options: dict = dataclasses.field(default_factory=dict)
-    msssim: str = "paper"
+    msssim: str = "auto"  # a preset name, or "auto": chosen from the image size and channels
     classifier_epochs: int = 30
     classifier_images: int = 4000
     examples: int = 6
@@ -184,9 +186,11 @@ class Audit:
         self.download = download
         self.trust_unhashed = trust_unhashed
         self.attacks = {name: _create_attack(name, config.attack_options.get(name, {})) for name in config.attacks}
-        from .metrics import resolve_msssim_settings
+        from .metrics import AUTO_MSSSIM, resolve_msssim_settings
 
-        self.msssim = resolve_msssim_settings(config.msssim)
+        if config.msssim != AUTO_MSSSIM:
+            resolve_msssim_settings(config.msssim)  # an unknown preset fails before any work
+        self.msssim = None  # chosen in run(), when the image shape is known
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _fingerprint(self, plan: _Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
@@ -238,8 +242,9 @@ class Audit:
     def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
         # Seeded per model: a model built with random weights is the same whichever blocks are left.
         seed_everything(self.config.seed)
-        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device,
-                                    trust_unhashed=self.trust_unhashed)
+        model, info = resolve_model(spec.model, spec.checkpoint, device=self.device, arch_kwargs=spec.model_args,
+                                    data_shape=pool.image_shape, trust_unhashed=self.trust_unhashed,
+                                    trust_factory=spec.trust_factory)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
             wanted = "x".join(map(str, model.input_shape))
@@ -351,6 +356,7 @@ class Audit:
             frame.insert(7, "target_label", plan.pool.labels[plan.target_index].reshape(-1).numpy())
         else:
             frame.insert(7, "target_label", -1)
+        frame["radius"] = result.radii[0]  # lambda in absolute units of the attack's norm (see its budget)
         frame = frame.reindex(columns=RESULT_COLUMNS)
         k = min(self.config.examples, n)
         blank = torch.full_like(x[:k], float("nan"))
@@ -373,6 +379,9 @@ class Audit:
         cfg = self.config
         seed_everything(cfg.seed)
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
+        from .metrics import msssim_settings_for
+
+        self.msssim = msssim_settings_for(cfg.msssim, pool.image_shape)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
         self._claim_out_dir(self._fingerprint(plan, models))
@@ -407,7 +416,7 @@ class Audit:
         return self._finish(plan, model_info, model_flags)
 
     def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
-        frames, examples, flags, attack_configs = [], {}, list(model_flags), {}
+        frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
         for spec, attack_name, lam in self.blocks():
             stem = _block_stem(spec.label, attack_name, lam)
             frames.append(read_labelled_csv(self.blocks_dir / f"{stem}.csv"))
@@ -416,13 +425,15 @@ class Audit:
             for note in json.loads((self.blocks_dir / f"{stem}.json").read_text()):
                 if "config" in note:
                     attack_configs[attack_name] = note["config"]
+                    # the absolute radius of every lambda (its unit is the attack's budget)
+                    radii.setdefault(attack_name, {})[f"{lam:g}"] = note["config"].get("radii", [lam])[0]
                 else:
                     flags.append({"model": spec.label, "attack": attack_name, "lambda": lam, **note})
         results = pd.concat(frames, ignore_index=True)
         _atomic_write(self.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
         _atomic_write(self.out_dir / "examples.npz", lambda p: _save_npz(p, examples))
         write_manifest(self.out_dir, command="audit", config=self.config.to_dict(), seed=self.config.seed,
-                       device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs,
+                       device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs, radii=radii,
                        models=model_info, flags=flags, plan=plan.as_dict())
         from .records import write_records
 

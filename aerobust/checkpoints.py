@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from .adapter import Autoencoder, wrap
 from .errors import AerobustError, CheckpointError
-from .registry import ARCHITECTURES
+from .registry import ARCHITECTURES, load_plugin
 from .runtime import package_versions
 
 SIDECAR_SUFFIX = ".json"
@@ -37,6 +38,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each tensor once; a wrap() result contributes every module it wraps (see Autoencoder.checkpoint_state)."""
+    if isinstance(model, Autoencoder):
+        return model.checkpoint_state()
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, architecture: str,
                     arch_kwargs: dict | None = None, defense: str | None = None,
                     training: dict | None = None, extra: dict | None = None) -> Path:
@@ -46,8 +54,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, architecture: 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = model.modules_wrapped[0] if isinstance(model, Autoencoder) else model
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    state = _checkpoint_state(model)
     tmp_weights = path.with_name(path.name + ".tmp")
     torch.save(state, tmp_weights)
     sidecar = {
@@ -82,16 +89,22 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
-                    trust_unhashed: bool = False) -> tuple[nn.Module, dict]:
+                    trust_unhashed: bool = False, trust_factory: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild the architecture named in the sidecar and load the verified weights into it.
 
     A sidecar without ``weights_sha256`` cannot tell its own weights from any others put beside it, so it
     is refused unless ``trust_unhashed`` (``--trust-unhashed``) says the user vouches for the file.
+    A sidecar that names a factory (``FILE.py:factory`` or ``module:factory``, written when a
+    factory model was trained) is code a sidecar could point anywhere: it is run only with
+    ``trust_factory=True`` (``--trust-factory``).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = read_sidecar(path)
+    if is_factory_spec(str(sidecar["architecture"])) and not trust_factory:
+        raise CheckpointError(f"checkpoint {path} is rebuilt by calling {sidecar['architecture']}, which runs "
+                              "that code: pass --trust-factory (trust_factory=True) if you trust it")
     expected = sidecar.get("weights_sha256")
     if expected is None and not trust_unhashed:
         raise CheckpointError(f"checkpoint sidecar {sidecar_path(path)} records no weights_sha256, so {path} cannot "
@@ -107,7 +120,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {path} does not hold a state_dict of tensors")
     module = _architecture_from_sidecar(sidecar, sidecar_path(path))
     try:
-        module.load_state_dict(state)
+        if isinstance(module, Autoencoder):
+            module.load_checkpoint_state(state)
+        else:
+            module.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit architecture {sidecar['architecture']}: {first}") from None
@@ -119,52 +135,117 @@ def _architecture_from_sidecar(sidecar: dict, side: Path) -> nn.Module:
     if not isinstance(arch_kwargs, dict):
         raise CheckpointError(f"checkpoint sidecar {side}: arch_kwargs must be a JSON object of keyword arguments; "
                               f"got {type(arch_kwargs).__name__}")
-    factory = ARCHITECTURES.get(sidecar["architecture"])
     try:
-        return factory(**arch_kwargs)
-    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword or a value the architecture rejects
+        return build_architecture(sidecar["architecture"], arch_kwargs, "the checkpoint's architecture")
+    except CheckpointError:
+        raise
+    except AerobustError as exc:
+        raise CheckpointError(f"checkpoint sidecar {side}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # a value the architecture rejects
         raise CheckpointError(f"checkpoint sidecar {side}: architecture {sidecar['architecture']} rejects "
                               f"arch_kwargs {json.dumps(arch_kwargs, sort_keys=True)} ({exc})") from None
 
 
-def module_from_factory(spec: str, option: str = "--model") -> nn.Module:
-    """``package.module:factory`` -> the nn.Module it returns (or names); errors name ``option``."""
-    module_name, _, attr = spec.partition(":")
+def is_factory_spec(source: str) -> bool:
+    """``FILE.py:factory`` or ``package.module:factory`` (registered names hold no colon)."""
+    return ":" in source
+
+
+def _import_factory_module(location: str, spec: str, option: str):
+    """The module named by the part of a factory spec before the colon: a .py path or a module name."""
+    if location.endswith(".py") or os.sep in location or "/" in location:
+        if not Path(location).is_file():
+            raise AerobustError(f"{option} {spec}: file {location} does not exist; give FILE.py:factory "
+                                "or package.module:factory")
+        return load_plugin(location)
+    # Like `python -m`, the current folder is importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(location)
     except ImportError as exc:
-        raise AerobustError(f"cannot import '{module_name}' for {option} {spec} ({exc}); is it on PYTHONPATH?") from None
+        raise AerobustError(f"{option} {spec}: cannot import '{location}' ({_first_line(exc)}); run from its "
+                            "folder, put it on PYTHONPATH or give FILE.py:factory") from None
+    except Exception as exc:
+        raise AerobustError(f"{option} {spec}: importing '{location}' failed "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]
+
+
+def module_from_factory(spec: str, option: str = "--model", arguments: dict | None = None) -> nn.Module:
+    """``FILE.py:factory`` or ``package.module:factory`` -> the nn.Module it returns (or names).
+
+    ``arguments`` are passed to the factory as keywords; every failure is one AerobustError naming ``option``.
+    """
+    location, _, attr = spec.rpartition(":")
+    if not location or not attr.isidentifier():
+        raise AerobustError(f"{option} {spec}: expected FILE.py:factory or package.module:factory")
+    module = _import_factory_module(location, spec, option)
     factory = getattr(module, attr, None)
     if factory is None:
-        raise AerobustError(f"module '{module_name}' has no attribute '{attr}' (from {option} {spec})")
-    try:
-        built = factory if isinstance(factory, nn.Module) else factory()
-    except Exception as exc:  # the user's code: say whose call failed instead of a traceback
-        raise AerobustError(f"{option} {spec}: calling {attr}() failed ({type(exc).__name__}: {exc}); it must "
-                            "build the model without arguments") from None
+        raise AerobustError(f"{option} {spec}: '{location}' has no attribute '{attr}'")
+    if isinstance(factory, nn.Module):
+        if arguments:
+            raise AerobustError(f"{option} {spec} names a module, not a factory: it takes no --model-arg")
+        built = factory
+    elif not callable(factory):
+        raise AerobustError(f"{option} {spec}: '{attr}' is a {type(factory).__name__}, not a factory function")
+    else:
+        try:
+            built = factory(**(arguments or {}))
+        except AerobustError:
+            raise
+        except Exception as exc:
+            raise AerobustError(f"{option} {spec} raised {type(exc).__name__}: {_first_line(exc)}"
+                                + (f" (arguments: {sorted(arguments)})" if arguments else "")) from None
     if not isinstance(built, nn.Module):
-        raise AerobustError(f"{option} {spec} returned {type(built).__name__}; it must return a torch nn.Module")
+        raise AerobustError(f"{option} {spec} returned {type(built).__name__}; it must return a torch nn.Module "
+                            "(for an (encoder, decoder) pair: return aerobust.wrap((encoder, decoder), input_shape=...))")
     return built
+
+
+def build_architecture(source: str, arguments: dict | None = None, option: str = "--model") -> nn.Module:
+    """A registered architecture name or a factory spec, called with ``arguments``."""
+    if not isinstance(arguments, dict):
+        raise AerobustError(f"{option}: the architecture arguments must be a KEY=VALUE mapping, got "
+                            f"{type(arguments).__name__}")
+    if is_factory_spec(source):
+        return module_from_factory(source, option, arguments)
+    factory = ARCHITECTURES.get(source)
+    try:
+        return factory(**arguments)
+    except AerobustError:
+        raise
+    except TypeError as exc:
+        raise AerobustError(f"architecture {source} does not take the arguments {sorted(arguments)} ({exc})") from None
 
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
                   device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None,
-                  trust_unhashed: bool = False) -> tuple[Autoencoder, dict]:
-    """Build an Autoencoder from ``--model NAME``, ``--model package.module:factory`` or ``--checkpoint``.
+                  data_shape=None, trust_unhashed: bool = False, trust_factory: bool = False
+                  ) -> tuple[Autoencoder, dict]:
+    """Build an Autoencoder from ``--model NAME``, ``--model FILE.py:factory`` / ``package.module:factory``
+    (called with ``arch_kwargs``) or ``--checkpoint``.
 
+    ``input_shape`` overrides the model's; ``data_shape`` is used only when the model declares none;
+    ``trust_factory`` lets a checkpoint's sidecar name a factory (see :func:`load_checkpoint`).
     Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
     ``trust_unhashed`` admits checkpoints whose sidecar has no weights hash (see :func:`load_checkpoint`).
     """
     if (model is None) == (checkpoint is None):
-        raise AerobustError("give exactly one of --model NAME|package.module:factory or --checkpoint FILE")
+        raise AerobustError("give exactly one of --model NAME|FILE.py:factory|package.module:factory or --checkpoint FILE")
     if checkpoint is not None:
-        module, sidecar = load_checkpoint(checkpoint, trust_unhashed=trust_unhashed)
+        module, sidecar = load_checkpoint(checkpoint, trust_unhashed=trust_unhashed, trust_factory=trust_factory)
         info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar,
                 "weights_verified": "weights_sha256" in sidecar}
-    elif ":" in model:
-        module = module_from_factory(model)
-        info = {"source": "factory", "factory": model}
     else:
-        module = ARCHITECTURES.create(model, **(arch_kwargs or {}))
-        info = {"source": "registry", "architecture": model, "arch_kwargs": arch_kwargs or {}}
+        module = build_architecture(model, dict(arch_kwargs or {}))
+        kind = "factory" if is_factory_spec(model) else "registry"
+        info = {"source": kind, kind if kind == "factory" else "architecture": model,
+                "arch_kwargs": dict(arch_kwargs or {})}
+    if input_shape is None and getattr(module, "input_shape", None) is None:
+        input_shape = data_shape
     return wrap(module, input_shape=input_shape, device=device), info

@@ -1,7 +1,7 @@
 """Datasets as tensors in [0, 1] with integer labels (registered in ``DATASETS``).
 
-A dataset spec is a registered name (``mnist-5k``, ``digits``, ``mnist``, ``fashion-mnist``, ``svhn``,
-``celeba``) or ``KIND:ARG`` for user data (``idx:DIR``, ``npz:FILE``, ``folder:DIR``).
+A dataset spec is a registered name (``mnist-5k``, ``digits``, ``skimage``, ``lfw-subset``, ``mnist``,
+``fashion-mnist``, ``svhn``, ``celeba``) or ``KIND:ARG`` for user data (``idx:DIR``, ``npz:FILE``, ``folder:DIR``).
 Offline sources (mnist-5k, digits, user data) never touch the network; torchvision sets download only
 when ``download=True`` and otherwise say which files to put where.
 """
@@ -242,6 +242,60 @@ def _image_folder(split: str, root=None, download=False, arg=None):
         raise AerobustError(f"folder:{folder}: images differ in size; resize them to one size first")
     target = None if labels[0] is None else np.asarray(labels, dtype=np.int64)
     return _split_arrays(np.stack(arrays), target, split, f"folder:{folder}")
+
+
+# -- scikit-image's bundled data (read from its wheel, without importing scikit-image) ----------------
+# Natural RGB photographs only (no charts, silhouettes or greyscale scans); the first four are the
+# ones TAEF2's facts sheet measured.
+SKIMAGE_PHOTOGRAPHS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+                       "hubble_deep_field.jpg", "ihc.png", "retina.jpg")
+SKIMAGE_SIDE = 256
+
+
+def _skimage_data_folder() -> Path:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailableError("this dataset is bundled with scikit-image: pip install scikit-image")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def _centre_square(image, side: int) -> np.ndarray:
+    """The largest centred square of a PIL image, resized (antialiased) to side x side, as RGB uint8."""
+    from PIL import Image
+
+    width, height = image.size
+    crop = min(width, height)
+    left, top = (width - crop) // 2, (height - crop) // 2
+    square = image.convert("RGB").crop((left, top, left + crop, top + crop))
+    return np.asarray(square.resize((side, side), Image.Resampling.LANCZOS))
+
+
+@register_dataset("skimage")
+def _skimage_photographs(split: str, root=None, download=False, arg=None):
+    """The 8 RGB photographs bundled with scikit-image, centre-cropped to 256 x 256 (--resize resamples
+    them); no labels. An evaluation set only: every split holds all 8."""
+    from PIL import Image
+
+    folder = _skimage_data_folder()
+    arrays = []
+    for name in SKIMAGE_PHOTOGRAPHS:
+        path = folder / name
+        if not path.is_file():
+            raise DataUnavailableError(f"scikit-image is installed but {path} is missing; reinstall scikit-image")
+        with Image.open(path) as image:
+            arrays.append(_centre_square(image, SKIMAGE_SIDE))
+    return np.stack(arrays), None, np.arange(len(arrays))
+
+
+@register_dataset("lfw-subset")
+def _lfw_subset(split: str, root=None, download=False, arg=None):
+    """scikit-image's 200 greyscale 25 x 25 LFW crops: label 1 = face (the first 100), 0 = non-face."""
+    path = _skimage_data_folder() / "lfw_subset.npy"
+    if not path.is_file():
+        raise DataUnavailableError(f"scikit-image is installed but {path} is missing; reinstall scikit-image")
+    images = np.load(path, allow_pickle=False).astype(np.float32)
+    labels = (np.arange(len(images)) < len(images) // 2).astype(np.int64)
+    return _split_arrays(images, labels, split, f"lfw-subset ({path})")
 
 
 # -- torchvision sources -------------------------------------------------------------------------

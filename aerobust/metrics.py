@@ -174,6 +174,43 @@ def resolve_msssim_settings(settings: MSSSIMSettings | str | Mapping | None = No
     raise AerobustError(f"MS-SSIM settings must be MSSSIMSettings, a preset name or a dict; got {type(settings).__name__}")
 
 
+AUTO_MSSSIM = "auto"
+PYTORCH_MSSSIM_MIN_SIDE = 161  # pytorch_msssim asserts side > (11 - 1) * 2 ** 4
+
+
+def msssim_settings_for(choice: MSSSIMSettings | str | Mapping | None, image_shape) -> MSSSIMSettings:
+    """``"auto"`` picks settings for images of ``image_shape`` (C, H, W); anything else resolves as usual.
+
+    The rule: photographs (shortest side >= 161 px) get ``pytorch_msssim``, the standard five-scale
+    setting; greyscale 16-64 px images (the reference protocol's digits) get ``paper``, so scores
+    compare with the paper's; other images of >= 25 px get ``small``; smaller ones get ``small`` with
+    as many scales as still hold its 7 px window (one scale, plain SSIM, with a window cut to the
+    image below 7 px). The chosen preset and the shape are recorded in ``preset``.
+    """
+    if choice != AUTO_MSSSIM:
+        return resolve_msssim_settings(choice)
+    channels, height, width = (int(s) for s in image_shape)
+    side = min(height, width)
+    overrides: dict = {}
+    if side >= PYTORCH_MSSSIM_MIN_SIDE:
+        name = "pytorch_msssim"
+    elif channels == 1 and 16 <= side <= 64:
+        name = "paper"
+    else:
+        name = "small"
+        window = MSSSIM_PRESETS["small"]["window_size"]
+        scales = MSSSIM_PRESETS["small"]["scales"]
+        while scales > 1 and min(MSSSIMSettings(scales=scales).scale_sides(side)) < window:
+            scales -= 1
+        if scales != MSSSIM_PRESETS["small"]["scales"]:
+            overrides["scales"] = scales
+        if side < window:
+            overrides["window_size"] = side if side % 2 else side - 1
+    settings = MSSSIMSettings.from_preset(name, **overrides)
+    changed = "".join(f", {k} {v}" for k, v in overrides.items())
+    return dataclasses.replace(settings, preset=f"auto: {name}{changed} for {channels}x{height}x{width} images")
+
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str):
     if a.shape != b.shape:
         raise ShapeError(f"{what} needs two batches of the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")

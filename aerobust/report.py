@@ -38,7 +38,7 @@ KNOWN_ATTACK_ORDER = (LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFIER_ATTACK)
 
 KEY_COLUMNS = ("model", "attack", "lambda", "trial", "image_id")
 RESULT_COLUMNS = (
-    "model", "attack", "lambda", "trial", "image_id", "target_id", "label", "target_label",
+    "model", "attack", "lambda", "radius", "trial", "image_id", "target_id", "label", "target_label",
     "attack_loss", "l2_delta", "msssim_input_adv", "msssim_target_advrecon", "msssim_input_advrecon",
     "msssim_recon_advrecon", "l2_recon_advrecon", "l2_target_advrecon", "latent_target_distance",
     "classifier_correct", "clean_classifier_correct",
@@ -48,7 +48,10 @@ RESULT_COLUMNS = (
 CLEAN_COLUMNS = ("clean_classifier_correct", "msssim_input_recon", "mse_input_recon")
 STATISTICS = ("mean", "std", "n", "rows")
 INTEGER_COLUMNS = ("trial", "image_id", "target_id", "label", "target_label")
-FLOAT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in ("model", "attack", "lambda", *INTEGER_COLUMNS))
+# The attack's absolute budget for each lambda (its unit is the attack's --budget): a setting, not a measurement.
+SETTING_COLUMNS = ("radius",)
+FLOAT_COLUMNS = tuple(c for c in RESULT_COLUMNS
+                      if c not in ("model", "attack", "lambda", *SETTING_COLUMNS, *INTEGER_COLUMNS))
 EXAMPLE_COLUMNS = ("input x", "clean reconstruction", "adversarial x_a", "adversarial reconstruction",
                    "target x_t")
 
@@ -158,7 +161,7 @@ def read_results_csv(path) -> pd.DataFrame:
     for column in ("model", "attack"):
         if frame[column].isna().any():
             raise AerobustError(f"{path}: column {column} has empty cells; rerun the audit")
-    for column in ("lambda", *FLOAT_COLUMNS, *INTEGER_COLUMNS):
+    for column in ("lambda", *SETTING_COLUMNS, *FLOAT_COLUMNS, *INTEGER_COLUMNS):
         converted = pd.to_numeric(frame[column], errors="coerce")
         if (converted.isna() & frame[column].notna()).any():
             bad = frame.loc[converted.isna() & frame[column].notna(), column].iloc[0]

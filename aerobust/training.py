@@ -28,11 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapter import wrap
-from .checkpoints import save_checkpoint
+from .checkpoints import build_architecture, is_factory_spec, save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
 from .errors import AerobustError, CheckpointError, ShapeError
-from .registry import ARCHITECTURES, DEFENSES
+from .registry import DEFENSES
 from .runtime import resolve_device, write_manifest
 
 MODEL_FILE = "model.pt"
@@ -74,13 +74,13 @@ def _build_model(arch: str | nn.Module, arch_kwargs: dict | None, seed: int) -> 
             raise AerobustError("arch_kwargs only apply to registered architecture names, not to a module")
         return arch, f"user:{type(arch).__module__}.{type(arch).__qualname__}", {}
     if not isinstance(arch, str):
-        raise AerobustError(f"arch must be a registered architecture name or an nn.Module; got {type(arch).__name__}")
-    factory = ARCHITECTURES.get(arch)
+        raise AerobustError(f"arch must be a registered architecture name, a factory spec or an nn.Module; "
+                            f"got {type(arch).__name__}")
     torch.manual_seed(seed)  # the initialization is part of the run
-    try:
-        module = factory(**(arch_kwargs or {}))
-    except TypeError as exc:
-        raise AerobustError(f"architecture {arch} does not take the arguments {sorted(arch_kwargs or {})} ({exc})") from None
+    if is_factory_spec(arch) and arch.partition(":")[0].endswith(".py"):
+        # The sidecar must still find the file when the checkpoint is audited from another folder.
+        arch = f"{Path(arch.rpartition(':')[0]).resolve()}:{arch.rpartition(':')[2]}"
+    module = build_architecture(arch, dict(arch_kwargs or {}), "--arch")
     return module, arch, dict(arch_kwargs or {})
 
 
@@ -199,7 +199,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
     dev = resolve_device(device)
-    model = wrap(module, device=dev)
+    # A model that declares no input shape takes the data's.
+    model = wrap(module, device=dev, input_shape=None if hasattr(module, "input_shape") else getattr(data, "image_shape", None))
     _check_data(data, model.input_shape, batch_size)
     batch_size = min(batch_size, len(data))
     steps_per_epoch = len(data) // batch_size

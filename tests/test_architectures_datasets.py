@@ -7,7 +7,8 @@ from aerobust.datasets import fit_images
 from aerobust.errors import DataUnavailableError
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES.list())
+# taef2 is pretrained and needs its weight files: tests/test_taef2.py covers it.
+@pytest.mark.parametrize("name", [name for name in ARCHITECTURES.list() if name != "taef2"])
 def test_every_builtin_architecture_round_trips(name):
     torch.manual_seed(0)
     model = ARCHITECTURES.create(name)

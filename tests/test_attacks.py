@@ -255,3 +255,110 @@ def test_missing_torchattacks_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(AerobustError, match="pip install --no-deps torchattacks"):
         require_torchattacks()
+
+
+def test_budget_units_give_the_same_attack_as_the_absolute_radius(small_ae, batch):
+    x = batch[0]  # 1 x 32 x 32: an RMS budget of 0.03 is an L2 radius of 0.03 * 32
+    rms = ATTACKS.create("max-damage", budget="rms", **FAST).sweep(small_ae, x, [0.03], 1, 0)
+    absolute = ATTACKS.create("max-damage", **FAST).sweep(small_ae, x, [0.03 * 32], 1, 0)
+    assert rms.radii == pytest.approx([0.96]) and absolute.radii == [0.96]
+    assert rms.lambdas == [0.03] and rms.config["budget"] == "rms" and rms.config["norm"] == "l2"
+    torch.testing.assert_close(rms.x_adv, absolute.x_adv, rtol=0, atol=1e-6)
+    assert float((rms.x_adv[0, 0] - x).flatten(1).norm(dim=1).max()) <= 0.96 * (1 + 1e-5)
+    levels = ATTACKS.create("max-damage", budget="linf-255", **FAST).sweep(small_ae, x, [8], 1, 0)
+    pixels = ATTACKS.create("max-damage", norm="linf", **FAST).sweep(small_ae, x, [8 / 255], 1, 0)
+    assert levels.config["norm"] == "linf" and levels.radii == pytest.approx([8 / 255])
+    torch.testing.assert_close(levels.x_adv, pixels.x_adv, rtol=0, atol=1e-6)
+    assert float((levels.x_adv[0, 0] - x).abs().amax()) <= 8 / 255 * (1 + 1e-5)
+    with pytest.raises(AerobustError, match="measured in linf, not norm 'l2'"):
+        ATTACKS.create("max-damage", budget="linf-255", norm="l2")
+    with pytest.raises(AerobustError, match="unknown budget unit 'pixels'"):
+        ATTACKS.create("max-damage", budget="pixels")
+
+
+def test_forced_small_chunks_give_the_results_of_one_chunk(small_ae, batch):
+    x, _, targets, _ = batch
+    options = dict(steps=6, restarts=2)
+    one = ATTACKS.create("latent", batch_size=10_000, **options).sweep(small_ae, x, [1.0, 2.0], 2, 3, targets=targets)
+    small = ATTACKS.create("latent", batch_size=3, **options).sweep(small_ae, x, [1.0, 2.0], 2, 3, targets=targets)
+    assert one.config["chunk_size"] == 10_000 and small.config["chunk_size"] == 3
+    torch.testing.assert_close(small.x_adv, one.x_adv, rtol=0, atol=1e-6)
+    # losses of size ~10: float32 sums over differently sized matmuls agree to a relative 1e-6
+    torch.testing.assert_close(small.attack_loss, one.attack_loss, rtol=1e-6, atol=0)
+    assert torch.equal(small.restart, one.restart)
+
+
+# Few steps: float32 differences between batch shapes grow with every step.
+FEW_STEPS = dict(steps=6, restarts=1)
+
+
+def test_auto_chunks_follow_free_memory_and_back_off_on_out_of_memory(small_ae, batch, monkeypatch):
+    from aerobust.attacks import chunking
+
+    x = batch[0][:4]
+    reference = ATTACKS.create("max-damage", batch_size=10_000, **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
+    auto = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
+    assert auto.config["batch_size"] == "auto" and auto.config["chunk_size"] == 2 * 4  # trials x images: all fit here
+    # A device with room for about 3 samples: the plan is the power of two below.
+    per_sample = chunking.bytes_per_sample(lambda n: (lambda: small_ae.reconstruct(x[:1].repeat(n, 1, 1, 1)
+                                                                                    .requires_grad_())), x[0])
+    assert per_sample > chunking.OPTIMIZER_BUFFERS * x[0].numel() * 4  # the MLP's activations count
+    monkeypatch.setattr(chunking, "free_memory_bytes", lambda device: int(3.5 * per_sample / chunking.MEMORY_FRACTION))
+    tight = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
+    assert tight.config["chunk_size"] in (2, 4) and tight.config["chunk_halvings"] == 0
+    torch.testing.assert_close(tight.x_adv, reference.x_adv, rtol=0, atol=1e-6)
+
+    # A model that runs out of memory above 3 samples: the chunk is halved until it fits.
+    class Limited(torch.nn.Module):
+        input_shape = small_ae.input_shape
+
+        def __init__(self):
+            super().__init__()
+            self.inner = small_ae
+
+        def encode(self, images):
+            if images.shape[0] > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.inner.encode(images)
+
+        def decode(self, codes):
+            return self.inner.decode(codes)
+
+    limited = wrap(Limited(), device="cpu")
+    # (sanity checks off: their noise baseline evaluates all samples at once)
+    backed_off = ATTACKS.create("max-damage", batch_size=16, sanity_checks=False, **FEW_STEPS).sweep(limited, x, [1.0], 2, 0)
+    assert backed_off.config["chunk_size"] == 2 and backed_off.config["chunk_halvings"] == 3
+    torch.testing.assert_close(backed_off.x_adv, reference.x_adv, rtol=0, atol=1e-6)
+
+
+def test_the_sync_free_step_used_on_cuda_gives_the_cpu_results(small_ae, batch, monkeypatch):
+    from aerobust import threat
+
+    x, _, targets, _ = batch
+    attack = ATTACKS.create("latent", **FEW_STEPS)
+    usual = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
+    monkeypatch.setattr(threat, "sync_free", lambda device: True)
+    queued = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
+    torch.testing.assert_close(queued.x_adv, usual.x_adv, rtol=0, atol=1e-5)
+    torch.testing.assert_close(queued.attack_loss, usual.attack_loss, rtol=1e-5, atol=0)
+
+
+def test_compiled_objective_gives_the_eager_results_and_falls_back(small_ae, batch, monkeypatch):
+    x = batch[0][:4]
+    eager = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    # "eager" is torch.compile's tracing without code generation: fast enough for a test
+    traced = ATTACKS.create("max-damage", compile="eager", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    assert traced.config["compile"] == "eager" and traced.config["compile_fallback"] is None
+    torch.testing.assert_close(traced.x_adv, eager.x_adv, rtol=0, atol=1e-6)
+    with pytest.raises(AerobustError, match="compile: Invalid backend"):
+        ATTACKS.create("max-damage", compile="no-such-backend")
+
+    def broken_compile(function, backend):
+        def fails(*args):
+            raise RuntimeError("no C++ compiler found\nmore")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallback = ATTACKS.create("max-damage", compile="inductor", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
+    assert fallback.config["compile_fallback"] == "RuntimeError: no C++ compiler found"
+    assert torch.equal(fallback.x_adv, eager.x_adv)

@@ -167,13 +167,13 @@ CASES = {
     # models and checkpoints
     "audit factory that is no model": (lambda p: ["audit", "--model", "json:dumps", "--data", p["clean"], "--pad",
                                                   str(SIDE), *QUICK_AUDIT, "--out", p["out"] + "-audit"],
-                                       "calling dumps() failed"),
+                                       "--model json:dumps raised TypeError"),
     "audit factory module missing": (lambda p: ["audit", "--model", "no_such_module_xyz:build", "--data", p["clean"],
                                                 *QUICK_AUDIT, "--out", p["out"] + "-audit"], "cannot import"),
     "audit checkpoint missing": (lambda p: audit(p) + ["--checkpoint", p["file"] + ".pt"], "does not exist"),
     "audit unhashed sidecar": (lambda p: audit(p, checkpoint="unhashed"), "--trust-unhashed"),
     "audit sidecar kwargs list": (lambda p: audit(p, checkpoint="kwargs_list"), "must be a JSON object"),
-    "audit sidecar kwargs rejected": (lambda p: audit(p, checkpoint="kwargs_rejected"), "rejects arch_kwargs"),
+    "audit sidecar kwargs rejected": (lambda p: audit(p, checkpoint="kwargs_rejected"), "does not take the arguments"),
     # plugins that exit the process
     "audit plugin exits on import": (lambda p: audit(p, "--plugin", p["exit_import"]),
                                      "exits_on_import.py called sys.exit(3)"),

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from aerobust.errors import AerobustError, ThreatViolation
-from aerobust.threat import Threat, Workspace, project_l2_box, project_linf_box
+from aerobust.threat import (Threat, Workspace, absolute_radius, budget_norm, project_l2_box, project_l2_box_sorted,
+                            project_linf_box)
 
 floats = st.floats(-3.0, 3.0, allow_nan=False, width=64)
 pixels = st.floats(0.0, 1.0, allow_nan=False, width=64)
@@ -159,3 +160,41 @@ def test_threat_rejects_bad_settings():
         Threat(1.0, "l1")
     with pytest.raises(AerobustError, match="lambda"):
         Threat(float("nan"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)), value=st.floats(0, 2))
+def test_budget_units_match_their_definitions(shape, value):
+    # rms: a change of `value` at every pixel has exactly the radius's L2 norm.
+    uniform_change = torch.full(shape, value, dtype=torch.float64)
+    assert absolute_radius("rms", value, shape) == pytest.approx(float(uniform_change.norm()), rel=1e-12)
+    assert absolute_radius("linf-255", value * 255, shape) == pytest.approx(value, rel=1e-12)
+    assert absolute_radius("l2", value, shape) == absolute_radius("linf", value, shape) == value
+    assert [budget_norm(b) for b in ("l2", "rms", "linf", "linf-255")] == ["l2", "l2", "linf", "linf"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(instances(max_dim=8))
+def test_sorted_projection_equals_the_iterative_one(instance):
+    """The sync-free form (used on CUDA) finds the same point as the validated iteration."""
+    x, v, radius = instance
+    sorted_form = project_l2_box_sorted(v[None], -x[None], 1 - x[None], radius)[0]
+    torch.testing.assert_close(sorted_form, project(x, v, radius), rtol=0, atol=1e-12)
+
+
+def test_sorted_projection_on_real_and_large_images(mnist_test):
+    x = mnist_test.images[:16]
+    generator = torch.Generator().manual_seed(2)
+    v = torch.randn(x.shape, generator=generator) * 0.2
+    v[3] = 0  # nothing to move
+    radius = torch.linspace(0.0, 4.0, 16)
+    iterative = project_l2_box(v, -x, 1 - x, radius)
+    sorted_form = project_l2_box_sorted(v, -x, 1 - x, radius, out=torch.empty_like(v))
+    torch.testing.assert_close(sorted_form, iterative, rtol=0, atol=1e-6)
+    # 3 x 256 x 256 photographs-sized rows: float64 masses keep float32 results inside the ball
+    photo = torch.rand(4, 3, 256, 256, generator=generator)
+    step = torch.randn(photo.shape, generator=generator)
+    radii = torch.tensor([0.5, 5.0, 50.0, 500.0])
+    projected = project_l2_box_sorted(step, -photo, 1 - photo, radii)
+    Threat(radii).check(photo, photo + projected)
+    torch.testing.assert_close(projected, project_l2_box(step, -photo, 1 - photo, radii), rtol=0, atol=1e-5)

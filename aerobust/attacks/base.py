@@ -14,10 +14,12 @@ lambda, so the curves over lambda are not blurred by independent starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +27,8 @@ from torch import nn
 from ..errors import AerobustError, ShapeError
 from ..objectives import BoundObjective, Objective, make_objective
 from ..runtime import frozen_modules
-from ..threat import NORMS, Threat
+from .chunking import bytes_per_sample, planned_chunk, run_in_chunks
+from ..threat import BUDGETS, NORMS, Threat, absolute_radius, budget_norm
 
 
 def derive_seed(seed: int, *parts) -> int:
@@ -115,7 +118,8 @@ class SweepResult:
     attack_loss: torch.Tensor      # (L, T, N), paper sense (eq. 12: lower is stronger; eq. 13: higher)
     delta_norm: torch.Tensor       # (L, T, N), ||x_adv - x||_2
     history: torch.Tensor | None   # (L, T, N, steps) objective value at each iterate, or None
-    lambdas: list[float]
+    lambdas: list[float]           # in the attack's budget unit
+    radii: list[float]             # the absolute radius of each lambda, in the threat's norm
     trials: int
     flags: list[dict]
     config: dict
@@ -143,7 +147,16 @@ class Attack:
       step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
         "constant" decay of it. random_start: start uniformly in the ball (else at x).
       early_stop: stop a sample after this many steps without improvement (None: never).
-      norm: "l2" or "linf". batch_size: samples per optimizer call (memory bound).
+      budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
+        (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
+        (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
+      norm: "l2" or "linf"; defaults to the budget's norm (and must agree with it).
+      batch_size: samples per optimizer call; "auto" (default) plans it from a memory probe of the
+        model (see attacks/chunking.py). Either way an out-of-memory error halves it and retries;
+        samples are independent, so the chunking does not change results.
+      compile: a torch.compile backend ("inductor", "cudagraphs", "eager", ...) for the objective's
+        forward (and, through it, its backward); None (default) runs eagerly. If compiling or a
+        compiled call fails, the sweep falls back to eager code and says why in its config.
       lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
     """
@@ -155,22 +168,34 @@ class Attack:
 
     def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
-                 early_stop: int | None = None, norm: str = "l2", batch_size: int = 4096,
+                 early_stop: int | None = None, norm: str | None = None, budget: str | None = None,
+                 batch_size: int | str = "auto",
                  lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
-                 lbfgs_maxiter: int = 15000, sanity_checks: bool = True, **objective_options):
+                 lbfgs_maxiter: int = 15000, sanity_checks: bool = True, compile: str | None = None,
+                 **objective_options):
         from .optimizers import OPTIMIZERS, SCHEDULES
 
         if optimizer not in OPTIMIZERS:
             raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
             raise AerobustError(f"unknown step-size schedule '{schedule}'; use one of {', '.join(SCHEDULES)}")
-        if norm not in NORMS:
+        if norm is not None and norm not in NORMS:
             raise AerobustError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
+        if budget is None:
+            budget = norm or "l2"
+        if budget not in BUDGETS:
+            raise AerobustError(f"unknown budget unit '{budget}'; use one of {', '.join(BUDGETS)}")
+        if norm is not None and norm != budget_norm(budget):
+            raise AerobustError(f"budget '{budget}' is measured in {budget_norm(budget)}, not norm '{norm}'; "
+                                "drop the norm option")
+        norm = budget_norm(budget)
         if optimizer == "lbfgs-legacy" and norm != "l2":
             raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
         if restarts is None:
             restarts = 2 if optimizer == "pgd" else 1
-        for key, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise AerobustError(f"batch_size must be 'auto' or at least 1, got {batch_size}")
+        for key, value in (("steps", steps), ("restarts", restarts)):
             if int(value) < 1:
                 raise AerobustError(f"{key} must be at least 1, got {value}")
         if not step_size > 0:
@@ -185,13 +210,23 @@ class Attack:
         self.random_start = bool(random_start)
         self.early_stop = None if early_stop is None else int(early_stop)
         self.norm = norm
-        self.batch_size = int(batch_size)
+        self.budget = budget
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
         self.lbfgs_memory = int(lbfgs_memory)
         self.lbfgs_factr = float(lbfgs_factr)
         self.lbfgs_pgtol = float(lbfgs_pgtol)
         self.lbfgs_maxiter = int(lbfgs_maxiter)
         self.sanity_checks = bool(sanity_checks)
+        if compile is not None:
+            try:
+                torch.compile(_input_gradient, backend=compile)  # checks the backend name only
+            except Exception as error:
+                raise AerobustError(f"compile: {str(error).splitlines()[0]}") from None
+        self.compile = compile
+        self._compiled: dict = {}  # objective function -> _CompiledOrEager
         self.objective = self.make_objective(**objective_options)
+        # model -> {(image shape, dtype, device): bytes one more sample costs}; see _chunk_size
+        self._bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- what subclasses may override ---------------------------------------------------------
     def make_objective(self, **options) -> Objective:
@@ -215,10 +250,31 @@ class Attack:
             "objective": self.objective.config(), "optimizer": self.optimizer, "steps": self.steps,
             "restarts": self.restarts, "step_size": self.step_size, "schedule": self.schedule,
             "random_start": self.random_start, "early_stop": self.early_stop, "norm": self.norm,
+            "budget": self.budget,
             "batch_size": self.batch_size, "lbfgs_memory": self.lbfgs_memory,
             "lbfgs_factr": self.lbfgs_factr, "lbfgs_pgtol": self.lbfgs_pgtol, "lbfgs_maxiter": self.lbfgs_maxiter,
-            "sanity_checks": self.sanity_checks,
+            "sanity_checks": self.sanity_checks, "compile": self.compile,
         }
+
+    def _chunk_size(self, model, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
+                    x: torch.Tensor) -> int:
+        """``batch_size``, or for "auto" the samples that fit the device by a probe of the attack's graph."""
+        if self.batch_size != "auto":
+            return self.batch_size
+
+        def probe(count: int):
+            problem = bind(rows[:1].repeat(count))
+            delta = torch.zeros_like(problem.x)
+            return lambda: problem.loss_and_grad(delta)
+
+        # One probe per model and image shape: an audit sweeps each lambda separately.
+        known = self._bytes_per_sample.setdefault(model, {})
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in known:
+            known[key] = bytes_per_sample(probe, x[0])
+        fit = planned_chunk(known[key], len(rows), x.device)
+        # A power of two: the plan moves less with the free memory of the moment.
+        return fit if fit == len(rows) else 1 << (fit.bit_length() - 1)
 
     def __repr__(self):
         return f"{type(self).__name__}(optimizer={self.optimizer!r}, steps={self.steps}, restarts={self.restarts})"
@@ -260,7 +316,8 @@ class Attack:
         grid = torch.stack(torch.meshgrid(*(torch.arange(s) for s in shape), indexing="ij")).flatten(1)
         lam_idx, trial_idx, restart_idx, img_idx = grid
         ids = image_ids[img_idx]
-        radius = torch.tensor(lambdas, dtype=x.dtype)[lam_idx]
+        radii = [absolute_radius(self.budget, lam, x.shape[1:]) for lam in lambdas]
+        radius = torch.tensor(radii, dtype=x.dtype)[lam_idx]
         seeds = _seeds(seed, "start", trial_idx.tolist(), ids.tolist(), restart_idx.tolist())
         total = grid.shape[1]
 
@@ -282,6 +339,10 @@ class Attack:
             row_classes = None if target_classes is None else target_classes[t, n]
             objective = self.objective.bind(model, x[n], targets=row_targets, labels=row_labels,
                                             classifier=classifier, target_classes=row_classes)
+            if self.compile is not None:
+                if objective.evaluate not in self._compiled:
+                    self._compiled[objective.evaluate] = _CompiledOrEager(objective.evaluate, self.compile)
+                objective = dataclasses.replace(objective, evaluate=self._compiled[objective.evaluate])
             return AttackProblem(x[n], Threat(radius[rows].to(device), self.norm), objective, seeds[rows],
                                  model, classifier, row_labels, row_targets, row_classes)
 
@@ -292,7 +353,8 @@ class Attack:
             zero_grad = torch.zeros(total, dtype=torch.bool)
             nan_grad = torch.zeros(total, dtype=torch.bool)
             attacked = torch.nonzero(radius > 0).flatten()
-            for chunk in attacked.split(self.batch_size) if len(attacked) else ():
+
+            def attack_chunk(chunk: torch.Tensor):
                 problem = bind(chunk)
                 result = self.optimize(problem)
                 problem.threat.check(problem.x, result.x_adv)
@@ -303,9 +365,15 @@ class Attack:
                     zero_grad[chunk] = result.zero_gradient.cpu()
                 if result.nan_gradient is not None:
                     nan_grad[chunk] = result.nan_gradient.cpu()
+
+            def evaluate_chunk(chunk: torch.Tensor):
+                values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
+
+            chunk_size = self._chunk_size(model, _bind, attacked if len(attacked) else torch.arange(total), x)
+            chunk_size, halvings = run_in_chunks(attacked, chunk_size, attack_chunk, device)
             with torch.no_grad():
-                for chunk in torch.arange(total).split(self.batch_size):
-                    values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
+                chunk_size, more = run_in_chunks(torch.arange(total), chunk_size, evaluate_chunk, device)
+            halvings += more
             history = None
             if histories or len(attacked) == 0:
                 # Optimizers may record different lengths (L-BFGS-B); shorter rows end in NaN.
@@ -333,15 +401,26 @@ class Attack:
             norms = (adv - grid_x).flatten(3).norm(dim=3)
             with torch.no_grad():
                 clean_rows = torch.nonzero((lam_idx == 0) & (restart_idx == 0)).flatten()
-                clean = bind(clean_rows).values(x[img_idx[clean_rows].to(device)]).view(trials, n_images)
+                clean = torch.empty(len(clean_rows), device=device)
+
+                def evaluate_clean(chunk: torch.Tensor):
+                    clean[torch.searchsorted(clean_rows, chunk).to(device)] = bind(chunk).values(
+                        x[img_idx[chunk].to(device)])
+
+                chunk_size, more = run_in_chunks(clean_rows, chunk_size, evaluate_clean, device)
+                halvings += more
+                clean = clean.view(trials, n_images)
 
             flags = []
             if self.sanity_checks:
-                flags = sanity_flags(self, model, bind=bind, lambdas=lambdas, shape=shape, adv=adv,
+                flags = sanity_flags(self, model, bind=bind, lambdas=radii, shape=shape, adv=adv,
                                      loss=loss, clean=clean, seed=seed, image_ids=image_ids,
                                      zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
-        config = {**self.config(), "lambdas": lambdas, "trials": trials, "seed": int(seed),
+        fallbacks = [c.failure for c in self._compiled.values() if c.failure is not None]
+        config = {**self.config(), "chunk_size": chunk_size, "chunk_halvings": halvings,
+                  "compile_fallback": fallbacks[0] if fallbacks else None,
+                  "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
                   "image_ids": image_ids.tolist(), "device": str(device),
                   "attack_loss": ("latent distance ||g(x+d) - g(x_t)||_2, lower = stronger"
                                   if self.objective.name == "latent" else
@@ -352,9 +431,28 @@ class Attack:
         to_out = lambda t: None if t is None else t.detach().to(out_device)  # noqa: E731
         return SweepResult(
             x_adv=to_out(adv), attack_loss=to_out(loss), delta_norm=to_out(norms), history=to_out(hist),
-            lambdas=lambdas, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
+            lambdas=lambdas, radii=radii, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
             restart=to_out(pick), target_classes=to_out(target_classes),
         )
+
+
+class _CompiledOrEager:
+    """``torch.compile(function)``, or ``function`` itself once compiling or a compiled call failed."""
+
+    def __init__(self, function: Callable, backend: str):
+        self.function = function
+        self.compiled = torch.compile(function, backend=backend)
+        self.failure: str | None = None
+
+    def __call__(self, *args):
+        if self.failure is None:
+            try:
+                return self.compiled(*args)
+            except AerobustError:
+                raise  # the model's own error, not the compiler's
+            except Exception as error:
+                self.failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        return self.function(*args)
 
 
 def _check_lambdas(lambdas) -> list[float]:

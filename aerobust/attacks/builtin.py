@@ -9,7 +9,7 @@ import torch
 from ..errors import AerobustError
 from ..registry import register_attack
 from ..runtime import frozen_modules
-from ..threat import Threat, seeded_noise
+from ..threat import Threat, absolute_radius, seeded_noise
 from .base import (Attack, AttackProblem, OptimizationResult, _check_ids, _check_images, _check_lambdas,
                    _input_gradient, _seeds)
 from .optimizers import SCHEDULES, _direction
@@ -196,7 +196,11 @@ class UniversalAttack(Attack):
         if not groups:
             return {}
         count, n_images = len(groups), len(x)
-        radius = torch.tensor([g[0] for g in groups], dtype=x.dtype, device=x.device)
+        # lambdas are in the attack's budget unit; the threat and the rows' keys use the absolute radius.
+        absolute = {lam: absolute_radius(self.budget, lam, x.shape[1:]) for lam in lambdas}
+        radius = torch.tensor([absolute[g[0]] for g in groups], dtype=x.dtype, device=x.device)
+        # "auto" chunks one image set at a time: the least the base sweep attacks at once for one lambda.
+        chunk_size = n_images if self.batch_size == "auto" else self.batch_size
         ball = Threat(radius, self.norm)
         # Around mid-grey the box [-0.5, 0.5] leaves the start a uniform draw from the ball for any
         # budget below half the pixel range; it only seeds the ascent.
@@ -210,7 +214,7 @@ class UniversalAttack(Attack):
         for step in range(self.steps + 1):
             damage = torch.zeros(count, device=x.device)
             gradient = torch.zeros_like(shared)
-            for chunk in rows.split(self.batch_size):
+            for chunk in rows.split(chunk_size):
                 group, image = chunk // n_images, chunk % n_images
                 with torch.enable_grad():
                     pattern = shared.detach().requires_grad_(True)
@@ -227,7 +231,7 @@ class UniversalAttack(Attack):
             shared = ball.project(grey, shared - direction * length.view(shape), unit_box)
         row_seeds = {}
         for index, (lam, t, r) in enumerate(groups):
-            key_radius = float(torch.tensor(lam, dtype=x.dtype))
+            key_radius = float(torch.tensor(absolute[lam], dtype=x.dtype))
             for row_seed in _seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
                 row_seeds[(key_radius, row_seed)] = best[index]
         return row_seeds

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from .. import threat
 from ..threat import Workspace
 from .base import AttackProblem, OptimizationResult, _input_gradient
 
@@ -24,11 +25,16 @@ SCHEDULES = {
 def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit steepest-descent direction in the threat's norm, the gradient's L2 size, bad rows.
 
-    Rows with NaN/inf entries (their L2 size is not finite) get direction 0 and are reported.
+    Rows with NaN/inf entries (their L2 size is not finite) get direction 0 and are reported. On
+    CPU the repair runs only when needed; on an accelerator it always runs, because asking whether
+    it is needed would stop the device queue every step.
     """
     size = grad.flatten(1).norm(dim=1)
     bad = ~torch.isfinite(size)
-    if bool(bad.any()):
+    if threat.sync_free(grad.device):
+        grad = torch.nan_to_num_(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        size = torch.where(bad, grad.flatten(1).norm(dim=1), size)
+    elif bool(bad.any()):
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         size = grad.flatten(1).norm(dim=1)
     if norm == "linf":
@@ -38,7 +44,11 @@ def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 def pgd(attack, problem: AttackProblem) -> OptimizationResult:
-    """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample."""
+    """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample.
+
+    On CUDA a step queues its work without waiting for the device (sorted projection, where() for
+    the best iterate); early stopping, which retires rows, is the exception.
+    """
     x, objective, batch = problem.x, problem.objective, len(problem)
     shape = (-1, *([1] * (x.dim() - 1)))
     # contiguous: the projection writes each step's result into it in place
@@ -59,8 +69,12 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         if len(rows) == batch:
             improved = objective.stronger(values, best_values)
             torch.where(improved, values, best_values, out=best_values)
-            # Copy only the improved rows (all of them at first, few later): cheaper than a where()
-            # over the whole perturbation.
+            if threat.sync_free(x.device):
+                # No data-dependent sizes on an accelerator: they would sync with the host every step.
+                torch.where(improved.view(shape), candidate, best_delta, out=best_delta)
+                return improved
+            # CPU: copy only the improved rows (all of them at first, few later): cheaper than a
+            # where() over the whole perturbation.
             index = improved.nonzero().flatten()
             if len(index) == batch:
                 best_delta.copy_(candidate)

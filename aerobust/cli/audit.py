@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
-from .common import (OutputFolder, UserError, device_option, download_option, parse_float_list, plugin_option,
-                     quiet_option, seed_option, trust_unhashed_option)
+from ..threat import BUDGETS
+from .common import (OutputFolder, UserError, device_option, download_option, model_arg_option, parse_float_list,
+                     parse_pairs, parse_value, plugin_option, quiet_option, seed_option, trust_unhashed_option)
 
 
 def _parse_attack_options(items, attacks) -> dict:
@@ -36,35 +37,52 @@ def audit_options(function):
     for decorator in reversed([
         click.option("--attacks", default=",".join(PAPER_ATTACKS), show_default=True,
                      help="Comma-separated attack names (see `aerobust list attacks`)."),
-        click.option("--lambdas", default="1,3,5", show_default=True, help="L2 budgets, comma-separated."),
+        click.option("--lambdas", default="1,3,5", show_default=True,
+                     help="Attack budgets in --budget units, comma-separated."),
+        click.option("--budget", default="l2", show_default=True, type=click.Choice(list(BUDGETS)),
+                     help="Unit of --lambdas: l2 = absolute L2 radius (the paper's); rms = per-pixel RMS change "
+                     "(L2 radius = lambda * sqrt(C*H*W), the same meaning at every image size); linf = absolute "
+                     "L-inf; linf-255 = L-inf in 8-bit levels (lambda / 255). The absolute radius is in the "
+                     "results' radius column."),
         click.option("--images", default=100, show_default=True, type=int, help="Test images attacked."),
         click.option("--trials", default=10, show_default=True, type=int,
                      help="Trials per image (new target and random start each)."),
         click.option("--attack-option", "attack_options", multiple=True,
                      help="ATTACK.KEY=VALUE passed to one attack, or *.KEY=VALUE to all (repeatable)."),
-        click.option("--msssim", default="paper", show_default=True,
-                     help="MS-SSIM preset (see `aerobust list metrics`)."),
+        click.option("--msssim", default="auto", show_default=True,
+                     help="MS-SSIM preset (see `aerobust list metrics`); auto: pytorch_msssim from 161 px, "
+                     "paper for 16-64 px greyscale, else small (fewer scales below 25 px). The choice is in "
+                     "the manifest and report."),
         seed_option, device_option, quiet_option,
     ]):
         function = decorator(function)
     return function
 
 
-def _config(models, data, split, pad, resize, attacks, lambdas, images, trials, attack_options, msssim, seed):
+def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options, msssim,
+            seed):
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()]
+    options = _parse_attack_options(attack_options, attack_names)
+    if budget != "l2":  # the default unit stays out of the config, so earlier audits still resume
+        for name in attack_names:
+            options.setdefault(name, {}).setdefault("budget", budget)
     return AuditConfig(
         models=models, data=data, split=split, pad_to=pad, resize=resize, attacks=attack_names,
         lambdas=parse_float_list(lambdas, "--lambdas"), images=images, trials=trials, seed=seed,
-        attack_options=_parse_attack_options(attack_options, attack_names), msssim=msssim)
+        attack_options=options, msssim=msssim)
 
 
 def model_and_data_options(function):
     """The models to audit and the data they are audited on (``audit``, ``margin``)."""
     for decorator in reversed([
         click.option("--model", "models", multiple=True,
-                     help="Registered architecture or package.module:factory; LABEL=SOURCE names it (repeatable)."),
+                     help="Registered architecture, FILE.py:factory or package.module:factory (the current folder "
+                     "is importable); LABEL=SOURCE names it, else the factory's name (repeatable)."),
+        model_arg_option,
         click.option("--checkpoint", "checkpoints", multiple=True,
                      help="Checkpoint FILE.pt saved by aerobust (sidecar FILE.json beside it); LABEL=FILE names it."),
+        click.option("--trust-factory", is_flag=True,
+                     help="Let checkpoints trained from a FILE.py:factory run that factory to rebuild the model."),
         plugin_option,
         click.option("--data", default="mnist-5k", show_default=True,
                      help="Dataset name or idx:DIR, npz:FILE, folder:DIR."),
@@ -76,10 +94,16 @@ def model_and_data_options(function):
     return function
 
 
-def model_specs(models, checkpoints) -> list[ModelSpec]:
-    """``--model`` and ``--checkpoint`` values as specs; a missing checkpoint file is a one-line error."""
+def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False) -> list[ModelSpec]:
+    """``--model`` (with ``--model-arg``) and ``--checkpoint`` values as specs; bad ones are one-line errors."""
+    if model_args and not models:
+        raise UserError("--model-arg applies to --model; checkpoints rebuild their model from the sidecar")
     specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
     for spec in specs:
+        if spec.model is not None:
+            spec.model_args = parse_pairs(model_args, "--model-arg", parse_value)
+        else:
+            spec.trust_factory = trust_factory
         if spec.checkpoint and not Path(spec.checkpoint).is_file():
             raise UserError(f"checkpoint {spec.checkpoint} does not exist")
     return specs
@@ -92,8 +116,9 @@ def model_specs(models, checkpoints) -> list[ModelSpec]:
 @click.option("--out", required=True, type=OutputFolder(), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
 @trust_unhashed_option
-def audit_command(models, checkpoints, data, split, pad, resize, download, attacks, lambdas, images, trials,
-                  attack_options, msssim, seed, device, quiet, out, no_report, trust_unhashed):
+def audit_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, download, attacks,
+                  lambdas, budget, images, trials, attack_options, msssim, seed, device, quiet, out, no_report,
+                  trust_unhashed):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -107,11 +132,13 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
       aerobust audit --checkpoint AE=ae.pt --checkpoint Ours=coupled.pt --pad 32 --out cmp
       aerobust audit --model mypkg.models:build --data npz:my.npz --attacks max-damage \\
                      --lambdas 0.5,1 --images 20 --trials 2 --out quick
+      aerobust audit --model my_vae.py:build --model-arg latent=16 --model-arg weights=vae.pt \\
+                     --data folder:faces --resize 64 --attacks latent,max-damage --out mine
       aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
                      --attacks random-search --out rs
     """
-    specs = model_specs(models, checkpoints)
-    config = _config(specs, data, split, pad, resize, attacks, lambdas, images, trials, attack_options,
+    specs = model_specs(models, checkpoints, model_args, trust_factory)
+    config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
                      msssim, seed)
     try:
         results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download,
@@ -161,7 +188,7 @@ def demo_command(out, epochs, images, trials, lambdas, seed, device, quiet):
     out = Path(out)
     run_dirs = {label: out / "models" / defense for label, defense in DEMO_DEFENSES}
     specs = [ModelSpec(label, checkpoint=str(run_dir / MODEL_FILE)) for label, run_dir in run_dirs.items()]
-    config = _config(specs, "mnist-5k", "test", 32, None, ",".join(PAPER_ATTACKS), lambdas, images, trials,
+    config = _config(specs, "mnist-5k", "test", 32, None, ",".join(PAPER_ATTACKS), lambdas, "l2", images, trials,
                      (), "paper", seed)
     config.validate()  # bad audit settings fail now, not after the training
     data = load_dataset("mnist-5k", "train", pad_to=32)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import tempfile
 import traceback
@@ -124,3 +125,30 @@ def parse_float_list(text: str, name: str) -> list[float]:
     if not all(math.isfinite(v) for v in values):
         raise UserError(f"{name} must be finite numbers; got '{text}'")
     return values
+
+
+def parse_value(text: str):
+    """JSON where it parses (numbers, lists, true/false), a comma list of those, else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
+    return text
+
+
+def parse_pairs(pairs, flag: str, convert) -> dict:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} takes KEY=VALUE (e.g. {flag} name=value); got '{pair}'")
+        parsed[key.strip().replace("-", "_")] = convert(value.strip())
+    return parsed
+
+
+model_arg_option = click.option(
+    "--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+    help="Keyword argument for the architecture or factory, e.g. weights_dir=DIR or latent=16 "
+         "(values parsed as JSON, else strings; repeatable).")

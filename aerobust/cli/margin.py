@@ -25,8 +25,8 @@ from .common import UserError, device_option, quiet_option, seed_option
 @device_option
 @quiet_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def margin_command(models, checkpoints, data, split, pad, resize, images, r, lambda_max, iterations, samples,
-                   attack_options, seed, device, quiet, out):
+def margin_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, images, r, lambda_max,
+                   iterations, samples, attack_options, seed, device, quiet, out):
     """Per image, the smallest L2 budget at which max-damage moves the reconstruction by more than r.
 
     Bisection over lambda in [0, --lambda-max]; VAEs use the probability criterion of r-robustness
@@ -38,7 +38,7 @@ def margin_command(models, checkpoints, data, split, pad, resize, images, r, lam
     Examples:
       aerobust margin --checkpoint runs/vae/model.pt --pad 32 --r 3 --lambda-max 4 --out margins
     """
-    specs = model_specs(models, checkpoints)
+    specs = model_specs(models, checkpoints, model_args, trust_factory)
     if not specs:
         raise UserError("nothing to measure: give --model or --checkpoint at least once")
     config = AuditConfig(models=specs, data=data, split=split, pad_to=pad, resize=resize, attacks=["max-damage"],

@@ -1,41 +1,18 @@
 """``aerobust train``: train an architecture with a defense and checkpoint it."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..datasets import load_dataset
-from .common import OutputFolder, UserError, device_option, download_option, plugin_option, quiet_option, seed_option
-
-
-def _parse_value(text: str):
-    """JSON where it parses (numbers, lists, true/false), a comma list of those, else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [_parse_value(part.strip()) for part in text.split(",") if part.strip()]
-    return text
-
-
-def _parse_pairs(pairs, flag: str, convert) -> dict:
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{flag} takes KEY=VALUE, e.g. {flag} coupling=0.5; got '{pair}'")
-        parsed[key.strip().replace("-", "_")] = convert(value.strip())
-    return parsed
-
+from .common import (OutputFolder, UserError, device_option, download_option, parse_pairs, parse_value,
+                     plugin_option, quiet_option, seed_option)
 
 @click.command("train")
 @click.option("--defense", required=True, help="Defense name (aerobust list defenses): ae, gmm-dae, augmented, "
               "coupled-ks, vae, beta-vae, beta-tcvae.")
 @click.option("--arch", default="mlp-ae-32", show_default=True,
-              help="Registered architecture (aerobust list architectures); the mlp-* ones are built for the "
-              "data's image shape.")
+              help="Registered architecture (aerobust list architectures), FILE.py:factory or "
+              "package.module:factory; the mlp-* ones are built for the data's image shape.")
 @click.option("--data", "data_spec", default="mnist-5k", show_default=True,
               help="Dataset spec: mnist-5k, digits, mnist, idx:DIR, npz:FILE, folder:DIR ...")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test", "all"]))
@@ -49,8 +26,9 @@ def _parse_pairs(pairs, flag: str, convert) -> dict:
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate.")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None,
               help="Latent dimension of the architecture (default: its own, 10 for the MLPs).")
-@click.option("--arch-option", "arch_options", multiple=True, metavar="KEY=VALUE",
-              help="Architecture argument, e.g. hidden=64,64 (repeatable).")
+@click.option("--arch-option", "--model-arg", "arch_options", multiple=True, metavar="KEY=VALUE",
+              help="Architecture or factory argument, e.g. hidden=64,64 (JSON, else a comma list, else a "
+              "string; repeatable).")
 @click.option("--coupling", type=float, default=None, help="coupled-ks: alpha of eq. 10 (default 0.9).")
 @click.option("--fgsm-eps", type=float, default=None, help="augmented/coupled-ks: FGSM L-inf radius (default 0.3).")
 @click.option("--fgsm-step", type=float, default=None, help="augmented/coupled-ks: FGSM step (default 0.375).")
@@ -89,11 +67,11 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
     named = {"coupling": coupling, "fgsm_eps": fgsm_eps, "fgsm_step": fgsm_step, "latent_noise": latent_noise,
              "beta": beta, "n_modes": n_modes}
     defense_options = {k: v for k, v in named.items() if v is not None}
-    for key, value in _parse_pairs(options, "--option", str).items():
+    for key, value in parse_pairs(options, "--option", str).items():
         if key in defense_options:
             raise UserError(f"option {key} is given twice (as --{key.replace('_', '-')} and --option)")
         defense_options[key] = value
-    arch_kwargs = _parse_pairs(arch_options, "--arch-option", _parse_value)
+    arch_kwargs = parse_pairs(arch_options, "--arch-option", parse_value)
     if latent_dim is not None:
         arch_kwargs["latent_dim"] = latent_dim
     data = load_dataset(data_spec, split, pad_to=pad, resize=resize, channels=channels, limit=limit,
