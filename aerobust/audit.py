@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ import torch
 from .adapter import Autoencoder
 from .checkpoints import resolve_model
 from .datasets import ImageSet, load_dataset
+from .distributed import is_main_process, join_world, run_sharded_audit
 from .errors import AerobustError
 from .registry import ATTACKS
 from .runtime import resolve_device, seed_everything, write_manifest
@@ -97,7 +99,8 @@ def _block_stem(model: str, attack: str, lam: float) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temporary name: ranks of a torchrun audit may write the same file at once.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
 
@@ -150,7 +153,8 @@ class Audit:
         self.config = config
         self.out_dir = Path(out_dir)
         self.blocks_dir = self.out_dir / "blocks"
-        self.device = resolve_device(device)
+        # Under torchrun: join the process group; each rank gets its own GPU (aerobust/distributed.py).
+        self.world, self.device = join_world(resolve_device(device))
         self.quiet = quiet
         self.download = download
         self.attacks = {name: ATTACKS.create(name, **config.attack_options.get(name, {}))
@@ -282,6 +286,8 @@ class Audit:
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
+        if self.world.distributed:  # torchrun: the ranks share the blocks, rank 0 merges (distributed.py)
+            return run_sharded_audit(self, plan, pool)
         model_info = {}
         progress = tqdm(total=len(self.blocks()), desc="audit", unit="block", disable=self.quiet)
         for spec in cfg.models:
@@ -296,15 +302,16 @@ class Audit:
             for attack_name, lam in todo:
                 progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lam:g}")
                 frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head)
-                stem = _block_stem(spec.label, attack_name, lam)
-                _atomic_write(self.blocks_dir / f"{stem}.npz", lambda p: _save_npz(p, arrays))
-                _atomic_write(self.blocks_dir / f"{stem}.json",
-                              lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
-                # The CSV is written last: its presence marks the block as done.
-                _atomic_write(self.blocks_dir / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
+                self._save_block(self.blocks_dir, _block_stem(spec.label, attack_name, lam), frame, arrays, notes)
                 progress.update(1)
         progress.close()
         return self._finish(plan, model_info)
+
+    def _save_block(self, directory: Path, stem: str, frame: pd.DataFrame, arrays: dict, notes: list):
+        _atomic_write(directory / f"{stem}.npz", lambda p: _save_npz(p, arrays))
+        _atomic_write(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
+        # The CSV is written last: its presence marks the block as done.
+        _atomic_write(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
 
     def _finish(self, plan: _Plan, model_info: dict) -> pd.DataFrame:
         frames, examples, flags, attack_configs = [], {}, [], {}
@@ -331,7 +338,7 @@ def run_audit(config: AuditConfig, out_dir, *, device: str = "auto", quiet: bool
               report: bool = True, download: bool = False) -> pd.DataFrame:
     """Run (or resume) an audit into ``out_dir`` and, by default, build its report there."""
     results = Audit(config, out_dir, device=device, quiet=quiet, download=download).run()
-    if report:
+    if report and is_main_process():  # under torchrun, rank 0 writes the report
         from .report import build_report
 
         build_report(out_dir)

@@ -28,6 +28,7 @@ from .adapter import wrap
 from .checkpoints import read_sidecar, save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
+from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
 from .registry import ARCHITECTURES, DEFENSES
 from .runtime import resolve_device, write_manifest
@@ -176,7 +177,9 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"the learning rate must be positive; got {lr}")
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
-    dev = resolve_device(device)
+    # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.
+    world, dev = join_world(resolve_device(device))
+    quiet = quiet or not world.is_main
     model = wrap(module, device=dev)
     _check_data(data, model.input_shape, batch_size)
     batch_size = min(batch_size, len(data))
@@ -208,6 +211,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     elif resume:
         raise AerobustError("resume needs the out_dir of the run to continue")
 
+    # Data parallel under torchrun: this rank's rows of every global batch, DDP, gathered batch statistics.
+    objective = DataParallelObjective(defense_obj, model, batch_size, world, dev)
     images = data.images
     progress = tqdm(total=(epochs - len(history)) * steps_per_epoch, desc=f"train {defense_obj.name}",
                     disable=quiet, leave=False, unit="step")
@@ -221,8 +226,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         sums: dict[str, torch.Tensor] = {}
         start = time.perf_counter()
         for step in range(steps_per_epoch):
-            x = images[order[step * batch_size:(step + 1) * batch_size]].to(dev, non_blocking=True)
-            terms = defense_obj.losses(model, x, noise)
+            x = images[order[step * batch_size:(step + 1) * batch_size][objective.rows]].to(dev, non_blocking=True)
+            terms = objective(x, noise)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -230,6 +235,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
             progress.update()
+        sums = objective.mean_over_ranks(sums)  # the global batch's terms, the same on every rank
         row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
                "epoch_time_s": time.perf_counter() - start}
         if not math.isfinite(row["total"]):
@@ -240,7 +246,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         if not quiet:
             progress.write(_format_epoch(row))
         if out_path is not None:
-            checkpoint = _save_epoch(out_path, module, optimizer, config, defense_obj, history, dev)
+            checkpoint = world.on_main(lambda: _save_epoch(out_path, module, optimizer, config, defense_obj, history,
+                                                           dev))
     progress.close()
     model.eval()
     return TrainResult(model=module, history=history, checkpoint=checkpoint, defense=defense_obj, config=config)
