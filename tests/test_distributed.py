@@ -223,3 +223,27 @@ def test_two_ranks_optimise_the_objective_of_one_process_with_the_whole_batch(tm
                                            rtol=1e-6, atol=1e-6, msg=f"{defense_name} {name}")
             for got, want in zip(ranked["grads"], grads):
                 torch.testing.assert_close(got.cpu(), want.cpu(), rtol=1e-6, atol=1e-6, msg=defense_name)
+
+
+def test_torchrun_training_resumes_a_checkpoint_like_one_process(tmp_path):
+    from aerobust.datasets import load_dataset
+    from aerobust.training import train
+
+    data = load_dataset("digits", "train", limit=48)
+    settings_ = dict(batch_size=16, seed=1, device="cpu", quiet=True, arch_kwargs={"input_shape": [1, 8, 8],
+                                                                                   "latent_dim": 3, "hidden": [16]})
+    whole = train("coupled-ks", "mlp-ae-32", data, epochs=2, **settings_)
+    train("coupled-ks", "mlp-ae-32", data, epochs=1, out_dir=tmp_path / "run", **settings_)
+    # Epoch 2 by two ranks (8 rows each), resumed from the single-process checkpoint of epoch 1.
+    done = _torchrun(["train", "--defense", "coupled-ks", "--data", "digits", "--limit", "48", "--epochs", "2",
+                      "--batch-size", "16", "--seed", "1", "--latent-dim", "3", "--arch-option", "hidden=16,",
+                      "--device", "cpu", "--quiet", "--resume", "--out", str(tmp_path / "run")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained coupled-ks") == 1  # rank 0 speaks for the run
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == [1, 2]
+    for name in ("total", "rec", "ks", "ks_pair", "cv"):
+        assert history[1][name] == pytest.approx(whole.history[1][name], rel=1e-5, abs=1e-6), name
+    weights = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
+from ..distributed import is_main_process
 from .common import (UserError, device_option, download_option, parse_float_list, plugin_option, quiet_option,
                      seed_option)
 
@@ -100,7 +101,7 @@ def audit_command(models, checkpoints, data, split, pad, resize, download, attac
         results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
-    if not quiet:
+    if not quiet and is_main_process():  # under torchrun, one summary line (rank 0's)
         click.echo(f"{len(results)} result rows; report: {Path(out) / 'report' / 'report.html'}")
 
 
