@@ -61,6 +61,10 @@ class World:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe(self) -> dict:
+        """What a manifest records: the number of processes and the collective backend."""
+        return {"processes": self.size, "backend": dist.get_backend() if self.distributed else None}
+
     def barrier(self):
         if self.distributed:
             dist.barrier()
@@ -292,7 +296,13 @@ def _merge_and_finish(audit, plan, model_info: dict, stems: list[str], pieces_di
                 piece_file(piece, suffix).unlink()
     if not any(pieces_dir.iterdir()):
         pieces_dir.rmdir()
-    return audit._finish(plan, model_info)
+    results = audit._finish(plan, model_info)
+    # The single-process manifest, plus how many processes ran the audit.
+    manifest_path = audit.out_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["distributed"] = audit.world.describe()
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return results
 
 
 # -- data-parallel training --------------------------------------------------------------------------

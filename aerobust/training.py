@@ -213,6 +213,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
 
     # Data parallel under torchrun: this rank's rows of every global batch, DDP, gathered batch statistics.
     objective = DataParallelObjective(defense_obj, model, batch_size, world, dev)
+    config["world"] = world.describe()  # processes and backend, in the sidecar and manifest
     images = data.images
     progress = tqdm(total=(epochs - len(history)) * steps_per_epoch, desc=f"train {defense_obj.name}",
                     disable=quiet, leave=False, unit="step")
