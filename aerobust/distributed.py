@@ -17,6 +17,14 @@ the whole global batch and sliced (:func:`batch_random`), so they equal one proc
 statistics (KS, covariance, coupled terms, beta-TCVAE's minibatch estimates) are computed on codes
 gathered with gradients (:func:`gather_rows`). With DistributedDataParallel averaging the gradients,
 N ranks with local batch B/N optimise the objective of one process with batch B.
+
+Where bitwise identity with one process is impossible: an audit whose blocks are dealt out whole
+repeats one process's sweeps exactly (same rows, same batches: bitwise equal on the same device and
+thread count); a block cut into image ranges is attacked in smaller batches, and matrix kernels may
+round differently for another batch size (rows equal within 1e-5). In training, the mean of the
+local means and the sum of gradients over ranks add the same numbers in another order (equal to
+float rounding, about 1e-7 relative). BatchNorm statistics and dropout masks of a user's model stay
+per rank (as under plain DDP), so such models do not get the single-process objective.
 """
 from __future__ import annotations
 
@@ -39,7 +47,6 @@ from torch import nn
 
 from .errors import DistributedError
 
-WORLD_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # Ranks wait for each other at the end of an audit; an uneven share must not trip gloo's 30 min default.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
 

@@ -67,6 +67,12 @@ def test_cli_says_one_line_and_exits_2_for_a_misconfigured_world(tmp_path, monke
     assert len(lines) == 1 and "MASTER_ADDR and MASTER_PORT not set" in lines[0], result.output
 
 
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
+    _, model, defense = _tiny("ae", "mlp-ae-32")
+    with pytest.raises(DistributedError, match="--batch-size 7 does not split evenly over 2 ranks"):
+        DataParallelObjective(defense, model, 7, World(rank=0, size=2), torch.device("cpu"))
+
+
 # -- dealing out the audit -----------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(n_blocks=st.integers(1, 12), n_images=st.integers(1, 40), world_size=st.integers(1, 8))
