@@ -162,6 +162,19 @@ def join_world(device: torch.device) -> tuple[World, torch.device]:
     return world, device
 
 
+# The commands that share their work among torchrun's ranks; the others would all do the same work
+# and write the same files at once.
+SHARDED_COMMANDS = ("audit", "train")
+
+
+def refuse_world_for(command: str | None):
+    """One clear error when a command that runs in one process only is started by torchrun."""
+    world = world_from_environment()
+    if world.distributed and command not in SHARDED_COMMANDS:
+        raise DistributedError(f"aerobust {command} runs in one process; under torchrun only "
+                               f"{' and '.join(SHARDED_COMMANDS)} share their work: start it with plain aerobust")
+
+
 def _leave_world():
     if dist.is_initialized():
         dist.destroy_process_group()

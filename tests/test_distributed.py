@@ -73,6 +73,16 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
         DataParallelObjective(defense, model, 7, World(rank=0, size=2), torch.device("cpu"))
 
 
+def test_commands_that_do_not_share_work_refuse_a_world(monkeypatch):
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["list", "attacks"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: aerobust list runs in one process; under torchrun only audit and train "
+                                     "share their work: start it with plain aerobust")
+
+
 # -- dealing out the audit -----------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(n_blocks=st.integers(1, 12), n_images=st.integers(1, 40), world_size=st.integers(1, 8))

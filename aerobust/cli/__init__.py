@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..distributed import refuse_world_for
 from .common import AerobustGroup, plugin_option
 from .defend import defend_group
 from .audit import audit_command, demo_command
@@ -17,13 +18,15 @@ from .train import train_command
 @click.option("--threads", type=click.IntRange(min=1), envvar="AEROBUST_THREADS",
               help="CPU threads for torch (default: torch's choice). On a busy machine with few cores, 1 is "
                    "often much faster for small models.")
-def main(threads):
+@click.pass_context
+def main(ctx, threads):
     """Audit the adversarial robustness of autoencoders and train defenses.
 
     \b
     Start with:  aerobust demo --out demo-out
     Audit:       aerobust audit --checkpoint model.pt --data mnist-5k --pad 32
     """
+    refuse_world_for(ctx.invoked_subcommand)  # under torchrun: audit and train only (aerobust/distributed.py)
     if threads is not None:
         import torch
 
