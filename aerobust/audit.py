@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ import torch
 from .adapter import Autoencoder
 from .checkpoints import resolve_model
 from .datasets import ImageSet, load_dataset
+from .distributed import is_main_process, join_world, run_sharded_audit
 from .errors import AerobustError
 from .registry import ATTACKS
 from .report import RESULT_COLUMNS, lambda_text, read_labelled_csv
@@ -117,7 +119,8 @@ def _block_stem(model: str, attack: str, lam: float) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temporary name: ranks of a torchrun audit may write the same file at once.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
 
@@ -181,7 +184,8 @@ class Audit:
         self.config = config
         self.out_dir = Path(out_dir)
         self.blocks_dir = self.out_dir / "blocks"
-        self.device = resolve_device(device)
+        # Under torchrun: join the process group; each rank gets its own GPU (aerobust/distributed.py).
+        self.world, self.device = join_world(resolve_device(device))
         self.quiet = quiet
         self.download = download
         self.trust_unhashed = trust_unhashed
@@ -386,15 +390,19 @@ class Audit:
         models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
         self._claim_out_dir(self._fingerprint(plan, models))
         _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
-        model_info, model_flags = {}, []
-        progress = tqdm(total=len(self.blocks()), desc="audit", unit="block", disable=self.quiet)
         x = plan.images.to(self.device)
+        clean, model_flags = {}, []
         for spec in cfg.models:
-            model, model_info[spec.label] = models[spec.label]
-            clean = self._clean_pass(model, x)
-            degenerate = degenerate_model_flag(x, clean["recon"], clean["msssim_input_recon"])
+            clean[spec.label] = self._clean_pass(models[spec.label][0], x)
+            degenerate = degenerate_model_flag(x, clean[spec.label]["recon"], clean[spec.label]["msssim_input_recon"])
             if degenerate is not None:
                 model_flags.append({"model": spec.label, "attack": "*", "lambda": None, **degenerate})
+        if self.world.distributed:  # torchrun: the ranks share the blocks, rank 0 merges (distributed.py)
+            return run_sharded_audit(self, plan, pool, models, clean, model_flags)
+        model_info = {}
+        progress = tqdm(total=len(self.blocks()), desc="audit", unit="block", disable=self.quiet)
+        for spec in cfg.models:
+            model, model_info[spec.label] = models[spec.label]
             todo = [(a, lam) for (m, a, lam) in self.blocks()
                     if m is spec and not (self.blocks_dir / f"{_block_stem(spec.label, a, lam)}.csv").is_file()]
             progress.update(len(cfg.attacks) * len(cfg.lambdas) - len(todo))
@@ -404,16 +412,17 @@ class Audit:
             head = self._classifier_head(spec, model, pool) if plan.labels is not None else None
             for attack_name, lam in todo:
                 progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lambda_text(lam)}")
-                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean)
-                stem = _block_stem(spec.label, attack_name, lam)
-                _atomic_write(self.blocks_dir / f"{stem}.npz", lambda p: _save_npz(p, arrays))
-                _atomic_write(self.blocks_dir / f"{stem}.json",
-                              lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
-                # The CSV is written last: its presence marks the block as done.
-                _atomic_write(self.blocks_dir / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
+                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean[spec.label])
+                self._save_block(self.blocks_dir, _block_stem(spec.label, attack_name, lam), frame, arrays, notes)
                 progress.update(1)
         progress.close()
         return self._finish(plan, model_info, model_flags)
+
+    def _save_block(self, directory: Path, stem: str, frame: pd.DataFrame, arrays: dict, notes: list):
+        _atomic_write(directory / f"{stem}.npz", lambda p: _save_npz(p, arrays))
+        _atomic_write(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
+        # The CSV is written last: its presence marks the block as done.
+        _atomic_write(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
 
     def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
         frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
@@ -446,7 +455,7 @@ def run_audit(config: AuditConfig, out_dir, *, device: str = "auto", quiet: bool
     """Run (or resume) an audit into ``out_dir`` and, by default, build its report there."""
     results = Audit(config, out_dir, device=device, quiet=quiet, download=download,
                     trust_unhashed=trust_unhashed).run()
-    if report:
+    if report and is_main_process():  # under torchrun, rank 0 writes the report
         from .report import build_report
 
         build_report(out_dir)

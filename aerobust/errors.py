@@ -30,3 +30,7 @@ class CheckpointError(AerobustError):
 
 class ThreatViolation(AssertionError):
     """An attack returned a point outside its threat model: a bug in the attack, not user error."""
+
+
+class DistributedError(AerobustError):
+    """The torch.distributed world (torchrun's RANK, WORLD_SIZE, ...) is misconfigured or cannot be joined."""

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .distributed import batch_random
 from .errors import AerobustError
 from .priors import GMMPrior
 
@@ -109,7 +110,8 @@ def fgsm_latent(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     ``z_clean`` is g(x) (reused from the training pass, treated as a constant). The result lies in
     the eps ball around ``x`` and in [0, 1]; it carries no graph.
     """
-    start = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    # batch_random: under data-parallel training, the same start as one process draws for this image.
+    start = (batch_random(torch.rand, x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
     start.requires_grad_(True)
     # The squared norm has the same per-sample gradient sign as the norm and no sqrt singularity at 0.
     distance = (encode(x + start) - z_clean.detach()).pow(2).sum()
@@ -123,7 +125,7 @@ def noisy_reconstruction_loss(decode: Callable[[torch.Tensor], torch.Tensor], z:
                               generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE between ``x`` and the decoding of ``z + N(0, noise_std^2 I)`` (Sec. 3.2's latent noise)."""
     if noise_std > 0:
-        z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        z = z + noise_std * batch_random(torch.randn, z.shape, generator=generator, device=z.device, dtype=z.dtype)
     return (decode(z) - x).pow(2).mean()
 
 

@@ -31,6 +31,7 @@ from .adapter import wrap
 from .checkpoints import build_architecture, is_factory_spec, save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
+from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
 from .registry import DEFENSES
 from .runtime import resolve_device, write_manifest
@@ -159,6 +160,12 @@ def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Opt
     return history
 
 
+def _save_epoch(out_dir: Path, module, optimizer, config, defense, history, device) -> Path:
+    """The epoch's run state (the unit a resume reads), then its exports; returns model.pt."""
+    _write_run_state(out_dir, module, optimizer, config, history)
+    return _export_epoch(out_dir, module, config, defense, history, device)
+
+
 def _export_epoch(out_dir: Path, module, config, defense, history, device) -> Path:
     """Write the files users read (checkpoint, history, manifest) for the epochs in ``history``."""
     done = len(history)
@@ -198,7 +205,9 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"the learning rate must be positive; got {lr}")
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
-    dev = resolve_device(device)
+    # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.
+    world, dev = join_world(resolve_device(device))
+    quiet = quiet or not world.is_main
     # A model that declares no input shape takes the data's.
     model = wrap(module, device=dev, input_shape=None if hasattr(module, "input_shape") else getattr(data, "image_shape", None))
     _check_data(data, model.input_shape, batch_size)
@@ -207,8 +216,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     config = {
         "defense": defense_obj.name, "defense_options": defense_obj.config, "architecture": arch_name,
         "arch_kwargs": arch_kwargs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "optimizer": "adam", "torch_threads": torch.get_num_threads(), "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape),
-                                      "ids_sha256": _ids_digest(data.ids)},
+        "optimizer": "adam", "torch_threads": torch.get_num_threads(),
+        "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape), "ids_sha256": _ids_digest(data.ids)},
     }
     defense_obj.setup(model, dataset_size=len(data), batch_size=batch_size,
                       generator=torch.Generator().manual_seed(seed))
@@ -220,16 +229,20 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         if resume:
             history = _load_run_state(out_path, module, optimizer, config)
             if history:  # repairs exports that a kill left one epoch behind the run state
-                _export_epoch(out_path, module, config, defense_obj, history, dev)
+                world.on_main(lambda: _export_epoch(out_path, module, config, defense_obj, history, dev))
         else:
             if has_training_run(out_path) or (out_path / MODEL_FILE).is_file():
                 raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
                                     "choose another --out")
             out_path.mkdir(parents=True, exist_ok=True)
-            _write_run_state(out_path, module, optimizer, config, history)  # epoch 0: a kill in epoch 1 resumes
+            # epoch 0: a kill in epoch 1 resumes
+            world.on_main(lambda: _write_run_state(out_path, module, optimizer, config, history))
     elif resume:
         raise AerobustError("resume needs the out_dir of the run to continue")
 
+    # Data parallel under torchrun: this rank's rows of every global batch, DDP, gathered batch statistics.
+    objective = DataParallelObjective(defense_obj, model, batch_size, world, dev)
+    config["world"] = world.describe()  # processes and backend, in the sidecar and manifest
     images = data.images
     progress = tqdm(total=(epochs - len(history)) * steps_per_epoch, desc=f"train {defense_obj.name}",
                     disable=quiet, leave=False, unit="step")
@@ -243,8 +256,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         sums: dict[str, torch.Tensor] = {}
         start = time.perf_counter()
         for step in range(steps_per_epoch):
-            x = images[order[step * batch_size:(step + 1) * batch_size]].to(dev, non_blocking=True)
-            terms = defense_obj.losses(model, x, noise)
+            x = images[order[step * batch_size:(step + 1) * batch_size][objective.rows]].to(dev, non_blocking=True)
+            terms = objective(x, noise)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -252,6 +265,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
             progress.update()
+        sums = objective.mean_over_ranks(sums)  # the global batch's terms, the same on every rank
         row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
                "epoch_time_s": time.perf_counter() - start}
         if not math.isfinite(row["total"]):
@@ -262,8 +276,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         if not quiet:
             progress.write(_format_epoch(row))
         if out_path is not None:
-            _write_run_state(out_path, module, optimizer, config, history)
-            checkpoint = _export_epoch(out_path, module, config, defense_obj, history, dev)
+            checkpoint = world.on_main(lambda: _save_epoch(out_path, module, optimizer, config, defense_obj, history,
+                                                           dev))
     progress.close()
     model.eval()
     return TrainResult(model=module, history=history, checkpoint=checkpoint, defense=defense_obj, config=config)

@@ -33,6 +33,24 @@ DEGENERATE_SPREAD_RATIO = 0.01
 #   (an untrained model scores about 0.03; a trained MNIST MLP scores above 0.8 with the paper preset).
 DEGENERATE_MSSSIM = 0.1
 
+FLAG_ORDER = ("nan-gradient", "zero-gradient", "non-monotone-lambda", "weaker-than-noise", "unbounded-target-missed")
+# Flags that count samples: the flags of a sweep split into image ranges add up (aerobust.distributed).
+PER_SAMPLE_FLAGS = {
+    "nan-gradient": "{count} of {of} attacked samples had NaN/inf input gradients (set to 0); the model or "
+                    "objective is numerically unstable there",
+    "zero-gradient": "{count} of {of} attacked samples had an all-zero input gradient at the start; a flat or "
+                     "masked objective makes the attack loss overstate robustness",
+    "non-monotone-lambda": "{count} of {of} (trial, image, neighbouring lambdas) comparisons got a weaker attack "
+                           f"at the larger lambda (by > {MONOTONE_RTOL:.0%}); the optimizer does not find the worst "
+                           "case, use more steps or restarts",
+    "weaker-than-noise": "random noise of norm lambda beat the attack on {count} of {of} samples; the optimizer "
+                         "is failing (step size, gradient masking)",
+}
+
+
+def per_sample_flag(flag: str, count: int, of: int) -> dict:
+    return {"flag": flag, "count": count, "of": of, "message": PER_SAMPLE_FLAGS[flag].format(count=count, of=of)}
+
 
 def _strength(values: torch.Tensor, maximize: bool) -> torch.Tensor:
     return values if maximize else -values
@@ -48,14 +66,10 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
     n_attacked = int(attacked.sum())
     nan_rows = int((nan_gradient & attacked).sum())
     if nan_rows:
-        flags.append({"flag": "nan-gradient", "count": nan_rows, "of": n_attacked,
-                      "message": f"{nan_rows} of {n_attacked} attacked samples had NaN/inf input gradients "
-                                 "(set to 0); the model or objective is numerically unstable there"})
+        flags.append(per_sample_flag("nan-gradient", nan_rows, n_attacked))
     zero_rows = int((zero_gradient & attacked).sum())
     if zero_rows:
-        flags.append({"flag": "zero-gradient", "count": zero_rows, "of": n_attacked,
-                      "message": f"{zero_rows} of {n_attacked} attacked samples had an all-zero input gradient "
-                                 "at the start; a flat or masked objective makes the attack loss overstate robustness"})
+        flags.append(per_sample_flag("zero-gradient", zero_rows, n_attacked))
 
     flags.extend(non_monotone_flags(lambdas, loss, maximize))
 
@@ -79,9 +93,7 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
         noise_count += int(beaten.sum())
         noise_total += beaten.numel()
     if noise_count:
-        flags.append({"flag": "weaker-than-noise", "count": noise_count, "of": noise_total,
-                      "message": f"random noise of norm lambda beat the attack on {noise_count} of {noise_total} "
-                                 "samples; the optimizer is failing (step size, gradient masking)"})
+        flags.append(per_sample_flag("weaker-than-noise", noise_count, noise_total))
 
     if getattr(attack.objective, "target_reachable", False):
         flags.extend(_unbounded_check(attack, bind, shape, clean))
@@ -105,10 +117,7 @@ def non_monotone_flags(lambdas, loss: torch.Tensor, maximize: bool) -> list[dict
     count = int(weaker.sum())
     if not count:
         return []
-    return [{"flag": "non-monotone-lambda", "count": count, "of": int(weaker.numel()),
-             "message": f"{count} of {int(weaker.numel())} (trial, image, neighbouring lambdas) comparisons got a "
-                        f"weaker attack at the larger lambda (by > {MONOTONE_RTOL:.0%}); the optimizer does not "
-                        "find the worst case, use more steps or restarts"}]
+    return [per_sample_flag("non-monotone-lambda", count, int(weaker.numel()))]
 
 
 def degenerate_model_flag(inputs: torch.Tensor, reconstructions: torch.Tensor,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..distributed import refuse_world_for
 from ..runtime import DEFAULT_THREADS, set_threads
 from .common import AerobustGroup, plugin_option
 from .defend import defend_group
@@ -35,13 +36,15 @@ def _threads_option(envvar: str | None) -> click.Option:
 @click.group(cls=AerobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aerobust")
 @plugin_option
-def main():
+@click.pass_context
+def main(ctx):
     """Audit the adversarial robustness of autoencoders and train defenses.
 
     \b
     Start with:  aerobust demo --out demo-out
     Audit:       aerobust audit --checkpoint model.pt --data mnist-5k --pad 32
     """
+    refuse_world_for(ctx.invoked_subcommand)  # under torchrun: audit and train only (aerobust/distributed.py)
 
 
 def _accept_threads_everywhere(command: click.Command, envvar: str | None = None):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
+from ..distributed import is_main_process
 from ..threat import BUDGETS
 from .common import (OutputFolder, UserError, device_option, download_option, model_arg_option, parse_float_list,
                      parse_pairs, parse_value, plugin_option, quiet_option, seed_option, trust_unhashed_option)
@@ -145,7 +146,7 @@ def audit_command(models, model_args, checkpoints, trust_factory, data, split, p
                             trust_unhashed=trust_unhashed)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
-    if not quiet:
+    if not quiet and is_main_process():  # under torchrun, one summary line (rank 0's)
         click.echo(f"{len(results)} result rows; report: {Path(out) / 'report' / 'report.html'}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..datasets import load_dataset
+from ..distributed import is_main_process
 from .common import (OutputFolder, UserError, device_option, download_option, parse_pairs, parse_value,
                      plugin_option, quiet_option, seed_option)
 
@@ -84,5 +85,6 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
     result = train(defense, arch, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                    out_dir=out_dir, resume=resume, quiet=quiet, arch_kwargs=arch_kwargs, **defense_options)
     last = result.history[-1]
-    click.echo(f"trained {defense} on {len(data)} images for {last['epoch']} epochs: total loss {last['total']:.4g}; "
-               f"checkpoint {result.checkpoint}")
+    if is_main_process():  # under torchrun, one summary line (rank 0's)
+        click.echo(f"trained {defense} on {len(data)} images for {last['epoch']} epochs: total loss {last['total']:.4g}; "
+                   f"checkpoint {result.checkpoint}")

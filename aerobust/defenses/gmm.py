@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .. import losses as L
 from ..adapter import Autoencoder
+from ..distributed import gather_rows
 from ..errors import AerobustError
 from ..priors import CENTER_LAYOUTS, GMMPrior
 from ..registry import register_defense
@@ -105,7 +106,9 @@ class GMMDAEDefense(Defense):
         z = model.encode(x)
         z_adv = self.adversarial_codes(model, x, z, generator)
         terms = {"rec": L.noisy_reconstruction_loss(model.decode, z, x, self.config["latent_noise"], generator)}
-        terms.update({name: term(z, z_adv) for name, term in self.regularizers().items()})
+        # Batch statistics over the whole global batch under data-parallel training (aerobust/distributed.py).
+        z_all, z_adv_all = gather_rows(z), gather_rows(z_adv)
+        terms.update({name: term(z_all, z_adv_all) for name, term in self.regularizers().items()})
         total = sum(self.weights[name] * value for name, value in terms.items())
         if z_adv is not None:
             terms["adv_code_distance"] = (z_adv - z).detach().norm(dim=1).mean()

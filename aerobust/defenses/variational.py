@@ -4,13 +4,15 @@ from __future__ import annotations
 import torch
 
 from .. import losses as L
+from ..distributed import batch_random, gather_rows
 from ..errors import AerobustError
 from ..registry import register_defense
 from .base import Defense, Option
 
 
 def _reparameterized(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    # batch_random: under data-parallel training, the noise one process draws for these rows.
+    noise = batch_random(torch.randn, mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + noise * (0.5 * logvar).exp()
 
 
@@ -66,7 +68,8 @@ class BetaTCVAEDefense(VAEDefense):
         mu, logvar = model.posterior(x)
         z = _reparameterized(mu, logvar, generator)
         rec = L.bernoulli_reconstruction_loss(model.decode(z), x)
-        parts = L.beta_tc_decomposition(z, mu, logvar, self.dataset_size)
+        # Minibatch estimates of q(z) over the whole global batch under data-parallel training.
+        parts = L.beta_tc_decomposition(gather_rows(z), gather_rows(mu), gather_rows(logvar), self.dataset_size)
         c = self.config
         total = (rec + c["mi_weight"] * parts["mutual_information"] + c["beta"] * parts["total_correlation"]
                  + c["dim_kl_weight"] * parts["dimension_kl"])

@@ -1,0 +1,444 @@
+"""Past one process: aerobust under ``torchrun`` (sharded audits, data-parallel training).
+
+``torchrun --nproc_per_node=N -m aerobust audit|train ...`` runs the same command in N processes
+(ranks). The world is read from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR, MASTER_PORT); without them aerobust runs as one process and nothing here is active.
+The process group uses gloo on CPU and NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``).
+
+Audit: the plan's blocks (model, attack, lambda), split into image ranges when the blocks do not
+divide evenly among the ranks, are dealt out to the ranks; each rank writes its pieces under
+``blocks/`` as they finish (a rerun of the same command skips finished pieces), then rank 0 merges
+the pieces into the very block files one process writes and builds results.csv and the manifest
+from them with the single-process code. Every random draw of an attack is seeded by (seed, trial,
+image_id, restart), so a piece does not depend on which rank ran it or on what else shared its batch.
+
+Training: each rank takes its rows of the same global batch (same shuffle); random draws are made for
+the whole global batch and sliced (:func:`batch_random`), so they equal one process's; batch
+statistics (KS, covariance, coupled terms, beta-TCVAE's minibatch estimates) are computed on codes
+gathered with gradients (:func:`gather_rows`). With DistributedDataParallel averaging the gradients,
+N ranks with local batch B/N optimise the objective of one process with batch B.
+
+Where bitwise identity with one process is impossible: an audit whose blocks are dealt out whole
+repeats one process's sweeps exactly (same rows, same batches: bitwise equal on the same device and
+thread count); a block cut into image ranges is attacked in smaller batches, and matrix kernels may
+round differently for another batch size (rows equal within 1e-5). In training, the mean of the
+local means and the sum of gradients over ranks add the same numbers in another order (equal to
+float rounding, about 1e-7 relative). BatchNorm statistics and dropout masks of a user's model stay
+per rank (as under plain DDP), so such models do not get the single-process objective.
+"""
+from __future__ import annotations
+
+import atexit
+import contextvars
+import copy
+import dataclasses
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import DistributedError
+
+# Ranks wait for each other at the end of an audit; an uneven share must not trip gloo's 30 min default.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
+
+
+# -- the world -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class World:
+    """This process's place among the ranks; ``World()`` is the single process."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> dict:
+        """What a manifest records: the number of processes and the collective backend."""
+        return {"processes": self.size, "backend": dist.get_backend() if self.distributed else None}
+
+    def barrier(self):
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.distributed:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def on_main(self, work: Callable):
+        """Rank 0 runs ``work`` (e.g. writes a file); every rank returns its result once it is done."""
+        return self.broadcast(work() if self.is_main else None)
+
+    def main_first(self, work: Callable):
+        """Rank 0 runs ``work`` first (e.g. trains and saves something), then the others (who load it)."""
+        if self.is_main:
+            value = work()
+        self.barrier()
+        if not self.is_main:
+            value = work()
+        return value
+
+
+def _integer(env, name: str, minimum: int) -> int:
+    text = env.get(name)
+    if text is None or not text.strip().lstrip("-").isdigit() or int(text) < minimum:
+        raise DistributedError(f"the torch.distributed environment is misconfigured: {name}={text!r} (need an "
+                               f"integer >= {minimum}); launch with torchrun --nproc_per_node=N -m aerobust ..., "
+                               "or unset WORLD_SIZE and RANK to run one process")
+    return int(text)
+
+
+def world_from_environment(env=None) -> World:
+    """The world described by torchrun's variables; one process when neither WORLD_SIZE nor RANK is set."""
+    env = os.environ if env is None else env
+    if env.get("WORLD_SIZE") is None and env.get("RANK") is None:
+        return World()
+    size = _integer(env, "WORLD_SIZE", 1)
+    if size == 1:
+        return World()
+    rank = _integer(env, "RANK", 0)
+    if rank >= size:
+        raise DistributedError(f"the torch.distributed environment is misconfigured: RANK={rank} but WORLD_SIZE="
+                               f"{size} (ranks are 0..{size - 1}); launch with torchrun")
+    local_rank = _integer(env, "LOCAL_RANK", 0)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+    if missing:
+        raise DistributedError(f"the torch.distributed environment is misconfigured: {' and '.join(missing)} "
+                               f"not set for rank {rank} of {size}; launch with torchrun, which sets them")
+    return World(rank=rank, size=size, local_rank=local_rank)
+
+
+def rank_device(world: World, device: torch.device) -> torch.device:
+    """One GPU per rank: a plain ``cuda`` device becomes ``cuda:LOCAL_RANK``."""
+    if not world.distributed or device.type != "cuda" or device.index is not None:
+        return device
+    if world.local_rank >= torch.cuda.device_count():
+        raise DistributedError(f"LOCAL_RANK {world.local_rank} has no GPU (this node has "
+                               f"{torch.cuda.device_count()}); start at most that many processes per node "
+                               "(--nproc_per_node) or use --device cpu")
+    return torch.device("cuda", world.local_rank)
+
+
+def join_world(device: torch.device) -> tuple[World, torch.device]:
+    """Read the world, join its process group (once per process) and pick this rank's device."""
+    world = world_from_environment()
+    if not world.distributed:
+        return world, device
+    device = rank_device(world, device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(device)
+        try:
+            dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
+        except (RuntimeError, ValueError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DistributedError(f"rank {world.rank} of {world.size} cannot join the {backend} process group at "
+                                   f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({first_line}); "
+                                   "check that every rank was started by the same torchrun command") from None
+        atexit.register(_leave_world)
+    elif dist.get_world_size() != world.size or dist.get_rank() != world.rank:
+        raise DistributedError(f"a process group of {dist.get_world_size()} ranks is already running here, but "
+                               f"RANK/WORLD_SIZE say {world.rank}/{world.size}")
+    return world, device
+
+
+# The commands that share their work among torchrun's ranks; the others would all do the same work
+# and write the same files at once.
+SHARDED_COMMANDS = ("audit", "train")
+
+
+def refuse_world_for(command: str | None):
+    """One clear error when a command that runs in one process only is started by torchrun."""
+    world = world_from_environment()
+    if world.distributed and command not in SHARDED_COMMANDS:
+        raise DistributedError(f"aerobust {command} runs in one process; under torchrun only "
+                               f"{' and '.join(SHARDED_COMMANDS)} share their work: start it with plain aerobust")
+
+
+def _leave_world():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True for rank 0 and for a single process (the one that prints and writes the shared outputs)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+# -- sharded audit -----------------------------------------------------------------------------------
+def audit_pieces(n_blocks: int, n_images: int, world_size: int) -> list[tuple[int, int, int]]:
+    """The audit's work as ``(block, first image, end image)``; piece ``p`` belongs to rank ``p % world_size``.
+
+    Whole blocks when the ranks divide them evenly; otherwise every block is cut into
+    ``world_size / gcd(n_blocks, world_size)`` image ranges, which makes the number of pieces a
+    multiple of the number of ranks (each rank gets as many pieces, of nearly equal size).
+    """
+    shards = min(world_size // math.gcd(n_blocks, world_size), n_images)
+    bounds = [round(s * n_images / shards) for s in range(shards + 1)]
+    return [(block, bounds[s], bounds[s + 1]) for block in range(n_blocks) for s in range(shards)]
+
+
+def _plan_rows(plan, start: int, stop: int):
+    """The audit plan restricted to images ``start:stop`` (targets follow their images)."""
+    part = copy.copy(plan)
+    for name in ("index", "images", "labels", "image_ids"):
+        value = getattr(plan, name)
+        setattr(part, name, None if value is None else value[start:stop])
+    if plan.target_index is not None:
+        part.target_index = plan.target_index[:, start:stop]
+    return part
+
+
+def _merge_notes(pieces: list[list[dict]]) -> list[dict]:
+    """Flags and attack config of a block from those of its image ranges (in image order).
+
+    Per-sample flags (counts over samples) are summed and their message rewritten; the unbounded
+    check looks at the first images of a sweep, so only the first range's result stands, as one
+    process would have checked those same images.
+    """
+    from .attacks.sanity import FLAG_ORDER, PER_SAMPLE_FLAGS, per_sample_flag
+
+    config = None
+    merged: dict[str, dict] = {}
+    for index, notes in enumerate(pieces):
+        for note in notes:
+            if "config" in note:
+                if config is None:
+                    config = {**note["config"], "image_ids": []}
+                config["image_ids"] += note["config"]["image_ids"]
+            elif note["flag"] in PER_SAMPLE_FLAGS:
+                total = merged.setdefault(note["flag"], {"count": 0, "of": 0})
+                total["count"] += note["count"]
+                total["of"] += note["of"]
+            elif index == 0:
+                merged[note["flag"]] = note
+    flags = [per_sample_flag(name, **value) if name in PER_SAMPLE_FLAGS else value
+             for name, value in merged.items()]
+    flags.sort(key=lambda flag: FLAG_ORDER.index(flag["flag"]) if flag["flag"] in FLAG_ORDER else len(FLAG_ORDER))
+    return flags + ([{"config": config}] if config is not None else [])
+
+
+def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags: list[dict]) -> pd.DataFrame:
+    """Run this rank's share of ``audit`` (an :class:`aerobust.audit.Audit`); rank 0 merges and finishes.
+
+    ``models``, ``clean`` and ``model_flags`` are what every rank's ``Audit.run`` prepared: the loaded
+    models, their clean pass over all audited images (sliced here per image range) and model flags.
+    """
+    from tqdm.auto import tqdm
+
+    from .audit import _block_stem
+
+    world = audit.world
+    blocks = audit.blocks()
+    stems = [_block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
+    pieces_dir = audit.blocks_dir / "pieces"
+    n_images = len(plan.image_ids)
+
+    def piece_stem(block: int, start: int, stop: int) -> tuple[Path, str]:
+        if (start, stop) == (0, n_images):
+            return audit.blocks_dir, stems[block]
+        return pieces_dir, f"{stems[block]}__images{start}-{stop}"
+
+    def done(directory: Path, stem: str) -> bool:
+        return (directory / f"{stem}.csv").is_file()
+
+    def pending() -> list[tuple[int, int, int]]:
+        return [(b, start, stop) for b, start, stop in audit_pieces(len(blocks), n_images, world.size)
+                if not done(audit.blocks_dir, stems[b]) and not done(*piece_stem(b, start, stop))]
+
+    # Rank 0 decides what is left, so that every rank agrees even while others write.
+    todo = world.on_main(pending)
+    mine = [piece for p, piece in enumerate(audit_pieces(len(blocks), n_images, world.size))
+            if p % world.size == world.rank and piece in todo]
+    pieces_dir.mkdir(parents=True, exist_ok=True)
+    model_info = {}
+    progress = tqdm(total=len(mine), desc=f"audit rank {world.rank}", unit="piece",
+                    disable=audit.quiet or not world.is_main)
+    for spec in audit.config.models:
+        model_blocks = {b for b, (s, _, _) in enumerate(blocks) if s is spec}
+        model_todo = [piece for piece in todo if piece[0] in model_blocks]
+        my_pieces = [piece for piece in mine if piece[0] in model_blocks]
+        if not (my_pieces or world.is_main or model_todo):
+            continue
+        model, model_info[spec.label] = models[spec.label]
+        head = None
+        if model_todo and plan.labels is not None:
+            # Rank 0 trains the latent classifier once; the other ranks load the file it saved.
+            head = world.main_first(lambda: audit._classifier_head(spec, model, pool))
+        for block, start, stop in my_pieces:
+            _, attack_name, lam = blocks[block]
+            frame, arrays, notes = audit._run_block(spec, model, attack_name, lam, _plan_rows(plan, start, stop), head,
+                                                    {name: value[start:stop] for name, value in clean[spec.label].items()})
+            audit._save_block(*piece_stem(block, start, stop), frame, arrays, notes)
+            progress.update(1)
+    progress.close()
+    world.barrier()
+    return world.on_main(lambda: _merge_and_finish(audit, plan, model_info, model_flags, stems, pieces_dir))
+
+
+def _merge_and_finish(audit, plan, model_info: dict, model_flags: list[dict], stems: list[str],
+                      pieces_dir: Path) -> pd.DataFrame:
+    """Rank 0: every block assembled from its image ranges, then the single-process finish."""
+    from .report import read_labelled_csv
+
+    n_images = len(plan.image_ids)
+    ranges = sorted({(start, stop) for _, start, stop in audit_pieces(len(stems), n_images, audit.world.size)})
+    for stem in stems:
+        if (audit.blocks_dir / f"{stem}.csv").is_file():
+            continue
+        # Stems hold dots (lam1.5): file names are built by appending, never with Path.with_suffix.
+        stems_of_pieces = [pieces_dir / f"{stem}__images{start}-{stop}" for start, stop in ranges]
+        piece_file = lambda piece, suffix: piece.with_name(piece.name + suffix)  # noqa: E731
+        # A stable sort by trial restores one process's row order: trial-major, images in plan order.
+        frame = pd.concat([read_labelled_csv(piece_file(p, ".csv")) for p in stems_of_pieces], ignore_index=True)
+        frame = frame.sort_values("trial", kind="stable", ignore_index=True)
+        examples = []
+        for piece in stems_of_pieces:
+            with np.load(piece_file(piece, ".npz")) as arrays:
+                examples.append(arrays["example"])
+        notes = _merge_notes([json.loads(piece_file(p, ".json").read_text()) for p in stems_of_pieces])
+        example = np.concatenate(examples)[: audit.config.examples]
+        audit._save_block(audit.blocks_dir, stem, frame, {"example": example}, notes)
+        for piece in stems_of_pieces:
+            for suffix in (".csv", ".npz", ".json"):
+                piece_file(piece, suffix).unlink()
+    if not any(pieces_dir.iterdir()):
+        pieces_dir.rmdir()
+    results = audit._finish(plan, model_info, model_flags)
+    # The single-process manifest, plus how many processes ran the audit.
+    manifest_path = audit.out_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["distributed"] = audit.world.describe()
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return results
+
+
+# -- data-parallel training --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _BatchShare:
+    start: int
+    stop: int
+    total: int
+
+
+# Set only while a data-parallel training step runs its defense; None everywhere else.
+_current_share: contextvars.ContextVar[_BatchShare | None] = contextvars.ContextVar("aerobust_batch_share",
+                                                                                     default=None)
+
+
+def batch_random(draw: Callable, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """``draw(shape, ...)`` (torch.rand, torch.randn) for a batch of samples, equal to one process's draw.
+
+    In a data-parallel step the draw covers the whole global batch (the generator advances exactly
+    as in one process) and this rank keeps its own rows.
+    """
+    share = _current_share.get()
+    if share is None:
+        return draw(tuple(shape), generator=generator, device=device, dtype=dtype)
+    if shape[0] != share.stop - share.start:
+        raise RuntimeError(f"batch_random was asked for {shape[0]} rows inside a data-parallel step whose "
+                           f"local batch has {share.stop - share.start}; only per-sample draws go through it")
+    full = draw((share.total, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    return full[share.start:share.stop]
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated in rank order; gradients flow back to each rank's own rows."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rows = slice(dist.get_rank() * len(local), (dist.get_rank() + 1) * len(local))
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        # Each rank differentiates its own copy of the batch statistic; the sum over ranks, with DDP's
+        # mean over ranks, gives exactly the gradient one process would have.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows]
+
+
+def gather_rows(local: torch.Tensor | None) -> torch.Tensor | None:
+    """The whole global batch of ``local`` (codes, means...) for a batch statistic; itself outside training."""
+    if local is None or _current_share.get() is None:
+        return local
+    return _GatherRows.apply(local)
+
+
+class _DefenseLosses(nn.Module):
+    """The defense's loss terms as a module's forward, which is what DistributedDataParallel hooks."""
+
+    def __init__(self, defense, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.defense = defense
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.defense.losses(self.model, x, generator)
+
+
+class DataParallelObjective:
+    """The defense's loss terms on this rank's rows of a global batch; one process: the plain call.
+
+    ``rows`` selects this rank's rows of a global batch; ``terms = objective(x_rows, generator)`` then
+    ``terms["total"].backward()`` leaves in every rank's parameters the gradient of the global
+    objective; ``mean_over_ranks`` turns per-rank logged terms into the global batch's.
+    """
+
+    def __init__(self, defense, model: nn.Module, batch_size: int, world: World, device: torch.device):
+        self.defense, self.model, self.world = defense, model, world
+        self.rows = slice(None)
+        self._share = None
+        self._parallel = None
+        if world.distributed:
+            if batch_size % world.size:
+                raise DistributedError(f"--batch-size {batch_size} does not split evenly over {world.size} ranks; "
+                                       f"use a multiple of {world.size}")
+            local = batch_size // world.size
+            self.rows = slice(world.rank * local, (world.rank + 1) * local)
+            self._share = _BatchShare(self.rows.start, self.rows.stop, batch_size)
+            # find_unused_parameters: a defense may leave parts of a user's model out of its loss.
+            self._parallel = nn.parallel.DistributedDataParallel(
+                _DefenseLosses(defense, model), device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self._parallel is None:
+            return self.defense.losses(self.model, x, generator)
+        token = _current_share.set(self._share)
+        try:
+            return self._parallel(x, generator)
+        finally:
+            _current_share.reset(token)
+
+    def mean_over_ranks(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-rank logged terms -> those of the global batch (local means over equal slices average)."""
+        if not self.world.distributed:
+            return values
+        names = sorted(values)
+        stacked = torch.stack([values[name].detach().double() for name in names])
+        dist.all_reduce(stacked)
+        return dict(zip(names, stacked / self.world.size))
