@@ -8,6 +8,7 @@ from .defend import defend_group
 from .audit import audit_command, demo_command
 from .inventory import list_command
 from .report import compare_command, report_command
+from .reproduce import reproduce_command
 from .train import train_command
 
 
@@ -37,3 +38,4 @@ main.add_command(report_command)
 main.add_command(compare_command)
 main.add_command(train_command)
 main.add_command(defend_group)
+main.add_command(reproduce_command)
