@@ -178,28 +178,18 @@ def _fidelity_cells(fidelity: pd.DataFrame, model: str, paper_fid: float) -> dic
                 + f" [FID {paper_fid:.2f}]"}
 
 
-def table1(per_seed: pd.DataFrame, fidelity: pd.DataFrame) -> pd.DataFrame:
+def robustness_table(per_seed: pd.DataFrame, fidelity: pd.DataFrame, models, cells, paper: dict) -> pd.DataFrame:
+    """Tables 1 and 2: per model, each (attack, metric) cell per lambda, then the fidelity cells.
+
+    ``paper[model]`` holds one list of three values (lambda 1, 3, 5) per cell, then the paper's FID.
+    """
     rows = {}
-    for model in TABLE1_ROWS:
-        paper = PAPER_TABLE1[model]
+    for model in models:
         row = {}
-        for (attack, metric, title), paper_values in zip(TABLE1_CELLS, paper[:4]):
+        for (attack, metric, title), paper_values in zip(cells, paper[model][:len(cells)]):
             for lam, paper_value in zip(LAMBDAS, paper_values):
                 row[f"{title} λ={lam:g}"] = _cell(_seed_values(per_seed, model, attack, metric, lam), paper_value, 2)
-        row.update(_fidelity_cells(fidelity, model, paper[4]))
-        rows[model] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-
-
-def table2(per_seed: pd.DataFrame, fidelity: pd.DataFrame) -> pd.DataFrame:
-    rows = {}
-    for model in TABLE2_ROWS:
-        paper = PAPER_TABLE2[model]
-        row = {}
-        for (attack, metric, title), paper_values in zip(TABLE2_CELLS, paper[:2]):
-            for lam, paper_value in zip(LAMBDAS, paper_values):
-                row[f"{title} λ={lam:g}"] = _cell(_seed_values(per_seed, model, attack, metric, lam), paper_value, 2)
-        row.update(_fidelity_cells(fidelity, model, paper[2]))
+        row.update(_fidelity_cells(fidelity, model, paper[model][-1]))
         rows[model] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
@@ -408,8 +398,10 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
 
     written = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stem, table in (("table1_mnist", table1(per_seed, fidelity)), ("table2_ablation", table2(per_seed, fidelity)),
-                        ("table3_classifier", table3(per_seed))):
+    tables = {"table1_mnist": robustness_table(per_seed, fidelity, TABLE1_ROWS, TABLE1_CELLS, PAPER_TABLE1),
+              "table2_ablation": robustness_table(per_seed, fidelity, TABLE2_ROWS, TABLE2_CELLS, PAPER_TABLE2),
+              "table3_classifier": table3(per_seed)}
+    for stem, table in tables.items():
         written[stem] = write_table(table, out_dir, stem, formats=("csv", "md", "tex", "html"))["md"]
     for stem, table in (("per_seed", per_seed), ("fidelity", fidelity), ("orderings", orderings),
                         ("lipschitz_certificate", certificate), ("legacy_protocol", legacy)):

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 import torch
@@ -22,6 +23,7 @@ from aerobust.defenses.lipschitz import (LipschitzLinear, LipschitzVAE, certifie
 from aerobust.defenses.smooth_encoder import select_smoothness_points
 from aerobust.errors import AerobustError
 from aerobust.registry import ATTACKS, DEFENSES
+from aerobust.reproduce import DAMAGE_RECON, ordering_verdicts, per_seed_statistics, robustness_table
 from aerobust.training import train
 
 BASELINES = ("lipschitz-vae", "smooth-encoder", "aave")
@@ -209,3 +211,60 @@ def test_cli_trains_one_epoch_and_the_checkpoint_audits(defense, arch, hidden, t
     assert audited.exit_code == 0, audited.output
     results = (tmp_path / "audit" / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 3
+
+
+# -- the reproduction's bookkeeping ------------------------------------------------------------------------
+def _per_seed_frame(values: dict[str, list[float]], metric="msssim_recon_advrecon", attack="max-damage"):
+    rows = [{"seed": seed, "model": model, "attack": attack, "lambda": 1.0, "metric": metric, "value": v, "n": 10}
+            for model, per_seed in values.items() for seed, v in enumerate(per_seed)]
+    return pd.DataFrame(rows)
+
+
+def test_per_seed_statistics_are_means_and_counts_over_rows():
+    results = pd.DataFrame({"model": ["A"] * 4 + ["B"] * 2, "attack": ["latent"] * 6, "lambda": [1.0] * 6,
+                            "attack_loss": [1.0, 2.0, 3.0, np.nan, 5.0, 7.0]})
+    for column in ("msssim_target_advrecon", "msssim_input_adv", "msssim_recon_advrecon", "classifier_correct",
+                   "clean_classifier_correct"):
+        results[column] = np.nan
+    stats = per_seed_statistics(results, seed=4).set_index(["model", "metric"])
+    assert stats.loc[("A", "attack_loss"), "value"] == pytest.approx(2.0)  # the NaN row is not a zero
+    assert stats.loc[("A", "attack_loss"), "n"] == 3
+    assert stats.loc[("B", "attack_loss"), "value"] == pytest.approx(6.0)
+    assert set(stats["seed"]) == {4} and len(stats) == 2
+
+
+def test_ordering_verdicts_need_every_seed_or_a_paired_test():
+    def verdict(ours, augmented):
+        frame = _per_seed_frame({"Ours": ours, "Augmented-free": augmented})
+        table = ordering_verdicts(frame)
+        row = table[(table["better"] == "Ours") & (table["worse"] == "Augmented-free")
+                    & (table["attack"] == "max-damage") & (table["lambda"] == 1.0)]
+        return row["verdict"].item()
+
+    assert verdict([0.9, 0.8, 0.85], [0.5, 0.6, 0.55]) == "holds (every seed)"  # higher is more robust here
+    assert verdict([0.5, 0.6, 0.55], [0.9, 0.8, 0.85]) == "reversed (every seed)"
+    assert verdict([0.9, 0.5, 0.7], [0.6, 0.6, 0.6]) == "not established"
+    assert verdict([0.601, 0.602, 0.6], [0.6, 0.6, 0.601]) == "tie (every seed within 0.01)"
+    # One seed below zero, but a clear paired improvement over ten seeds: the t-test carries it.
+    ours = [0.70, 0.72, 0.71, 0.69, 0.73, 0.70, 0.72, 0.71, 0.74, 0.58]
+    assert verdict(ours, [0.6] * 10) == "holds (paired t-test)"
+
+
+def test_robustness_cells_put_the_paper_value_beside_mean_and_std():
+    per_seed = _per_seed_frame({"Ours": [0.9, 0.8, 1.0]}, metric="msssim_recon_advrecon")
+    fidelity = pd.DataFrame({"model": ["Ours"] * 3, "reconstruction_msssim": [0.5, 0.6, 0.7],
+                             "frechet_distance_small_classifier": [1.0, 2.0, 3.0]})
+    paper = {"Ours": ([0.92, 0.82, 0.69], 39.37)}
+    table = robustness_table(per_seed, fidelity, ["Ours"], [DAMAGE_RECON], paper)
+    assert table.iloc[0, 0] == "0.90 ± 0.10 [0.92]"  # std over seeds with ddof = 1
+    assert table.iloc[0, 1] == "n/a"  # lambda 3 was not measured: said, not blank or zero
+    assert table.loc["Ours", "clean recon. MSSSIM(x, x~)"] == "0.60 ± 0.10"
+    assert table.loc["Ours", "Fréchet distance (small classifier) [paper: FID]"] == "2.0 ± 1.0 [FID 39.37]"
+
+
+def test_reproduce_cli_refuses_bad_input_in_one_line(tmp_path):
+    runner = CliRunner()
+    bad_seeds = runner.invoke(main, ["reproduce", "--seeds", "a,b", "--out", str(tmp_path / "o")])
+    assert bad_seeds.exit_code == 2 and "--seeds takes integers" in bad_seeds.output
+    nested = runner.invoke(main, ["reproduce", "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "o" / "runs")])
+    assert nested.exit_code == 2 and "outside --out" in nested.output and "Traceback" not in nested.output
