@@ -468,6 +468,11 @@ def findings_text(config, orderings, fidelity, certificate, legacy, msssim, wall
         "signed so that > 0 means the paper's ordering holds; margins within 0.01 on every seed are ties. A "
         "model that ignores its input scores as 'robust' on the maximum-damage column: read every robustness "
         "cell beside the clean reconstruction MS-SSIM in Tables 1 and 2.", "", *_verdict_lines(orderings), "",
+        "## Fidelity beside robustness (mean over seeds; per seed in `fidelity.csv`)",
+        "A robust-looking model with poor clean reconstructions is not robust, it ignores its input.", "",
+        fidelity.groupby("model", sort=False)[["reconstruction_msssim", "reconstruction_mse",
+                                               "frechet_distance_small_classifier"]].mean().round(4).to_markdown(),
+        "",
         "## Why numbers differ from the paper",
         "- Budget: far less training (data and epochs) than the paper; small models trained briefly have "
         "blurrier reconstructions, which raises MS-SSIM between any two reconstructions and changes every "
