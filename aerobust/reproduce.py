@@ -104,7 +104,10 @@ class ReproductionConfig:
     """Sizes of one reproduction; ``quick()`` is the minutes-long smoke size."""
 
     seeds: tuple = (0, 1, 2)
-    epochs: int = 20
+    epochs: int = 50
+    # The paper: 2e-4 for hundreds of epochs on 60k images. At 2e-4 and 20 epochs on 4k images the models
+    # barely trained (GMM-DAE/Ours test MSE 0.043, latent classifiers 28-51% clean), so every row uses 1e-3.
+    lr: float = 1e-3
     train_images: int = 4000
     images: int = 100
     trials: int = 3
@@ -131,6 +134,8 @@ class ReproductionConfig:
                     "generated_samples", "legacy_maxiter"):
             if getattr(self, key) < 1:
                 raise AerobustError(f"{key} must be at least 1; got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise AerobustError(f"the learning rate must be positive; got {self.lr}")
         resolve_msssim_settings(self.msssim)
 
 
@@ -377,7 +382,8 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
         checkpoints = {}
         for row in ROWS:
             run_dir = runs_dir / f"seed{seed}" / row.label
-            result = train(row.defense, row.architecture, train_set, epochs=config.epochs, seed=seed, device=dev,
+            result = train(row.defense, row.architecture, train_set, epochs=config.epochs, lr=config.lr, seed=seed,
+                           device=dev,
                            out_dir=run_dir, resume=True, quiet=quiet,
                            arch_kwargs={"input_shape": list(train_set.image_shape)}, **dict(row.options))
             checkpoints[row.label] = run_dir / "model.pt"
@@ -450,8 +456,8 @@ def findings_text(config, orderings, fidelity, certificate, legacy, msssim, wall
         "in `per_seed.csv`; verdicts in `orderings.csv`.", "",
         "## Sizes (this run) against the paper",
         f"- Training: {config.train_images} mnist-5k training images padded to 32 px, {config.epochs} epochs, "
-        f"batch 100, Adam 2e-4, seeds {list(config.seeds)}; the paper trains on the 60k MNIST images for "
-        "hundreds of epochs, once.",
+        f"batch 100, Adam {config.lr:g} (every row alike), seeds {list(config.seeds)}; the paper trains on the 60k "
+        "MNIST images for hundreds of epochs at 2e-4, once.",
         f"- Audit: {config.images} test images (one fixed plan for every model and seed) x {config.trials} trials, "
         f"lambda in {list(LAMBDAS)}, PGD {config.steps} steps x {config.restarts} restart(s), exact L2-box "
         "projection; the paper: 100 images x 10 trials, L-BFGS-B.",
