@@ -13,7 +13,7 @@ from .common import device_option, quiet_option
               help="Folder for checkpoints and audit blocks (resumed by a rerun; keep it outside --out).")
 @click.option("--quick", is_flag=True, help="Minutes-long smoke size (tiny training and audit); not for conclusions.")
 @click.option("--seeds", default=None, help="Training seeds, comma-separated (default 0,1,2).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs per model (default 50).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs per model (default 30).")
 @click.option("--train-images", type=click.IntRange(min=100), default=None,
               help="mnist-5k training images used (default 4000, all).")
 @click.option("--images", type=click.IntRange(min=1), default=None, help="Test images attacked (default 100).")
