@@ -41,7 +41,7 @@ from .reporting import save_figure, write_table
 from .runtime import resolve_device, write_manifest
 from .training import train
 
-VAE_ARCH, AE_ARCH, LIPSCHITZ_ARCH = "mlp-vae-32", "mlp-ae-32", "mlp-lipschitz-vae-32"
+VAE_ARCH, AE_ARCH, LIPSCHITZ_ARCH = "mlp-vae-32", "mlp-ae-32", "mlp-vae-lipschitz-32"
 
 
 @dataclasses.dataclass(frozen=True)

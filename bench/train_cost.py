@@ -2,7 +2,7 @@
 
     python bench/train_cost.py [--epochs 4] [--rounds 2] [--threads 1] [--defenses gmm-dae,coupled-ks,...]
 
-Trains the reference MLP (mlp-ae-32; mlp-vae-32 for the VAE family, mlp-lipschitz-vae-32 for
+Trains the reference MLP (mlp-ae-32; mlp-vae-32 for the VAE family, mlp-vae-lipschitz-32 for
 lipschitz-vae: the same 1024-200x4-10 widths) on mnist-5k (4,000 training images, padded to 32),
 batch 100, every defense with its defaults, round-robin so that load from other processes spreads
 over all of them. Every epoch has the same 40 steps, so epoch-time ratios are per-iteration ratios.
@@ -24,7 +24,7 @@ from aerobust.datasets import load_dataset
 from aerobust.training import train
 
 ARCHITECTURE = {"vae": "mlp-vae-32", "beta-vae": "mlp-vae-32", "beta-tcvae": "mlp-vae-32",
-                "smooth-encoder": "mlp-vae-32", "aave": "mlp-vae-32", "lipschitz-vae": "mlp-lipschitz-vae-32"}
+                "smooth-encoder": "mlp-vae-32", "aave": "mlp-vae-32", "lipschitz-vae": "mlp-vae-lipschitz-32"}
 DEFAULT_DEFENSES = ("gmm-dae", "coupled-ks", "smooth-encoder", "aave", "lipschitz-vae", "vae")
 
 

@@ -92,7 +92,7 @@ def test_certified_bound_formulas():
 
 
 def test_max_damage_attack_stays_under_the_certificate(digits):
-    result = train("lipschitz-vae", "mlp-lipschitz-vae-32", digits, epochs=1, batch_size=50, lr=1e-3, quiet=True,
+    result = train("lipschitz-vae", "mlp-vae-lipschitz-32", digits, epochs=1, batch_size=50, lr=1e-3, quiet=True,
                    arch_kwargs={"hidden": [32, 32]})
     model = wrap(result.model, device="cpu")
     constants = result.defense.describe()["lipschitz_constants"]
@@ -105,7 +105,7 @@ def test_max_damage_attack_stays_under_the_certificate(digits):
 
 
 def test_lipschitz_defense_refuses_other_architectures(digits):
-    with pytest.raises(AerobustError, match="mlp-lipschitz-vae-32"):
+    with pytest.raises(AerobustError, match="mlp-vae-lipschitz-32"):
         train("lipschitz-vae", MLPAutoencoder(hidden=(16,), variational=True), digits, epochs=1, quiet=True)
     with pytest.raises(AerobustError, match="even"):
         LipschitzVAE(hidden=(15,))
@@ -190,7 +190,7 @@ def test_reference_code_lbfgs_preset_builds_the_reference_settings():
 
 
 # -- train one epoch from the CLI, then audit the checkpoint ---------------------------------------------
-@pytest.mark.parametrize("defense, arch, hidden", [("lipschitz-vae", "mlp-lipschitz-vae-32", "16,16"),
+@pytest.mark.parametrize("defense, arch, hidden", [("lipschitz-vae", "mlp-vae-lipschitz-32", "16,16"),
                                                    ("smooth-encoder", "mlp-vae-32", "16,16"),
                                                    ("aave", "mlp-vae-32", "16,16")])
 def test_cli_trains_one_epoch_and_the_checkpoint_audits(defense, arch, hidden, tmp_path):

@@ -1,7 +1,7 @@
 """LipschitzVAE (Barrett et al., AISTATS 2022): a VAE whose encoder and decoder have bounded Lipschitz
 constants, with the certificate those constants give.
 
-Architecture (``mlp-lipschitz-vae-32``): every linear layer is normalised to spectral norm <= 1 (one
+Architecture (``mlp-vae-lipschitz-32``): every linear layer is normalised to spectral norm <= 1 (one
 power iteration per training step, ``constraint="spectral"``, the default because it is cheap on a
 CPU; or ``constraint="bjorck"``, iterative orthonormalisation as in Anil et al.'s GroupSort
 networks), the activations are GroupSort with groups of two (MaxMin, 1-Lipschitz and gradient norm
@@ -175,7 +175,7 @@ def certified_radius(allowed_change: float, mean_lipschitz: float, decoder_lipsc
     return float("inf") if product == 0 else allowed_change / product
 
 
-@register_architecture("mlp-lipschitz-vae-32")
+@register_architecture("mlp-vae-lipschitz-32")
 def mlp_lipschitz_vae_32(**kwargs) -> LipschitzVAE:
     """LipschitzVAE MLP (1024-200x4-latent, GroupSort, spectrally bounded layers; Barrett et al.)."""
     return LipschitzVAE(**kwargs)
@@ -197,7 +197,7 @@ class LipschitzVAEDefense(VAEDefense):
         super().check_model(model)
         if lipschitz_module(model) is None:
             raise AerobustError("defense 'lipschitz-vae' needs a Lipschitz-bounded architecture: use "
-                                "--arch mlp-lipschitz-vae-32")
+                                "--arch mlp-vae-lipschitz-32")
 
     def setup(self, model, *, dataset_size, batch_size, generator):
         super().setup(model, dataset_size=dataset_size, batch_size=batch_size, generator=generator)
