@@ -242,12 +242,14 @@ def ordering_verdicts(per_seed: pd.DataFrame) -> pd.DataFrame:
         b = _seed_values(per_seed, worse, attack, metric, lam)
         seeds = a.index.intersection(b.index)
         diff = (a[seeds] - b[seeds]) * (1 if higher else -1)
+        tie = len(diff) > 0 and bool((diff.abs() < TIE_TOLERANCE).all())
         p_value = float("nan")
-        if len(diff) > 1 and float(diff.std(ddof=1)) > 0:
+        # Ties and identical margins have no meaningful t statistic (scipy warns of precision loss).
+        if len(diff) > 1 and not tie and float(diff.std(ddof=1)) > 1e-9:
             p_value = float(scipy.stats.ttest_1samp(diff.to_numpy(), 0.0, alternative="greater").pvalue)
         if len(diff) == 0:
             verdict = "no data"
-        elif bool((diff.abs() < TIE_TOLERANCE).all()):
+        elif tie:
             verdict = "tie (every seed within 0.01)"
         elif bool((diff > 0).all()):
             verdict = "holds (every seed)"
