@@ -96,7 +96,7 @@ def test_max_damage_attack_stays_under_the_certificate(digits):
                    arch_kwargs={"hidden": [32, 32]})
     model = wrap(result.model, device="cpu")
     constants = result.defense.describe()["lipschitz_constants"]
-    attack = ATTACKS.create("max-damage", steps=20, restarts=1, sanity_checks=False)
+    attack = ATTACKS.create("max-damage", steps=10, restarts=1, sanity_checks=False)
     sweep = attack.sweep(model, digits.images[:8], [1.0, 3.0], trials=1, seed=0)
     bounds = torch.tensor([certified_reconstruction_bound(lam, constants["mean"], constants["decoder"])
                            for lam in (1.0, 3.0)])
