@@ -205,3 +205,16 @@ def beta_tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tenso
         "total_correlation": (log_qz - log_prod_marginals).mean(),
         "dimension_kl": (log_prod_marginals - log_pz).mean(),
     }
+
+
+# -- smooth encoders and the autoencoding VAE ------------------------------------------------------------
+def gaussian_w2_squared(mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor
+                        ) -> torch.Tensor:
+    """Per-sample squared 2-Wasserstein distance between diagonal Gaussians: ||mu_a - mu_b||^2 + ||s_a - s_b||^2."""
+    std_a, std_b = (0.5 * logvar_a).exp(), (0.5 * logvar_b).exp()
+    return (mu_a - mu_b).pow(2).sum(dim=1) + (std_a - std_b).pow(2).sum(dim=1)
+
+
+def gaussian_negative_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """-log N(z; mu, diag(exp(logvar))) summed over dimensions, mean over the batch."""
+    return -_log_normal(z, mu, logvar).sum(dim=1).mean()

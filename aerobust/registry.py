@@ -87,7 +87,7 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
-ARCHITECTURES = Registry("architectures", ["aerobust.architectures"])
+ARCHITECTURES = Registry("architectures", ["aerobust.architectures", "aerobust.defenses.lipschitz"])
 ATTACKS = Registry("attacks", ["aerobust.attacks"])
 DEFENSES = Registry("defenses", ["aerobust.defenses"])
 DATASETS = Registry("datasets", ["aerobust.datasets"])

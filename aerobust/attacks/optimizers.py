@@ -191,3 +191,6 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
 
 
 OPTIMIZERS = {"pgd": pgd, "lbfgs-legacy": lbfgs_legacy, "fgsm": fgsm}
+# The reference code's maximum-damage settings (L-BFGS-B memory 100, pgtol 1e-20; budget enforced by
+# radial rescaling, which lbfgs_legacy does): attack options, e.g. ATTACKS.create("max-damage", **preset).
+REFERENCE_CODE_LBFGS = {"optimizer": "lbfgs-legacy", "lbfgs_memory": 100, "lbfgs_pgtol": 1e-20}

@@ -12,6 +12,7 @@ from .inventory import list_command
 from .leaderboard import leaderboard_command
 from .margin import margin_command
 from .report import compare_command, report_command
+from .reproduce import reproduce_command
 from .train import train_command
 
 THREADS_HELP = (f"CPU threads for torch [default: {DEFAULT_THREADS}, or the environment variable AEROBUST_THREADS]. "
@@ -55,6 +56,6 @@ def _accept_threads_everywhere(command: click.Command, envvar: str | None = None
 
 
 for _command in (list_command, audit_command, demo_command, report_command, compare_command, train_command,
-                 defend_group, leaderboard_command, margin_command):
+                 defend_group, leaderboard_command, margin_command, reproduce_command):
     main.add_command(_command)
 _accept_threads_everywhere(main, envvar="AEROBUST_THREADS")
