@@ -4,6 +4,8 @@
 * ``max-damage`` (eq. 13): ``||f(g(x + d)) - f(g(x))||_2``; larger is a stronger attack.
 * ``latent-classifier``: cross-entropy of a classifier head on the code ``g(x + d)``; untargeted
   (true label, larger is stronger) or targeted (target class, smaller is stronger).
+* ``classifier``: cross-entropy of the attacked module itself, an image classifier (a plain one, or an
+  autoencoder and a classifier as one ``AutoencoderClassifier``), against the true label.
 
 An objective is *bound* to one batch (its references: target codes, clean reconstructions, labels)
 and then maps ``x_adv (B, C, H, W) -> values (B,)``. Every sample's value depends on that sample
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .classifiers.composite import AutoencoderClassifier
 from .errors import AerobustError, ShapeError
 
 
@@ -55,8 +58,12 @@ def _reconstruction_damage(model, x_adv, refs):
     return (model.decode(model.encode(x_adv)) - refs["clean_reconstructions"]).flatten(1).norm(dim=1)
 
 
-def _classifier_cross_entropy(model, x_adv, refs):
-    return F.cross_entropy(refs["head"](model.encode(x_adv)), refs["classes"], reduction="none")
+def _cross_entropy(network, x_adv, refs):
+    logits = network(x_adv)
+    if logits.dim() != 2:
+        raise ShapeError(f"a classifier objective needs logits of shape (N, classes), got {tuple(logits.shape)}; "
+                         "attack an image classifier (or use latent-classifier with a head on the codes)")
+    return F.cross_entropy(logits, refs["classes"], reduction="none")
 
 
 class Objective:
@@ -125,30 +132,33 @@ class ClassifierObjective(Objective):
             what = "target classes" if self.targeted else "labels"
             raise AerobustError(f"the latent-classifier attack needs {what} for every image")
         classifier.eval()
-        refs = {"head": _RowBroadcast(classifier), "classes": classes.to(x.device).long()}
-        return BoundObjective(self.name, self.maximize, model, _classifier_cross_entropy, refs)
+        network = AutoencoderClassifier(model, classifier, through="code")
+        return BoundObjective(self.name, self.maximize, network, _cross_entropy, {"classes": classes.to(x.device).long()})
 
     def config(self) -> dict:
         return {**super().config(), "targeted": self.targeted}
 
 
-class _RowBroadcast:
-    """Holds a module among per-row references; selecting rows keeps the module itself."""
+class ImageClassifierObjective(Objective):
+    """Cross-entropy of the attacked module's logits against the true label (larger is stronger).
 
-    def __init__(self, module: nn.Module):
-        self.module = module
+    The module is an image classifier: a plain one, or ``AutoencoderClassifier`` (classify the
+    reconstruction, the adaptive attack on a purifier). The ``classifier`` argument is not used.
+    """
 
-    def __getitem__(self, index):
-        return self
+    name = "classifier"
 
-    def __call__(self, codes):
-        return self.module(codes)
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        if labels is None:
+            raise AerobustError("the classifier attack needs the true label of every image; pass labels=")
+        return BoundObjective(self.name, self.maximize, model, _cross_entropy, {"classes": labels.to(x.device).long()})
 
 
 OBJECTIVES = {
     "latent": LatentObjective,
     "max-damage": MaxDamageObjective,
     "latent-classifier": ClassifierObjective,
+    "classifier": ImageClassifierObjective,
 }
 
 

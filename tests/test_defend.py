@@ -17,12 +17,13 @@ from aerobust.checkpoints import save_checkpoint
 from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classifier, predict_logits,
                                   save_classifier, train_classifier)
 from aerobust.cli import main
-from aerobust.defend import (PurifiedClassifier, attack_classifier, calibration_data, calibration_summary,
-                             check_threat, consistency_scores, entropy, generate_adversarials, ood_sets,
-                             ood_table, purification_table, resolve_prior, roc_auc)
+from aerobust.defend import (attack_classifier, calibration_data, calibration_summary, consistency_scores,
+                             entropy, generate_adversarials, ood_sets, ood_table, purification_table, purifier,
+                             resolve_prior, roc_auc)
 from aerobust.defend.attacks import AttackOptions
 from aerobust.defend.detect import detection_table
 from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
+from aerobust.threat import Threat
 from aerobust.training import train
 
 from .conftest import MNIST_TEST_SPEC, train_small_ae
@@ -137,9 +138,9 @@ def test_attack_errors_and_threat_check(classifier, eval_images):
     with pytest.raises(AerobustError, match=">= 0"):
         attack_classifier(classifier, images, labels, "fgsm", [-0.1])
     with pytest.raises(ThreatViolation):
-        check_threat(images, (images + 0.3).clamp(0, 1), 0.1, "linf")
+        Threat(0.1, "linf").check(images, (images + 0.3).clamp(0, 1))
     with pytest.raises(ThreatViolation):
-        check_threat(images, images + 2.0, 100.0, "l2")
+        Threat(100.0, "l2").check(images, images + 2.0)
 
 
 # -- purification ---------------------------------------------------------------------------------------------
@@ -158,23 +159,23 @@ def test_purification_adaptive_attack_is_stronger(classifier, small_ae, eval_ima
 
 def test_purifier_eot_averages_seeded_posterior_draws(classifier, tiny_vae, eval_images):
     images = eval_images[0][:8]
-    purifier = PurifiedClassifier(classifier, tiny_vae, eot_samples=3, seed=5)
+    purified = purifier(classifier, tiny_vae, eot_samples=3, seed=5)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         expected = torch.stack([classifier(tiny_vae.decode(tiny_vae.sample_latent(images, generator)))
                                 for _ in range(3)]).mean(0)
-        assert torch.allclose(purifier(images), expected)
-        mean_path = PurifiedClassifier(classifier, tiny_vae)(images)
+        assert torch.allclose(purified(images), expected)
+        mean_path = purifier(classifier, tiny_vae)(images)
         assert torch.allclose(mean_path, classifier(tiny_vae.reconstruct(images)))
 
 
 def test_evaluation_restores_each_submodule_mode(small_ae, eval_images):
     batchnorm_classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 10), torch.nn.BatchNorm1d(10))
     batchnorm_classifier.train()
-    purifier = PurifiedClassifier(batchnorm_classifier, small_ae)
+    purified = purifier(batchnorm_classifier, small_ae)
     statistics = batchnorm_classifier[2].running_mean.clone()
-    predict_logits(purifier, eval_images[0][:8])
-    attack_classifier(purifier, eval_images[0][:8], eval_images[1][:8], "fgsm", [0.1])
+    predict_logits(purified, eval_images[0][:8])
+    attack_classifier(purified, eval_images[0][:8], eval_images[1][:8], "fgsm", [0.1])
     assert torch.equal(statistics, batchnorm_classifier[2].running_mean)  # evaluated in eval mode
     assert batchnorm_classifier.training and not small_ae.training  # each part keeps its own mode
 
