@@ -17,12 +17,15 @@ from aerobust.checkpoints import save_checkpoint
 from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classifier, predict_logits,
                                   save_classifier, train_classifier)
 from aerobust.cli import main
-from aerobust.defend import (attack_classifier, calibration_data, calibration_summary, consistency_scores,
+from aerobust.defend import (attack_classifier, prepare_classifier, calibration_data, calibration_summary, consistency_scores,
                              entropy, generate_adversarials, ood_sets, ood_table, purification_table, purifier,
                              resolve_prior, roc_auc)
 from aerobust.defend.attacks import AttackOptions
 from aerobust.defend.detect import detection_table
+from aerobust.attacks import within_budget
+from aerobust.datasets import ImageSet
 from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
+from aerobust.registry import ATTACKS
 from aerobust.threat import Threat
 from aerobust.training import train
 
@@ -97,6 +100,25 @@ def test_classifier_training_is_seeded_and_learns(mnist_train_small, mnist_test,
     assert cnn(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
 
 
+def test_prepare_classifier_seeds_the_initial_weights(mnist_train_small):
+    def weights(spec, seed, **kwargs):
+        network, info = prepare_classifier(spec, input_shape=(1, 32, 32), num_classes=10, seed=seed, **kwargs)
+        return torch.cat([p.detach().flatten() for p in network.parameters()]), info
+
+    first, info = weights("tests.test_defend:make_tiny_classifier", 3)
+    torch.manual_seed(99)  # the global generator's state before the call does not matter
+    again, _ = weights("tests.test_defend:make_tiny_classifier", 3)
+    other, _ = weights("tests.test_defend:make_tiny_classifier", 4)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert info["trained_here"] is False  # a factory classifier is the user's: never trained here
+    subset = ImageSet(mnist_train_small.images[:64], mnist_train_small.labels[:64], mnist_train_small.ids[:64],
+                      "subset")
+    _, trained = weights("mlp", 3, train_set=subset, epochs=1)
+    assert trained["trained_here"] is True and trained["epochs"] == 1
+    with pytest.raises(AerobustError, match="no training data"):
+        weights("mlp", 3)
+
+
 def test_load_classifier_roundtrip_and_bad_files(tmp_path, classifier, eval_images):
     images, _ = eval_images
     path = save_classifier(tmp_path / "clf.pt", classifier)
@@ -141,6 +163,44 @@ def test_attack_errors_and_threat_check(classifier, eval_images):
         Threat(0.1, "linf").check(images, (images + 0.3).clamp(0, 1))
     with pytest.raises(ThreatViolation):
         Threat(100.0, "l2").check(images, images + 2.0)
+
+
+def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_images, monkeypatch):
+    """defend's attacks use the audit attacks' optimizers and their threat check (threat.py), nothing of their own."""
+    from aerobust.attacks import optimizers
+
+    calls = []
+    exact_check = Threat.check
+
+    def recorded_check(threat, x, x_adv):
+        calls.append(f"check-{threat.norm}")
+        return exact_check(threat, x, x_adv)
+
+    monkeypatch.setattr(Threat, "check", recorded_check)
+    for name in ("pgd", "fgsm"):
+        monkeypatch.setitem(optimizers.OPTIMIZERS, name, lambda attack, problem, run=optimizers.OPTIMIZERS[name],
+                            name=name: calls.append(name) or run(attack, problem))
+    images, labels = eval_images[0][:6], eval_images[1][:6]
+    attack_classifier(classifier, images, labels, "pgd", [0.1], options=FAST)
+    attack_classifier(classifier, images, labels, "fgsm", [0.1], options=FAST)
+    assert calls == ["pgd", "check-linf", "fgsm", "check-linf"]
+    calls.clear()
+    # A minimum-norm attack: checked once in its sweep (largest budget), then at each thresholded budget.
+    attack_classifier(classifier, images, labels, "lbfgs", [0.5, 3.0], options=FAST)
+    assert calls == ["check-l2"] * 3
+    calls.clear()
+    ATTACKS.create("max-damage", steps=2, restarts=1).sweep(small_ae, images, [1.0], 1, 0)
+    assert calls == ["pgd", "check-l2"]
+
+
+def test_minimum_norm_results_outside_the_budget_stay_clean(classifier, eval_images):
+    images, labels = eval_images[0][:6], eval_images[1][:6]
+    far = (1 - images)  # fools nobody's threat at a small radius: every pixel moved
+    kept = within_budget(classifier, images, far, labels, Threat(1.0, "l2"))
+    assert torch.equal(kept, images)
+    fooled = predict_logits(classifier, far).argmax(1) != labels
+    unbounded = within_budget(classifier, images, far, labels, Threat(1e6, "l2"))
+    assert torch.equal(unbounded[fooled], far[fooled]) and torch.equal(unbounded[~fooled], images[~fooled])
 
 
 # -- purification ---------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from .detect import DETECTION_SCORES, consistency_scores, detection_table, entro
 from .ood import OOD_SCORES, PRIORS, ood_scores, ood_sets, ood_table, reconstruction_error, resolve_prior
 from .purify import AdversarialSet, generate_adversarials, purification_table, purifier
 from .report import findings_text, summary_table, write_defend_report
-from .suite import ANALYSES, DefendConfig, DefendResults, config_record, run_defend
+from .setup import DefendInputs, prepare_classifier, prepare_defend
+from .suite import ANALYSES, DefendConfig, DefendResults, adversarial_cache_key, config_record, run_defend
 
 __all__ = [
-    "ANALYSES", "CLASSIFIER_ATTACKS", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet",
+    "ANALYSES", "CLASSIFIER_ATTACKS", "DefendInputs", "adversarial_cache_key", "prepare_classifier", "prepare_defend", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet",
     "AttackOptions", "ClassifierAttackPreset", "DefendConfig", "DefendResults", "attack_classifier",
     "calibration_data", "calibration_summary", "config_record", "consistency_scores",
     "detection_table", "entropy", "findings_text", "generate_adversarials", "get_attack", "ood_scores", "ood_sets", "ood_table",
