@@ -133,7 +133,8 @@ class ClassifierObjective(Objective):
             raise AerobustError(f"the latent-classifier attack needs {what} for every image")
         classifier.eval()
         network = AutoencoderClassifier(model, classifier, through="code")
-        return BoundObjective(self.name, self.maximize, network, _cross_entropy, {"classes": classes.to(x.device).long()})
+        return BoundObjective(self.name, self.maximize, network, _cross_entropy,
+                              {"classes": classes.to(x.device).long()})
 
     def config(self) -> dict:
         return {**super().config(), "targeted": self.targeted}

@@ -21,8 +21,8 @@ import torch
 from aerobust.adapter import wrap
 from aerobust.classifiers import accuracy
 from aerobust.datasets import load_dataset
-from aerobust.defend import (AttackOptions, DefendConfig, config_record, prepare_classifier, run_defend,
-                             write_defend_report)
+from aerobust.classifier_defense import (AttackOptions, DefendConfig, config_record, prepare_classifier,
+                                         run_defend, write_defend_report)
 from aerobust.runtime import seed_everything
 from aerobust.training import train
 
@@ -63,8 +63,9 @@ def main(argv=None):
     timings["train_autoencoders_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    classifier, classifier_info = prepare_classifier("cnn", input_shape=(1, 32, 32), num_classes=10, train_set=train_set,
-                                                     epochs=args.classifier_epochs, seed=args.seed, device="cpu")
+    classifier, classifier_info = prepare_classifier("cnn", input_shape=(1, 32, 32), num_classes=10,
+                                                     train_set=train_set, epochs=args.classifier_epochs,
+                                                     seed=args.seed, device="cpu")
     timings["train_classifier_s"] = time.perf_counter() - tick
     classifier_accuracy = accuracy(classifier, eval_set.images, eval_set.labels)
 

@@ -17,11 +17,11 @@ from aerobust.checkpoints import save_checkpoint
 from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classifier, predict_logits,
                                   save_classifier, train_classifier)
 from aerobust.cli import main
-from aerobust.defend import (attack_classifier, prepare_classifier, calibration_data, calibration_summary, consistency_scores,
-                             entropy, generate_adversarials, ood_sets, ood_table, purification_table, purifier,
-                             resolve_prior, roc_auc)
-from aerobust.defend.attacks import AttackOptions
-from aerobust.defend.detect import detection_table
+from aerobust.classifier_defense import (attack_classifier, calibration_data, calibration_summary,
+                                         consistency_scores, entropy, generate_adversarials, ood_sets, ood_table,
+                                         prepare_classifier, purification_table, purifier, resolve_prior, roc_auc)
+from aerobust.classifier_defense.attacks import AttackOptions
+from aerobust.classifier_defense.detect import detection_table
 from aerobust.attacks import within_budget
 from aerobust.datasets import ImageSet
 from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
@@ -381,7 +381,7 @@ def test_cli_defend_rerun_reuses_saved_adversarials(cli_files, monkeypatch):
     def no_attacks(*args, **kwargs):
         raise AssertionError("attack recomputed although its images were saved")
 
-    monkeypatch.setattr("aerobust.defend.purify.attack_classifier", no_attacks)
+    monkeypatch.setattr("aerobust.classifier_defense.purify.attack_classifier", no_attacks)
     assert CliRunner().invoke(main, _base_args(checkpoint, weights, out), catch_exceptions=False).exit_code == 0
     assert (out / "purification.csv").read_text() == first
     other = [*_base_args(checkpoint, weights, out), "--seed", "1"]

@@ -101,7 +101,8 @@ class CarliniWagnerAttack(MinimumNormAttack):
         self.c, self.lr = float(c), float(lr)
 
     def search(self, problem):
-        return require_torchattacks().CW(problem.model, c=self.c, steps=self.steps, lr=self.lr)(problem.x, problem.labels)
+        attack = require_torchattacks().CW(problem.model, c=self.c, steps=self.steps, lr=self.lr)
+        return attack(problem.x, problem.labels)
 
     def config(self) -> dict:
         return {**super().config(), "optimizer": "torchattacks.CW", "c": self.c, "lr": self.lr}

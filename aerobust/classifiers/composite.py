@@ -27,7 +27,8 @@ class AutoencoderClassifier(nn.Module):
                  seed: int = 0):
         super().__init__()
         if through not in PATHS:
-            raise AerobustError(f"unknown path '{through}' from autoencoder to classifier; use one of {', '.join(PATHS)}")
+            raise AerobustError(f"unknown path '{through}' from autoencoder to classifier; "
+                                f"use one of {', '.join(PATHS)}")
         self.autoencoder = autoencoder
         self.classifier = classifier
         self.through = through

@@ -1,4 +1,4 @@
-"""Autoencoders as a defense for classifiers: purification, detection, OOD detection, calibration.
+"""Autoencoders as a defense for classifiers (``aerobust defend``): purification, detection, OOD, calibration.
 
 ``run_defend`` runs the analyses and ``write_defend_report`` writes their tables, figures and manifest.
 Each analysis is also usable alone (see the submodules).
@@ -13,10 +13,10 @@ from .setup import DefendInputs, prepare_classifier, prepare_defend
 from .suite import ANALYSES, DefendConfig, DefendResults, adversarial_cache_key, config_record, run_defend
 
 __all__ = [
-    "ANALYSES", "CLASSIFIER_ATTACKS", "DefendInputs", "adversarial_cache_key", "prepare_classifier", "prepare_defend", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet",
-    "AttackOptions", "ClassifierAttackPreset", "DefendConfig", "DefendResults", "attack_classifier",
-    "calibration_data", "calibration_summary", "config_record", "consistency_scores",
-    "detection_table", "entropy", "findings_text", "generate_adversarials", "get_attack", "ood_scores", "ood_sets", "ood_table",
-    "purification_table", "purifier", "reconstruction_error", "resolve_prior", "roc_auc", "run_defend", "summary_table",
-    "write_defend_report",
+    "ANALYSES", "CLASSIFIER_ATTACKS", "DETECTION_SCORES", "OOD_SCORES", "PRIORS", "AdversarialSet", "AttackOptions",
+    "ClassifierAttackPreset", "DefendConfig", "DefendInputs", "DefendResults", "adversarial_cache_key",
+    "attack_classifier", "calibration_data", "calibration_summary", "config_record", "consistency_scores",
+    "detection_table", "entropy", "findings_text", "generate_adversarials", "get_attack", "ood_scores", "ood_sets",
+    "ood_table", "prepare_classifier", "prepare_defend", "purification_table", "purifier", "reconstruction_error",
+    "resolve_prior", "roc_auc", "run_defend", "summary_table", "write_defend_report",
 ]
