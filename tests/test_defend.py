@@ -18,8 +18,9 @@ from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classi
                                   save_classifier, train_classifier)
 from aerobust.cli import main
 from aerobust.classifier_defense import (attack_classifier, calibration_data, calibration_summary,
-                                         consistency_scores, entropy, generate_adversarials, ood_sets, ood_table,
-                                         prepare_classifier, purification_table, purifier, resolve_prior, roc_auc)
+                                         consistency_scores, entropy, generate_adversarials, get_attack, ood_sets,
+                                         ood_table, prepare_classifier, purification_table, purifier, resolve_prior,
+                                         roc_auc)
 from aerobust.classifier_defense.attacks import AttackOptions
 from aerobust.classifier_defense.detect import detection_table
 from aerobust.attacks import within_budget
@@ -191,6 +192,21 @@ def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_image
     calls.clear()
     ATTACKS.create("max-damage", steps=2, restarts=1).sweep(small_ae, images, [1.0], 1, 0)
     assert calls == ["pgd", "check-l2"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(["fgsm", "pgd", "cw"]), st.lists(st.floats(0, 3), min_size=1, max_size=3))
+def test_every_defend_attack_output_lies_in_its_threat(classifier, eval_images, attack, budgets):
+    images, labels = eval_images[0][:4], eval_images[1][:4]
+    norm = get_attack(attack).norm
+    budgets = [b / 10 for b in budgets] if norm == "linf" else budgets
+    found = attack_classifier(classifier, images, labels, attack, budgets, options=FAST)
+    assert sorted(found) == sorted(set(budgets))
+    for budget, adversarial in found.items():
+        delta = (adversarial - images).flatten(1)
+        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        assert bool((size <= budget * (1 + 1e-5)).all())
+        assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1
 
 
 def test_minimum_norm_results_outside_the_budget_stay_clean(classifier, eval_images):
