@@ -260,5 +260,6 @@ def test_missing_torchattacks_is_a_user_error(monkeypatch):
 
 def test_classifier_objective_refuses_a_module_without_logits(small_ae, batch):
     x, y, _, _ = batch
-    with pytest.raises(ShapeError, match="logits of shape"):
-        ATTACKS.create("classifier", steps=2, restarts=1).sweep(small_ae, x, [1.0], 1, 0, labels=y)
+    for name in ("classifier", "classifier-cw"):
+        with pytest.raises(ShapeError, match="logits of shape"):
+            ATTACKS.create(name, steps=2, restarts=1).sweep(small_ae, x, [1.0], 1, 0, labels=y)

@@ -76,6 +76,8 @@ class MinimumNormAttack(ClassifierAttack):
         raise NotImplementedError
 
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
+        with torch.no_grad():
+            problem.objective.select(torch.arange(1, device=problem.x.device)).values(problem.x[:1])  # logits check
         found = self.search(problem).detach()
         return OptimizationResult(within_budget(problem.model, problem.x, found, problem.labels, problem.threat))
 

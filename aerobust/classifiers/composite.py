@@ -32,7 +32,7 @@ class AutoencoderClassifier(nn.Module):
         self.autoencoder = autoencoder
         self.classifier = classifier
         self.through = through
-        self.eot_samples = eot_samples if autoencoder.is_stochastic else 0
+        self.eot_samples = eot_samples if getattr(autoencoder, "is_stochastic", False) else 0
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
