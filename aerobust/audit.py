@@ -271,7 +271,7 @@ class Audit:
 
     def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
-        from .latent_classifier import build_latent_head, train_latent_classifier
+        from .classifiers import build_latent_head, train_latent_classifier
 
         path = self.out_dir / "classifiers" / f"{_block_stem(spec.label, 'head', 0)}.pt"
         if path.is_file():

@@ -8,6 +8,8 @@
   ``KL(q(z|x + d) || q(z|x_t))`` to a target image's posterior, or its symmetric form
   ``KL(q_a || q_t) + KL(q_t || q_a)``; smaller is stronger.
 * ``max-kl`` (VAEs, untargeted): ``KL(q(z|x + d) || q(z|x))``; larger is stronger.
+* ``classifier``: cross-entropy of the attacked module itself, an image classifier (a plain one, or an
+  autoencoder and a classifier as one ``AutoencoderClassifier``), against the true label.
 
 An objective is *bound* to one batch (its references: target codes, clean reconstructions, labels)
 and then maps ``x_adv (B, C, H, W) -> values (B,)``. Every sample's value depends on that sample
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .classifiers.composite import AutoencoderClassifier
 from .errors import AerobustError, ShapeError
 
 
@@ -59,8 +62,12 @@ def _reconstruction_damage(model, x_adv, refs):
     return (model.decode(model.encode(x_adv)) - refs["clean_reconstructions"]).flatten(1).norm(dim=1)
 
 
-def _classifier_cross_entropy(model, x_adv, refs):
-    return F.cross_entropy(refs["head"](model.encode(x_adv)), refs["classes"], reduction="none")
+def _cross_entropy(network, x_adv, refs):
+    logits = network(x_adv)
+    if logits.dim() != 2:
+        raise ShapeError(f"a classifier objective needs logits of shape (N, classes), got {tuple(logits.shape)}; "
+                         "attack an image classifier (or use latent-classifier with a head on the codes)")
+    return F.cross_entropy(logits, refs["classes"], reduction="none")
 
 
 class Objective:
@@ -129,8 +136,9 @@ class ClassifierObjective(Objective):
             what = "target classes" if self.targeted else "labels"
             raise AerobustError(f"the latent-classifier attack needs {what} for every image")
         classifier.eval()
-        refs = {"head": _RowBroadcast(classifier), "classes": classes.to(x.device).long()}
-        return BoundObjective(self.name, self.maximize, model, _classifier_cross_entropy, refs)
+        network = AutoencoderClassifier(model, classifier, through="code")
+        return BoundObjective(self.name, self.maximize, network, _cross_entropy,
+                              {"classes": classes.to(x.device).long()})
 
     def config(self) -> dict:
         return {**super().config(), "targeted": self.targeted}
@@ -208,17 +216,19 @@ class MaxKLObjective(Objective):
         return BoundObjective(self.name, self.maximize, model, _kl_from_clean, {"clean_mu": mu, "clean_logvar": logvar})
 
 
-class _RowBroadcast:
-    """Holds a module among per-row references; selecting rows keeps the module itself."""
+class ImageClassifierObjective(Objective):
+    """Cross-entropy of the attacked module's logits against the true label (larger is stronger).
 
-    def __init__(self, module: nn.Module):
-        self.module = module
+    The module is an image classifier: a plain one, or ``AutoencoderClassifier`` (classify the
+    reconstruction, the adaptive attack on a purifier). The ``classifier`` argument is not used.
+    """
 
-    def __getitem__(self, index):
-        return self
+    name = "classifier"
 
-    def __call__(self, codes):
-        return self.module(codes)
+    def bind(self, model, x, *, targets=None, labels=None, classifier=None, target_classes=None):
+        if labels is None:
+            raise AerobustError("the classifier attack needs the true label of every image; pass labels=")
+        return BoundObjective(self.name, self.maximize, model, _cross_entropy, {"classes": labels.to(x.device).long()})
 
 
 OBJECTIVES = {
@@ -228,6 +238,7 @@ OBJECTIVES = {
     "latent-kl": PosteriorKLObjective,
     "latent-skl": lambda: PosteriorKLObjective(symmetric=True),
     "max-kl": MaxKLObjective,
+    "classifier": ImageClassifierObjective,
 }
 
 

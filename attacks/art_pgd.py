@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aerobust.attacks import Attack, OptimizationResult
-from aerobust.latent_classifier import LatentClassifier
+from aerobust.classifiers import AutoencoderClassifier
 from aerobust.registry import register_attack
 
 
@@ -24,7 +24,7 @@ class ArtPGD(Attack):
         from art.estimators.classification import PyTorchClassifier
 
         x = problem.x
-        network = LatentClassifier(problem.model, problem.classifier)
+        network = AutoencoderClassifier(problem.model, problem.classifier)
         num_classes = int(problem.classifier(problem.model.encode(x[:1])).shape[1])
         estimator = PyTorchClassifier(
             model=network, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),

@@ -10,8 +10,8 @@ depends on the other samples sharing its radius in the call.
 """
 import torch
 
-from aerobust.attacks import Attack, OptimizationResult
-from aerobust.latent_classifier import LatentClassifier, require_torchattacks
+from aerobust.attacks import Attack, OptimizationResult, require_torchattacks
+from aerobust.classifiers import AutoencoderClassifier
 from aerobust.registry import register_attack
 
 
@@ -25,7 +25,7 @@ class TorchattacksPGDL2(Attack):
         torchattacks = require_torchattacks()
         if self.norm != "l2":
             raise ValueError("this plugin wraps PGDL2; use norm='l2'")
-        network = LatentClassifier(problem.model, problem.classifier)
+        network = AutoencoderClassifier(problem.model, problem.classifier)
         radii = problem.threat.radii(problem.x)
         x_adv = problem.x.clone()
         for radius in radii.unique().tolist():

@@ -31,7 +31,7 @@ from aerobust import save_checkpoint
 from aerobust.attacks import choose_targets
 from aerobust.audit import PAPER_ATTACKS, Audit, AuditConfig, ModelSpec
 from aerobust.datasets import load_dataset
-from aerobust.latent_classifier import train_latent_classifier
+from aerobust.classifiers import train_latent_classifier
 from aerobust.registry import ATTACKS
 from aerobust.report import build_report
 from common import MNIST_TEST, reference_ae

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from aerobust.adapter import wrap
-from aerobust.classifiers import SmallCNN, accuracy, train_classifier
+from aerobust.classifiers import accuracy
 from aerobust.datasets import load_dataset
-from aerobust.defend import AttackOptions, DefendConfig, config_record, run_defend, write_defend_report
+from aerobust.classifier_defense import (AttackOptions, DefendConfig, config_record, prepare_classifier,
+                                         run_defend, write_defend_report)
 from aerobust.runtime import seed_everything
 from aerobust.training import train
 
@@ -62,9 +63,9 @@ def main(argv=None):
     timings["train_autoencoders_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    torch.manual_seed(args.seed)
-    classifier = train_classifier(SmallCNN((1, 32, 32)), train_set.images, train_set.labels,
-                                  epochs=args.classifier_epochs, seed=args.seed, quiet=True)
+    classifier, classifier_info = prepare_classifier("cnn", input_shape=(1, 32, 32), num_classes=10,
+                                                     train_set=train_set, epochs=args.classifier_epochs,
+                                                     seed=args.seed, device="cpu")
     timings["train_classifier_s"] = time.perf_counter() - tick
     classifier_accuracy = accuracy(classifier, eval_set.images, eval_set.labels)
 
@@ -78,8 +79,7 @@ def main(argv=None):
     write_defend_report(
         results, args.out, command="python bench/defend_run.py " + " ".join(sys.argv[1:]), config=config_record(config),
         seed=args.seed, device="cpu", autoencoders=training, timings=timings,
-        classifier={"architecture": "SmallCNN(16, 32)", "epochs": args.classifier_epochs,
-                    "eval_accuracy": classifier_accuracy},
+        classifier={**classifier_info, "architecture": "SmallCNN(16, 32)", "eval_accuracy": classifier_accuracy},
         data={"train": "mnist-5k train (4,000, padded to 32)", "eval": f"MNIST test, first {len(eval_set)}, padded to 32"})
 
     purification = results.purification

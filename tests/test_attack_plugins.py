@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aerobust.attacks import Attack
-from aerobust.latent_classifier import train_latent_classifier
+from aerobust.classifiers import train_latent_classifier
 from aerobust.registry import ATTACKS, load_plugin
 
 PLUGINS = Path(__file__).resolve().parents[1] / "attacks"

@@ -7,8 +7,9 @@ import torch
 from aerobust.adapter import wrap
 from aerobust.attacks import Attack, OptimizationResult, SweepResult, choose_targets
 from aerobust.errors import AerobustError, ShapeError, ThreatViolation
-from aerobust.latent_classifier import (LatentClassifier, latent_classifier_accuracy, latent_codes,
-                                        require_torchattacks, train_latent_classifier)
+from aerobust.attacks import require_torchattacks
+from aerobust.classifiers import (AutoencoderClassifier, latent_classifier_accuracy, latent_codes,
+                                  train_latent_classifier)
 from aerobust.registry import ATTACKS
 
 N_IMAGES = 8
@@ -226,7 +227,7 @@ def head(small_ae, mnist_train_small):
 
 def test_latent_classifier_trains_and_suffers_under_the_latent_attack(small_ae, head, mnist_test):
     images, labels = mnist_test.images[:60], mnist_test.labels[:60]
-    network = LatentClassifier(small_ae, head)
+    network = AutoencoderClassifier(small_ae, head)
     torch.testing.assert_close(network(images), head(latent_codes(small_ae, images)))
     report = latent_classifier_accuracy(small_ae, head, images, labels, lam=2.0, trials=1, seed=0,
                                         pool_images=mnist_test.images, pool_labels=mnist_test.labels,
@@ -362,3 +363,10 @@ def test_compiled_objective_gives_the_eager_results_and_falls_back(small_ae, bat
     fallback = ATTACKS.create("max-damage", compile="inductor", **FEW_STEPS).sweep(small_ae, x, [1.0], 1, 0)
     assert fallback.config["compile_fallback"] == "RuntimeError: no C++ compiler found"
     assert torch.equal(fallback.x_adv, eager.x_adv)
+
+
+def test_classifier_objective_refuses_a_module_without_logits(small_ae, batch):
+    x, y, _, _ = batch
+    for name in ("classifier", "classifier-cw"):
+        with pytest.raises(ShapeError, match="logits of shape"):
+            ATTACKS.create(name, steps=2, restarts=1).sweep(small_ae, x, [1.0], 1, 0, labels=y)

@@ -17,12 +17,17 @@ from aerobust.checkpoints import save_checkpoint
 from aerobust.classifiers import (MLPClassifier, SmallCNN, accuracy, load_classifier, predict_logits,
                                   save_classifier, train_classifier)
 from aerobust.cli import main
-from aerobust.defend import (PurifiedClassifier, attack_classifier, calibration_data, calibration_summary,
-                             check_threat, consistency_scores, entropy, generate_adversarials, ood_sets,
-                             ood_table, purification_table, resolve_prior, roc_auc)
-from aerobust.defend.attacks import AttackOptions
-from aerobust.defend.detect import detection_table
+from aerobust.classifier_defense import (attack_classifier, calibration_data, calibration_summary,
+                                         consistency_scores, entropy, generate_adversarials, get_attack, ood_sets,
+                                         ood_table, prepare_classifier, purification_table, purifier, resolve_prior,
+                                         roc_auc)
+from aerobust.classifier_defense.attacks import AttackOptions
+from aerobust.classifier_defense.detect import detection_table
+from aerobust.attacks import within_budget
+from aerobust.datasets import ImageSet
 from aerobust.errors import AerobustError, CheckpointError, ShapeError, ThreatViolation, UnknownNameError
+from aerobust.registry import ATTACKS
+from aerobust.threat import Threat
 from aerobust.training import train
 
 from .conftest import MNIST_TEST_SPEC, train_small_ae
@@ -96,6 +101,25 @@ def test_classifier_training_is_seeded_and_learns(mnist_train_small, mnist_test,
     assert cnn(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
 
 
+def test_prepare_classifier_seeds_the_initial_weights(mnist_train_small):
+    def weights(spec, seed, **kwargs):
+        network, info = prepare_classifier(spec, input_shape=(1, 32, 32), num_classes=10, seed=seed, **kwargs)
+        return torch.cat([p.detach().flatten() for p in network.parameters()]), info
+
+    first, info = weights("tests.test_defend:make_tiny_classifier", 3)
+    torch.manual_seed(99)  # the global generator's state before the call does not matter
+    again, _ = weights("tests.test_defend:make_tiny_classifier", 3)
+    other, _ = weights("tests.test_defend:make_tiny_classifier", 4)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert info["trained_here"] is False  # a factory classifier is the user's: never trained here
+    subset = ImageSet(mnist_train_small.images[:64], mnist_train_small.labels[:64], mnist_train_small.ids[:64],
+                      "subset")
+    _, trained = weights("mlp", 3, train_set=subset, epochs=1)
+    assert trained["trained_here"] is True and trained["epochs"] == 1
+    with pytest.raises(AerobustError, match="no training data"):
+        weights("mlp", 3)
+
+
 def test_load_classifier_roundtrip_and_bad_files(tmp_path, classifier, eval_images):
     images, _ = eval_images
     path = save_classifier(tmp_path / "clf.pt", classifier)
@@ -137,9 +161,62 @@ def test_attack_errors_and_threat_check(classifier, eval_images):
     with pytest.raises(AerobustError, match=">= 0"):
         attack_classifier(classifier, images, labels, "fgsm", [-0.1])
     with pytest.raises(ThreatViolation):
-        check_threat(images, (images + 0.3).clamp(0, 1), 0.1, "linf")
+        Threat(0.1, "linf").check(images, (images + 0.3).clamp(0, 1))
     with pytest.raises(ThreatViolation):
-        check_threat(images, images + 2.0, 100.0, "l2")
+        Threat(100.0, "l2").check(images, images + 2.0)
+
+
+def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_images, monkeypatch):
+    """defend's attacks use the audit attacks' optimizers and their threat check (threat.py), nothing of their own."""
+    from aerobust.attacks import optimizers
+
+    calls = []
+    exact_check = Threat.check
+
+    def recorded_check(threat, x, x_adv):
+        calls.append(f"check-{threat.norm}")
+        return exact_check(threat, x, x_adv)
+
+    monkeypatch.setattr(Threat, "check", recorded_check)
+    for name in ("pgd", "fgsm"):
+        monkeypatch.setitem(optimizers.OPTIMIZERS, name, lambda attack, problem, run=optimizers.OPTIMIZERS[name],
+                            name=name: calls.append(name) or run(attack, problem))
+    images, labels = eval_images[0][:6], eval_images[1][:6]
+    attack_classifier(classifier, images, labels, "pgd", [0.1], options=FAST)
+    attack_classifier(classifier, images, labels, "fgsm", [0.1], options=FAST)
+    assert calls == ["pgd", "check-linf", "fgsm", "check-linf"]
+    calls.clear()
+    # A minimum-norm attack: checked once in its sweep (largest budget), then at each thresholded budget.
+    attack_classifier(classifier, images, labels, "lbfgs", [0.5, 3.0], options=FAST)
+    assert calls == ["check-l2"] * 3
+    calls.clear()
+    ATTACKS.create("max-damage", steps=2, restarts=1).sweep(small_ae, images, [1.0], 1, 0)
+    assert calls == ["pgd", "check-l2"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(["fgsm", "pgd", "cw"]), st.lists(st.floats(0, 3), min_size=1, max_size=3))
+def test_every_defend_attack_output_lies_in_its_threat(classifier, eval_images, attack, budgets):
+    images, labels = eval_images[0][:4], eval_images[1][:4]
+    norm = get_attack(attack).norm
+    budgets = [b / 10 for b in budgets] if norm == "linf" else budgets
+    found = attack_classifier(classifier, images, labels, attack, budgets, options=FAST)
+    assert sorted(found) == sorted(set(budgets))
+    for budget, adversarial in found.items():
+        delta = (adversarial - images).flatten(1)
+        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        assert bool((size <= budget * (1 + 1e-5)).all())
+        assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1
+
+
+def test_minimum_norm_results_outside_the_budget_stay_clean(classifier, eval_images):
+    images, labels = eval_images[0][:6], eval_images[1][:6]
+    far = (1 - images)  # fools nobody's threat at a small radius: every pixel moved
+    kept = within_budget(classifier, images, far, labels, Threat(1.0, "l2"))
+    assert torch.equal(kept, images)
+    fooled = predict_logits(classifier, far).argmax(1) != labels
+    unbounded = within_budget(classifier, images, far, labels, Threat(1e6, "l2"))
+    assert torch.equal(unbounded[fooled], far[fooled]) and torch.equal(unbounded[~fooled], images[~fooled])
 
 
 # -- purification ---------------------------------------------------------------------------------------------
@@ -158,23 +235,23 @@ def test_purification_adaptive_attack_is_stronger(classifier, small_ae, eval_ima
 
 def test_purifier_eot_averages_seeded_posterior_draws(classifier, tiny_vae, eval_images):
     images = eval_images[0][:8]
-    purifier = PurifiedClassifier(classifier, tiny_vae, eot_samples=3, seed=5)
+    purified = purifier(classifier, tiny_vae, eot_samples=3, seed=5)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         expected = torch.stack([classifier(tiny_vae.decode(tiny_vae.sample_latent(images, generator)))
                                 for _ in range(3)]).mean(0)
-        assert torch.allclose(purifier(images), expected)
-        mean_path = PurifiedClassifier(classifier, tiny_vae)(images)
+        assert torch.allclose(purified(images), expected)
+        mean_path = purifier(classifier, tiny_vae)(images)
         assert torch.allclose(mean_path, classifier(tiny_vae.reconstruct(images)))
 
 
 def test_evaluation_restores_each_submodule_mode(small_ae, eval_images):
     batchnorm_classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 10), torch.nn.BatchNorm1d(10))
     batchnorm_classifier.train()
-    purifier = PurifiedClassifier(batchnorm_classifier, small_ae)
+    purified = purifier(batchnorm_classifier, small_ae)
     statistics = batchnorm_classifier[2].running_mean.clone()
-    predict_logits(purifier, eval_images[0][:8])
-    attack_classifier(purifier, eval_images[0][:8], eval_images[1][:8], "fgsm", [0.1])
+    predict_logits(purified, eval_images[0][:8])
+    attack_classifier(purified, eval_images[0][:8], eval_images[1][:8], "fgsm", [0.1])
     assert torch.equal(statistics, batchnorm_classifier[2].running_mean)  # evaluated in eval mode
     assert batchnorm_classifier.training and not small_ae.training  # each part keeps its own mode
 
@@ -320,7 +397,7 @@ def test_cli_defend_rerun_reuses_saved_adversarials(cli_files, monkeypatch):
     def no_attacks(*args, **kwargs):
         raise AssertionError("attack recomputed although its images were saved")
 
-    monkeypatch.setattr("aerobust.defend.purify.attack_classifier", no_attacks)
+    monkeypatch.setattr("aerobust.classifier_defense.purify.attack_classifier", no_attacks)
     assert CliRunner().invoke(main, _base_args(checkpoint, weights, out), catch_exceptions=False).exit_code == 0
     assert (out / "purification.csv").read_text() == first
     other = [*_base_args(checkpoint, weights, out), "--seed", "1"]

@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from pathlib import Path
 
 import click
 
-from ..checkpoints import resolve_model
-from ..classifiers import BUILTIN_CLASSIFIERS, accuracy, load_classifier, save_classifier, train_classifier
-from ..datasets import load_dataset
-from ..fidelity import prior_from_defense_config
-from ..defend import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, get_attack, run_defend,
-                      write_defend_report)
-from ..runtime import resolve_device, seed_everything
+from ..classifiers import BUILTIN_CLASSIFIERS
+from ..classifier_defense import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, prepare_defend,
+                                  run_defend, write_defend_report)
 from .common import (AerobustGroup, OutputFolder, UserError, device_option, download_option, parse_float_list,
                      plugin_option, quiet_option, seed_option, trust_unhashed_option)
 
@@ -69,23 +63,10 @@ def _defend_options(command):
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def _run_key(config: dict, opts: dict, *modules) -> str:
-    """Digest of everything that decides the adversarial images: a rerun with the same key reuses them."""
-    decisive = {k: v for k, v in opts.items() if k not in ("out", "quiet", "trust_unhashed")}
-    digest = hashlib.sha256(json.dumps({"config": config, "options": decisive}, sort_keys=True, default=str).encode())
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _run(ctx: click.Context, analyses, **opts):
     attacks = [a.strip() for a in opts["attacks"].split(",") if a.strip()]
     if not attacks and {"purify", "detect"} & set(analyses):
         raise UserError("--attacks is empty; give e.g. fgsm,pgd")
-    for name in attacks:
-        get_attack(name)
     config = DefendConfig(
         analyses=tuple(analyses), attacks=tuple(attacks),
         linf_budgets=tuple(parse_float_list(opts["linf_eps"], "--linf-eps")),
@@ -96,38 +77,19 @@ def _run(ctx: click.Context, analyses, **opts):
         attack_options=AttackOptions(pgd_steps=opts["pgd_steps"], cw_steps=opts["cw_steps"],
                                      lbfgs_iterations=opts["lbfgs_iterations"]))
     config.validate()
-    device = resolve_device(opts["device"])
-    seed_everything(opts["seed"])
-    autoencoder, model_info = resolve_model(opts["model"], opts["checkpoint"], device=device,
-                                            trust_unhashed=opts["trust_unhashed"])
-    geometry = dict(pad_to=opts["pad"], resize=opts["resize"], channels=autoencoder.input_shape[0],
-                    download=opts["download"])
-    train = load_dataset(opts["data"], "train", **geometry)
-    evaluation = load_dataset(opts["eval_data"] or opts["data"], "test", limit=opts["limit"], **geometry)
-    num_classes = int(max(train.num_classes or 0, evaluation.num_classes or 0))
-    if num_classes < 2:
-        raise UserError("the data has no class labels; the defend analyses need a labelled dataset")
-    classifier = load_classifier(opts["classifier"], input_shape=autoencoder.input_shape, num_classes=num_classes,
-                                 weights=opts["classifier_weights"], device=device)
-    trained_here = opts["classifier_weights"] is None and opts["classifier"] in BUILTIN_CLASSIFIERS
-    if trained_here:
-        classifier = train_classifier(classifier, train.images, train.labels, epochs=opts["classifier_epochs"],
-                                      seed=opts["seed"], quiet=opts["quiet"])
-    if opts["save_classifier"]:
-        save_classifier(opts["save_classifier"], classifier)
-    trained_prior = prior_from_defense_config(model_info.get("sidecar", {}).get("defense_config"))
-    run_key = _run_key(config_record(config), opts, autoencoder, classifier)
-    results = run_defend(classifier, {"model": autoencoder}, evaluation, fit_set=train, config=config,
-                         trained_priors={"model": trained_prior}, cache_dir=Path(opts["out"]) / "cache" / run_key,
-                         quiet=opts["quiet"])
+    inputs = prepare_defend(
+        model=opts["model"], checkpoint=opts["checkpoint"], classifier=opts["classifier"],
+        classifier_weights=opts["classifier_weights"], classifier_epochs=opts["classifier_epochs"],
+        save_classifier_to=opts["save_classifier"], data=opts["data"], eval_data=opts["eval_data"], pad=opts["pad"],
+        resize=opts["resize"], download=opts["download"], limit=opts["limit"], device=opts["device"],
+        seed=opts["seed"], trust_unhashed=opts["trust_unhashed"], quiet=opts["quiet"])
+    results = run_defend(inputs.classifier, {"model": inputs.autoencoder}, inputs.evaluation, fit_set=inputs.train,
+                         config=config, trained_priors={"model": inputs.trained_prior},
+                         cache_dir=Path(opts["out"]) / "cache", quiet=opts["quiet"])
     out = write_defend_report(
-        results, opts["out"], command=ctx.command_path, seed=opts["seed"], device=device,
-        config={**config_record(config), "cli": dict(opts)},
-        autoencoder=model_info, classifier={"spec": opts["classifier"], "weights": opts["classifier_weights"],
-                                            "trained_here": trained_here,
-                                            "eval_accuracy": accuracy(classifier, evaluation.images.to(device),
-                                                                      evaluation.labels.to(device))},
-        data={"train": train.name, "eval": evaluation.name, "n_train": len(train), "n_eval": len(evaluation)})
+        results, opts["out"], command=ctx.command_path, seed=opts["seed"], device=inputs.device,
+        config={**config_record(config), "cli": dict(opts)}, autoencoder=inputs.model_info,
+        classifier=inputs.classifier_info, data=inputs.data_info())
     click.echo(f"wrote {out} (summary.md, {', '.join(a for a in analyses)} tables and figures, manifest.json)")
 
 

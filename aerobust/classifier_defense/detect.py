@@ -19,7 +19,7 @@ from torch import nn
 from ..adapter import Autoencoder
 from ..classifiers import predict_logits
 from ..errors import AerobustError
-from .purify import AdversarialSet, PurifiedClassifier
+from .purify import AdversarialSet, purifier
 
 DETECTION_SCORES = ("distinct_labels", "label_entropy", "softmax_entropy")
 
@@ -98,7 +98,7 @@ def detection_table(classifier: nn.Module, autoencoder: Autoencoder, images: tor
     options = dict(samples=samples, latent_noise=latent_noise, spread=spread, seed=seed)
     clean = consistency_scores(classifier, autoencoder, images, **options)
     fooled_models = {"classifier": classifier,
-                     "purifier": PurifiedClassifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)}
+                     "purifier": purifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)}
     labels = labels.to(images.device)
     rows = []
     for adversarial in adversarial_sets:

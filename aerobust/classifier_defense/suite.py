@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -103,7 +106,8 @@ def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval
     Attacks use the first ``attack_images`` images; OOD and calibration use all of ``eval_set``.
     ``fit_set`` (training images) is needed only for the ``gaussian-fit`` prior of deterministic models;
     ``trained_priors`` (name -> GMMPrior) gives the priors GMM-regularized models were trained towards;
-    ``cache_dir`` keeps each model's adversarial images (in a subfolder per name) so a rerun resumes.
+    ``cache_dir`` keeps each model's adversarial images so a rerun resumes, in a subfolder named by the
+    model and :func:`adversarial_cache_key` (other settings, weights or images get another folder).
     """
     config = config or DefendConfig()
     config.validate()
@@ -128,7 +132,8 @@ def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval
                     classifier, autoencoder, attack_images, attack_labels, attacks=config.attacks,
                     budgets=config.budgets(), adaptive=config.adaptive, eot_samples=config.eot_samples,
                     options=config.attack_options, seed=config.seed, batch_size=config.batch_size, quiet=quiet,
-                    cache_dir=None if cache_dir is None else Path(cache_dir) / name)
+                    cache_dir=None if cache_dir is None else
+                    Path(cache_dir) / f"{name}-{adversarial_cache_key(config, attack_images, classifier, autoencoder)}")
             if "purify" in config.analyses:
                 table = purification_table(classifier, autoencoder, attack_images, attack_labels, sets,
                                            eot_samples=config.eot_samples, seed=config.seed)
@@ -159,8 +164,25 @@ def run_defend(classifier: nn.Module, autoencoders: dict[str, Autoencoder], eval
 
 
 def config_record(config: DefendConfig) -> dict:
+    """The config as JSON-ready data; each attack with its norm, source and full engine settings."""
     record = dataclasses.asdict(config)
-    record["attacks"] = {name: {"norm": get_attack(name).norm, "source": get_attack(name).source,
-                                "minimum_norm": get_attack(name).minimum_norm} for name in config.attacks}
+    record["attacks"] = {}
+    for name in config.attacks:
+        preset = get_attack(name)
+        record["attacks"][name] = {"norm": preset.norm, "source": preset.source, "minimum_norm": preset.minimum_norm,
+                                   "engine": preset.build(config.attack_options, config.batch_size).config()}
     return record
+
+
+def adversarial_cache_key(config: DefendConfig, images: torch.Tensor, *modules: nn.Module) -> str:
+    """Digest of everything that decides the adversarial images: the config, the attacked images (their
+    pixels and device) and the weights of ``modules`` (the classifier and the autoencoder)."""
+    digest = hashlib.sha256(json.dumps(config_record(config), sort_keys=True, default=str).encode())
+    digest.update(str(images.device).encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 

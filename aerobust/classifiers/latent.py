@@ -1,9 +1,8 @@
 """A downstream MLP classifier on an autoencoder's codes (paper Table 3) and its robustness.
 
-``train_latent_classifier`` fits a head on frozen codes; ``LatentClassifier(model, head)`` is the
-end-to-end image classifier ``head(encode(x))`` that torchattacks and ART attacks accept;
-``latent_classifier_accuracy`` gives the clean accuracy and the accuracy after the latent-space
-attack (eq. 12) at a radius lambda.
+``train_latent_classifier`` fits a head on frozen codes (``AutoencoderClassifier(model, head)`` is the
+end-to-end image classifier ``head(encode(x))``); ``latent_classifier_accuracy`` gives the clean
+accuracy and the accuracy after the latent-space attack (eq. 12) at a radius lambda.
 """
 from __future__ import annotations
 
@@ -13,16 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import AerobustError, ShapeError
-
-
-def require_torchattacks():
-    """Import torchattacks lazily; it is installed without its (pinned, unused) dependencies."""
-    try:
-        import torchattacks
-    except ImportError:
-        raise AerobustError("torchattacks is not installed; run `pip install --no-deps torchattacks`") from None
-    return torchattacks
+from ..errors import AerobustError, ShapeError
 
 
 class Standardize(nn.Module):
@@ -89,19 +79,6 @@ def train_latent_classifier(model, images: torch.Tensor, labels: torch.Tensor, *
     return head.eval()
 
 
-class LatentClassifier(nn.Module):
-    """``head(encode(x))``: an image classifier that any classifier attack library can attack."""
-
-    def __init__(self, model, head: nn.Module):
-        super().__init__()
-        self.model = model
-        self.head = head
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model.encode(x))
-
-
 def latent_classifier_accuracy(model, head: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                                lam: float = 1.0, trials: int = 1, seed: int = 0,
                                pool_images: torch.Tensor | None = None, pool_labels: torch.Tensor | None = None,
@@ -111,8 +88,8 @@ def latent_classifier_accuracy(model, head: nn.Module, images: torch.Tensor, lab
     Targets are images of another class from the pool (default: ``images`` themselves), chosen by
     :func:`aerobust.attacks.choose_targets`; ``attack_options`` go to the ``latent`` attack.
     """
-    from .attacks import choose_targets
-    from .registry import ATTACKS
+    from ..attacks import choose_targets
+    from ..registry import ATTACKS
 
     labels = torch.as_tensor(labels).long()
     pool_images = images if pool_images is None else pool_images

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoints import module_from_factory
-from .errors import AerobustError, CheckpointError, ShapeError, UnknownNameError
-from .runtime import eval_mode
+from ..checkpoints import module_from_factory
+from ..errors import AerobustError, CheckpointError, ShapeError, UnknownNameError
+from ..runtime import eval_mode
 
 
 class MLPClassifier(nn.Module):

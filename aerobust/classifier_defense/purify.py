@@ -1,8 +1,9 @@
 """Purification: classify(reconstruct(x)), evaluated against plain and adaptive attacks.
 
 A plain ("non-adaptive") attack targets the classifier alone and is then purified. The adaptive attack
-targets ``PurifiedClassifier`` -- autoencoder and classifier as one differentiable module -- which is what
-an attacker who knows the defense does. Only the adaptive number measures robustness.
+targets the purifier ``AutoencoderClassifier(autoencoder, classifier, through="reconstruction")`` --
+autoencoder and classifier as one differentiable module -- which is what an attacker who knows the
+defense does. Only the adaptive number measures robustness.
 """
 from __future__ import annotations
 
@@ -17,34 +18,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..adapter import Autoencoder
-from ..classifiers import predict_logits
-from .attacks import AttackOptions, attack_classifier, get_attack, perturbation_norms
+from ..classifiers import AutoencoderClassifier, predict_logits
+from ..threat import Threat
+from .attacks import AttackOptions, attack_classifier, get_attack
 
 # Accuracy differences below this are read as "no difference" in verdicts (a few images out of hundreds).
 VERDICT_MARGIN = 0.05
 
 
-class PurifiedClassifier(nn.Module):
-    """logits = classifier(decode(z)) with z the code of x: the mean path, or (``eot_samples`` > 0 on a
-    stochastic model) the logits averaged over that many posterior draws from a seeded generator
-    (expectation over transformation, so attack gradients see the randomness)."""
-
-    def __init__(self, classifier: nn.Module, autoencoder: Autoencoder, *, eot_samples: int = 0, seed: int = 0):
-        super().__init__()
-        self.classifier = classifier
-        self.autoencoder = autoencoder
-        self.eot_samples = eot_samples if autoencoder.is_stochastic else 0
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def purify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.reconstruct(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.eot_samples:
-            return self.classifier(self.autoencoder.reconstruct(x))
-        draws = [self.classifier(self.autoencoder.decode(self.autoencoder.sample_latent(x, self.generator)))
-                 for _ in range(self.eot_samples)]
-        return torch.stack(draws).mean(0)
+def purifier(classifier: nn.Module, autoencoder: Autoencoder, *, eot_samples: int = 0,
+             seed: int = 0) -> AutoencoderClassifier:
+    """classify(reconstruct(x)) as one module (EOT over ``eot_samples`` posterior draws on stochastic models)."""
+    return AutoencoderClassifier(autoencoder, classifier, through="reconstruction", eot_samples=eot_samples, seed=seed)
 
 
 @dataclasses.dataclass
@@ -72,7 +57,7 @@ def generate_adversarials(classifier: nn.Module, autoencoder: Autoencoder, image
     specs = [get_attack(name) for name in attacks]
     targets = {"classifier": classifier}
     if adaptive:
-        targets["purifier"] = PurifiedClassifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)
+        targets["purifier"] = purifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)
     jobs = [(spec, name, model) for spec in specs for name, model in targets.items()]
     sets = []
     for spec, target, model in tqdm(jobs, desc="attacks", disable=quiet, leave=False):
@@ -106,25 +91,25 @@ def purification_table(classifier: nn.Module, autoencoder: Autoencoder, images: 
                        labels: torch.Tensor, adversarial_sets: Sequence[AdversarialSet], *, eot_samples: int = 0,
                        seed: int = 0, batch_size: int = 500) -> pd.DataFrame:
     """One row per (attack, budget): accuracy clean / attacked / purified / under the adaptive attack."""
-    purifier = PurifiedClassifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)
+    purified_model = purifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)
     labels = labels.to(images.device)
 
     def acc(model, x):
         return float((predict_logits(model, x, batch_size).argmax(1) == labels).float().mean())
 
-    clean_accuracy, purified_clean = acc(classifier, images), acc(purifier, images)
+    clean_accuracy, purified_clean = acc(classifier, images), acc(purified_model, images)
     adaptive = {(s.attack, s.budget): s for s in adversarial_sets if s.target == "purifier"}
     rows = []
     for plain in (s for s in adversarial_sets if s.target == "classifier"):
-        attacked, purified = acc(classifier, plain.images), acc(purifier, plain.images)
+        attacked, purified = acc(classifier, plain.images), acc(purified_model, plain.images)
         strong = adaptive.get((plain.attack, plain.budget))
-        adaptive_accuracy = None if strong is None else acc(purifier, strong.images)
+        adaptive_accuracy = None if strong is None else acc(purified_model, strong.images)
         rows.append({
             "attack": plain.attack, "norm": plain.norm, "budget": plain.budget, "n": len(images),
             "clean_acc": clean_accuracy, "purified_clean_acc": purified_clean,
             "adversarial_acc": attacked, "purified_acc": purified,
             "adaptive_acc": float("nan") if adaptive_accuracy is None else adaptive_accuracy,
-            "mean_perturbation": float(perturbation_norms(images, plain.images, plain.norm).mean()),
+            "mean_perturbation": float(Threat(plain.budget, plain.norm).distance(images, plain.images).mean()),
             "verdict": purification_verdict(attacked, purified, adaptive_accuracy),
         })
     return pd.DataFrame(rows)
