@@ -75,6 +75,11 @@ class Registry:
         """Call the registered factory ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)
 
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, object)`` pairs in registration order: built-ins first, then entry points and plugins."""
+        self._populate()
+        return list(self._entries.items())
+
     def list(self, pattern: str = "*") -> list[str]:
         self._populate()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
