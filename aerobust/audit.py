@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,8 +23,8 @@ from .datasets import ImageSet, load_dataset
 from .distributed import is_main_process, join_world, run_sharded_audit
 from .errors import AerobustError
 from .registry import ATTACKS
-from .report import lambda_text, read_labelled_csv
-from .results import RESULT_COLUMNS
+from .report import read_labelled_csv
+from .results import RESULT_COLUMNS, block_stem, file_safe, lambda_text
 from .runtime import module_digest, resolve_device, seed_everything, tensor_digest, write_manifest
 
 PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
@@ -83,7 +82,7 @@ class AuditConfig:
         labels = [m.label for m in self.models]
         if len(set(labels)) != len(labels):
             raise AerobustError(f"model labels must be unique, got {labels}; name them LABEL=SOURCE")
-        _refuse_collisions(labels, lambda label: _file_safe(label).casefold(), "model labels",
+        _refuse_collisions(labels, lambda label: file_safe(label).casefold(), "model labels",
                            "share one results file name (only letters, digits, '_', '.' and '-' are kept, and "
                            "case is ignored); name them apart with LABEL=SOURCE")
         _refuse_collisions(list(self.attacks), str, "--attacks", "are the same attack listed twice; list it once")
@@ -108,15 +107,6 @@ def _refuse_collisions(values: list, key: Callable, what: str, why: str):
         first = seen.setdefault(key(value), index)
         if first != index:
             raise AerobustError(f"{what} {values[first]!r} and {value!r} {why}")
-
-
-def _file_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
-def _block_stem(model: str, attack: str, lam: float) -> str:
-    """A file-name-safe stem for one (model, attack, lambda) block (unique: AuditConfig.validate)."""
-    return _file_safe(f"{model}__{attack}__lam{lambda_text(lam)}")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):
@@ -278,7 +268,7 @@ class Audit:
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
         from .latent_classifier import build_latent_head, train_latent_classifier
 
-        path = self.out_dir / "classifiers" / f"{_block_stem(spec.label, 'head', 0)}.pt"
+        path = self.out_dir / "classifiers" / f"{block_stem(spec.label, 'head', 0)}.pt"
         if path.is_file():
             head = build_latent_head(model.latent_dim, num_classes=pool.num_classes)
             head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -391,7 +381,7 @@ class Audit:
         for spec in cfg.models:
             model, model_info[spec.label] = models[spec.label]
             todo = [(a, lam) for (m, a, lam) in self.blocks()
-                    if m is spec and not (self.blocks_dir / f"{_block_stem(spec.label, a, lam)}.csv").is_file()]
+                    if m is spec and not (self.blocks_dir / f"{block_stem(spec.label, a, lam)}.csv").is_file()]
             progress.update(len(cfg.attacks) * len(cfg.lambdas) - len(todo))
             if not todo:
                 continue
@@ -400,7 +390,7 @@ class Audit:
             for attack_name, lam in todo:
                 progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lambda_text(lam)}")
                 frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean[spec.label])
-                self._save_block(self.blocks_dir, _block_stem(spec.label, attack_name, lam), frame, arrays, notes)
+                self._save_block(self.blocks_dir, block_stem(spec.label, attack_name, lam), frame, arrays, notes)
                 progress.update(1)
         progress.close()
         return self._finish(plan, model_info, model_flags)
@@ -414,7 +404,7 @@ class Audit:
     def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
         frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
         for spec, attack_name, lam in self.blocks():
-            stem = _block_stem(spec.label, attack_name, lam)
+            stem = block_stem(spec.label, attack_name, lam)
             frames.append(read_labelled_csv(self.blocks_dir / f"{stem}.csv"))
             with np.load(self.blocks_dir / f"{stem}.npz") as arrays:
                 examples[f"{spec.label}::{attack_name}::{lambda_text(lam)}"] = arrays["example"]

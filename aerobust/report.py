@@ -29,9 +29,10 @@ import pandas as pd
 from .errors import AerobustError
 from .metrics import resolve_msssim_settings
 from .reporting import save_figure, write_table
-from .results import (CLEAN_COLUMNS, FLOAT_COLUMNS, INTEGER_COLUMNS, KEY_COLUMNS, METRICS_BY_COLUMN,  # noqa: F401
-                      RESULT_COLUMNS, SETTING_COLUMNS)
+from .results import (CLEAN_COLUMNS, FLOAT_COLUMNS, INTEGER_COLUMNS, METRICS_BY_COLUMN, RESULT_COLUMNS,
+                      SETTING_COLUMNS)
 from .results import ResultMetric as Metric
+from .results import lambda_text
 from .runtime import write_manifest
 
 LATENT_ATTACK = "latent"
@@ -67,10 +68,6 @@ class AuditResults:
         if self._examples is None:
             self._examples = {} if self.examples_path is None else read_examples(self.examples_path)
         return self._examples
-
-
-def lambda_text(value: float) -> str:
-    return "{:g}".format(float(value))
 
 
 def load_results(results_dir) -> AuditResults:

@@ -13,6 +13,7 @@ after this module was imported is a column all the same.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -29,6 +30,20 @@ INTEGER_COLUMNS = ("trial", "image_id", "target_id", "label", "target_label")
 SETTING_COLUMNS = ("radius",)
 IDENTITY_COLUMNS = ("model", "attack", "lambda", *SETTING_COLUMNS, "trial", "image_id", "target_id", "label",
                     "target_label")
+
+
+def lambda_text(value: float) -> str:
+    """A lambda as tables and file names print it (shortest form: 1, 0.5, 1e-05)."""
+    return "{:g}".format(float(value))
+
+
+def file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def block_stem(model: str, attack: str, lam: float) -> str:
+    """A file-name-safe stem for the results of one (model, attack, lambda) block (unique: AuditConfig.validate)."""
+    return file_safe(f"{model}__{attack}__lam{lambda_text(lam)}")
 
 
 @dataclass

@@ -1,7 +1,4 @@
 """The results schema has one owner (aerobust/results.py) and follows the METRICS registry."""
-import ast
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,11 +11,6 @@ from aerobust.registry import METRICS
 from aerobust.report import summary_statistics, write_statistics_table
 from aerobust.results import (CLEAN_COLUMNS, FLOAT_COLUMNS, IDENTITY_COLUMNS, METRICS_BY_COLUMN, RESULT_COLUMNS,
                               ResultMetric)
-
-PACKAGE = Path(__file__).resolve().parents[1] / "aerobust"
-SCHEMA_NAMES = {"RESULT_COLUMNS", "KEY_COLUMNS", "INTEGER_COLUMNS", "FLOAT_COLUMNS", "CLEAN_COLUMNS",
-                "SETTING_COLUMNS", "IDENTITY_COLUMNS", "METRICS_BY_COLUMN"}
-
 
 def _linf_delta(rows):
     return (rows.x_adv - rows.x).flatten(1).abs().amax(dim=1)
@@ -66,15 +58,3 @@ def test_the_builtin_schema():
 def test_a_per_image_metric_must_be_clean():
     with pytest.raises(ValueError, match="clean"):
         ResultMetric("x", "x", "x", compute=_linf_delta, per_image=True)
-
-
-def test_the_results_columns_are_defined_once():
-    homes = {}
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-                if isinstance(node, ast.AnnAssign) else []
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id in SCHEMA_NAMES:
-                    homes.setdefault(target.id, []).append(path.relative_to(PACKAGE.parent).as_posix())
-    assert homes == {name: ["aerobust/results.py"] for name in SCHEMA_NAMES}

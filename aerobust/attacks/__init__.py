@@ -5,8 +5,9 @@ trials, seed, ...)`` returns a :class:`SweepResult`. Custom attacks subclass :cl
 override ``optimize`` and register with ``@register_attack("name")``.
 """
 from ..registry import register_attack
-from .base import (Attack, AttackProblem, OptimizationResult, SweepResult, choose_targets,
-                   derive_seed)
+from .base import Attack
+from .problem import AttackProblem, OptimizationResult, SweepResult, derive_seed
+from .sweep import choose_targets
 from .builtin import LatentAttack, LatentClassifierAttack, MaxDamageAttack
 from .optimizers import OPTIMIZERS, SCHEDULES
 

@@ -10,9 +10,10 @@ from ..errors import AerobustError
 from ..registry import register_attack
 from ..runtime import frozen_modules
 from ..threat import Threat, absolute_radius, seeded_noise
-from .base import (Attack, AttackProblem, OptimizationResult, _check_ids, _check_images, _check_lambdas,
-                   _input_gradient, _seeds)
+from .base import Attack
 from .optimizers import SCHEDULES, _direction
+from .problem import AttackProblem, OptimizationResult, input_gradient, sample_seeds
+from .sweep import check_ids, check_images, check_lambdas
 
 
 @register_attack("latent")
@@ -179,10 +180,10 @@ class UniversalAttack(Attack):
 
     def sweep(self, model, x, lambdas, trials, seed, *, image_ids=None, **inputs):
         """Fits the shared perturbations on all of ``x`` first; ``optimize`` then looks them up per row."""
-        lambdas = _check_lambdas(lambdas)
+        lambdas = check_lambdas(lambdas)
         device = getattr(model, "device", x.device)
-        images = _check_images(x, model).to(device)
-        ids = _check_ids(image_ids, len(images))
+        images = check_images(x, model).to(device)
+        ids = check_ids(image_ids, len(images))
         with frozen_modules(model):
             self._fitted = self._fit(model, images, lambdas, int(trials), seed, ids)
         try:
@@ -205,7 +206,7 @@ class UniversalAttack(Attack):
         # Around mid-grey the box [-0.5, 0.5] leaves the start a uniform draw from the ball for any
         # budget below half the pixel range; it only seeds the ascent.
         grey = torch.full((count, *x.shape[1:]), 0.5, dtype=x.dtype, device=x.device)
-        shared = ball.random_start(grey, _seeds(seed, "universal", [g[1] for g in groups], [g[2] for g in groups]))
+        shared = ball.random_start(grey, sample_seeds(seed, "universal", [g[1] for g in groups], [g[2] for g in groups]))
         unit_box = (-torch.ones_like(grey), torch.ones_like(grey))
         objective = self.objective.bind(model, x)
         best, best_damage = shared.clone(), torch.full((count,), -math.inf, device=x.device)
@@ -220,7 +221,7 @@ class UniversalAttack(Attack):
                     pattern = shared.detach().requires_grad_(True)
                     values = objective.select(image).values((x[image] + pattern[group]).clamp(0.0, 1.0))
                     total = torch.zeros(count, device=x.device).index_add(0, group, values) / n_images
-                    gradient += _input_gradient(-total, pattern)
+                    gradient += input_gradient(-total, pattern)
                 damage += total.detach()
             improved = damage > best_damage
             best[improved], best_damage[improved] = shared[improved], damage[improved]
@@ -232,7 +233,7 @@ class UniversalAttack(Attack):
         row_seeds = {}
         for index, (lam, t, r) in enumerate(groups):
             key_radius = float(torch.tensor(absolute[lam], dtype=x.dtype))
-            for row_seed in _seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
+            for row_seed in sample_seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
                 row_seeds[(key_radius, row_seed)] = best[index]
         return row_seeds
 

@@ -12,7 +12,7 @@ import torch
 
 from .. import threat
 from ..threat import Workspace
-from .base import AttackProblem, OptimizationResult, _input_gradient
+from .problem import AttackProblem, OptimizationResult, input_gradient
 
 SCHEDULES = {
     "constant": lambda k, n: 1.0,
@@ -170,7 +170,7 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
                 bounded = noise_t * (lam / length) if float(length.detach()) > lam else noise_t
                 value = single.values(image + bounded)
                 loss = -value if objective.maximize else value
-                grad = _input_gradient(loss, noise_t)
+                grad = input_gradient(loss, noise_t)
             evaluations.append(float(value.detach()))
             return float(loss.detach()), grad.detach().flatten().double().cpu().numpy()
 
