@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import AerobustError, ShapeError
+from .registry import OBJECTIVES, register_objective
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _kl_from_clean(model, x_adv, refs):
 
 
 class PosteriorKLObjective(Objective):
-    """Targeted: KL (or symmetric KL) of the adversarial posterior to the target image's posterior."""
+    """VAEs, targeted: KL (or, symmetric=True, symmetric KL) of the adversarial posterior to the target's (smaller is stronger)."""
 
     name = "latent-kl"
     maximize = False
@@ -221,18 +222,19 @@ class _RowBroadcast:
         return self.module(codes)
 
 
-OBJECTIVES = {
-    "latent": LatentObjective,
-    "max-damage": MaxDamageObjective,
-    "latent-classifier": ClassifierObjective,
-    "latent-kl": PosteriorKLObjective,
-    "latent-skl": lambda: PosteriorKLObjective(symmetric=True),
-    "max-kl": MaxKLObjective,
-}
+def _symmetric_posterior_kl() -> PosteriorKLObjective:
+    """VAEs: symmetric KL between the adversarial posterior and a target image's posterior (smaller is stronger)."""
+    return PosteriorKLObjective(symmetric=True)
+
+
+register_objective("latent", LatentObjective)
+register_objective("max-damage", MaxDamageObjective)
+register_objective("latent-classifier", ClassifierObjective)
+register_objective("latent-kl", PosteriorKLObjective)
+register_objective("latent-skl", _symmetric_posterior_kl)
+register_objective("max-kl", MaxKLObjective)
 
 
 def make_objective(name: str, **options) -> Objective:
-    try:
-        return OBJECTIVES[name](**options)
-    except KeyError:
-        raise AerobustError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}") from None
+    """The registered objective ``name`` (``aerobust list objectives``) built with ``options``."""
+    return OBJECTIVES.create(name, **options)

@@ -60,7 +60,7 @@ class Attack:
                  lbfgs_maxiter: int = 15000, sanity_checks: bool = True, compile: str | None = None,
                  **objective_options):
         if optimizer not in OPTIMIZERS:
-            raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+            raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS.list())}")
         if schedule not in SCHEDULES:
             raise AerobustError(f"unknown step-size schedule '{schedule}'; use one of {', '.join(SCHEDULES)}")
         if norm is not None and norm not in NORMS:
@@ -124,7 +124,7 @@ class Attack:
 
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
         """Find adversarial images for a flat batch; the base checks and bookkeeps the result."""
-        return OPTIMIZERS[self.optimizer](self, problem)
+        return OPTIMIZERS.get(self.optimizer)(self, problem)
 
     def config(self) -> dict:
         return {

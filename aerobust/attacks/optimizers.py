@@ -1,7 +1,9 @@
 """Built-in optimizers: batched PGD, FGSM, and the reference protocol's per-image L-BFGS-B.
 
 Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
-settings (steps, step size, schedule, ...), ``problem`` the flat batch.
+settings (steps, step size, schedule, ...), ``problem`` the flat batch. They are registered in
+``OPTIMIZERS`` (``aerobust list optimizers``); a plugin adds one with ``@register_optimizer("name")``
+and an attack picks it with ``optimizer="name"``.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import threat
+from ..registry import OPTIMIZERS, register_optimizer
 from ..threat import Workspace
 from .problem import AttackProblem, OptimizationResult, input_gradient
 
@@ -43,6 +46,7 @@ def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tenso
     return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
 
+@register_optimizer("pgd")
 def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample.
 
@@ -124,6 +128,7 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
                               nan_gradient)
 
 
+@register_optimizer("fgsm")
 def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     """One step of the full radius along the normalized (L2) or signed (L-inf) gradient."""
     x = problem.x
@@ -137,6 +142,7 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(x_adv, history, size == 0, bad)
 
 
+@register_optimizer("lbfgs-legacy")
 def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
     """The reference protocol, one image at a time (numpy/scipy at this edge only).
 
@@ -189,5 +195,3 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
         history[i, : len(h)] = h
     return OptimizationResult(torch.cat(adversarial), history.to(x.device))
 
-
-OPTIMIZERS = {"pgd": pgd, "lbfgs-legacy": lbfgs_legacy, "fgsm": fgsm}
