@@ -172,7 +172,7 @@ def _kl_from_clean(model, x_adv, refs):
 
 
 class PosteriorKLObjective(Objective):
-    """VAEs, targeted: KL (or, symmetric=True, symmetric KL) of the adversarial posterior to the target's (smaller is stronger)."""
+    """VAEs, targeted: KL (symmetric=True: symmetric KL) of the adversarial posterior to the target's."""
 
     name = "latent-kl"
     maximize = False
