@@ -58,3 +58,16 @@ def test_the_builtin_schema():
 def test_a_per_image_metric_must_be_clean():
     with pytest.raises(ValueError, match="clean"):
         ResultMetric("x", "x", "x", compute=_linf_delta, per_image=True)
+
+
+def test_list_metrics_shows_the_columns_the_set_metrics_and_the_msssim_presets():
+    from click.testing import CliRunner
+
+    from aerobust.cli import main
+
+    output = CliRunner().invoke(main, ["list", "metrics"]).output
+    lines = {line.split()[0]: line for line in output.splitlines() if line.startswith("  ")}
+    assert "results column" in lines["msssim_input_adv"] and "(clean, no attack)" in lines["mse_input_recon"]
+    assert "Frechet" in lines["frechet-small-classifier"] and "results column" not in lines["frechet-small-classifier"]
+    assert "ms-ssim presets (audit --msssim):" in output
+    assert {"auto", "small", "paper", "pytorch_msssim"} <= set(lines)
