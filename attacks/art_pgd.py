@@ -30,6 +30,7 @@ class ArtPGD(Attack):
 
     objective_name = "latent-classifier"
     needs_classifier = True
+    settings = ("steps", "step_size")  # what optimize() reads, recorded in configs
 
     def optimize(self, problem):
         from art.attacks.evasion import ProjectedGradientDescent

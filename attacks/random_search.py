@@ -29,6 +29,8 @@ class RandomSearch(Attack):
     """
 
 
+    settings = ("steps", "random_start", "initial_size")  # what optimize() reads, recorded in configs
+
     def __init__(self, *, objective="max-damage", initial_size=0.5, **options):
         self.objective_name = objective
         self.initial_size = float(initial_size)
@@ -37,9 +39,6 @@ class RandomSearch(Attack):
         options.setdefault("steps", 300)
         options.setdefault("restarts", 1)
         super().__init__(**options)
-
-    def config(self):
-        return {**super().config(), "initial_size": self.initial_size}
 
     def optimize(self, problem):
         x = problem.x

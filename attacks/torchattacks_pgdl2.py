@@ -32,6 +32,7 @@ class TorchattacksPGDL2(Attack):
 
     objective_name = "latent-classifier"  # the attack loss reported: cross-entropy of the true label
     needs_classifier = True
+    settings = ("steps", "step_size", "random_start")  # what optimize() reads, recorded in configs
 
     def optimize(self, problem):
         torchattacks = require_torchattacks()

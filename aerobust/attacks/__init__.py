@@ -18,7 +18,8 @@ from .base import Attack
 from .problem import AttackProblem, OptimizationResult, SweepResult, derive_seed
 from .sweep import choose_targets
 from .builtin import LatentAttack, LatentClassifierAttack, MaxDamageAttack
-from .optimizers import OPTIMIZERS, SCHEDULES
+from ..registry import OPTIMIZERS
+from .optimizers import SCHEDULES
 
 __all__ = [
     "Attack", "AttackProblem", "OptimizationResult", "SweepResult", "choose_targets", "derive_seed",

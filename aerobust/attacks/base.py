@@ -15,7 +15,8 @@ from torch import nn
 from ..errors import AerobustError
 from ..objectives import Objective, make_objective
 from ..threat import BUDGETS, NORMS, budget_norm
-from .optimizers import OPTIMIZERS, SCHEDULES
+from ..registry import OPTIMIZERS
+from .optimizers import SCHEDULES
 from .problem import AttackProblem, OptimizationResult, SweepResult, input_gradient
 from .sweep import run_sweep
 
@@ -45,10 +46,15 @@ class Attack:
         compiled call fails, the sweep falls back to eager code and says why in its config.
       lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
+
+    ``config()`` records the settings of the optimizer that runs (``optimizer_settings``): those
+    its registered function names, or, for a subclass with its own ``optimize``, the option names
+    in its ``settings`` class attribute.
     """
 
     name = "attack"
     objective_name: str | None = None
+    settings: tuple[str, ...] | None = None  # the options an overriding optimize() reads; None: the optimizer's
     needs_targets = False
     needs_classifier = False
 
@@ -126,16 +132,19 @@ class Attack:
         """Find adversarial images for a flat batch; the base checks and bookkeeps the result."""
         return OPTIMIZERS.get(self.optimizer)(self, problem)
 
+    def optimizer_settings(self) -> dict:
+        """The settings the optimizer that runs reads, by option name."""
+        names = self.settings if self.settings is not None else getattr(OPTIMIZERS.get(self.optimizer), "settings", ())
+        return {name: getattr(self, name) for name in names}
+
     def config(self) -> dict:
+        own = self.settings is not None
         return {
             "attack": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "objective": self.objective.config(), "optimizer": self.optimizer, "steps": self.steps,
-            "restarts": self.restarts, "step_size": self.step_size, "schedule": self.schedule,
-            "random_start": self.random_start, "early_stop": self.early_stop, "norm": self.norm,
-            "budget": self.budget,
-            "batch_size": self.batch_size, "lbfgs_memory": self.lbfgs_memory,
-            "lbfgs_factr": self.lbfgs_factr, "lbfgs_pgtol": self.lbfgs_pgtol, "lbfgs_maxiter": self.lbfgs_maxiter,
-            "sanity_checks": self.sanity_checks, "compile": self.compile,
+            "objective": self.objective.config(),
+            "optimizer": f"{type(self).__qualname__}.optimize" if own else self.optimizer,
+            **self.optimizer_settings(), "restarts": self.restarts, "norm": self.norm, "budget": self.budget,
+            "batch_size": self.batch_size, "sanity_checks": self.sanity_checks, "compile": self.compile,
         }
 
     def __repr__(self):

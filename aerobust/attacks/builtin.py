@@ -213,15 +213,13 @@ class JacobianAttack(Attack):
     """
 
     objective_name = "max-damage"
+    settings = ("power_iterations",)
 
     def __init__(self, *, power_iterations: int = 20, restarts: int = 1, **options):
         if int(power_iterations) < 1:
             raise AerobustError(f"power_iterations must be at least 1, got {power_iterations}")
         self.power_iterations = int(power_iterations)
         super().__init__(restarts=restarts, **options)
-
-    def config(self) -> dict:
-        return {**super().config(), "power_iterations": self.power_iterations}
 
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
         model = problem.objective.model
@@ -261,6 +259,7 @@ class UniversalAttack(Attack):
     """
 
     objective_name = "max-damage"
+    settings = ("steps", "step_size", "schedule")
 
     def __init__(self, *, restarts: int = 1, **options):
         super().__init__(restarts=restarts, **options)

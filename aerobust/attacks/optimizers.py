@@ -3,7 +3,8 @@
 Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
 settings (steps, step size, schedule, ...), ``problem`` the flat batch. They are registered in
 ``OPTIMIZERS`` (``aerobust list optimizers``); a plugin adds one with ``@register_optimizer("name")``
-and an attack picks it with ``optimizer="name"``.
+(its ``settings`` attribute, a tuple of Attack option names, says what configs record) and an
+attack picks it with ``optimizer="name"``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import threat
-from ..registry import OPTIMIZERS, register_optimizer
+from ..registry import register_optimizer
 from ..threat import Workspace
 from .problem import AttackProblem, OptimizationResult, input_gradient
 
@@ -23,6 +24,18 @@ SCHEDULES = {
     "linear": lambda k, n: 1 - k / n,
     "step": lambda k, n: 0.5 ** ((k >= n // 2) + (k >= 3 * n // 4)),
 }
+
+
+def _optimizer(name: str, *settings: str):
+    """Register ``function`` as optimizer ``name``; ``settings`` are the Attack options it reads.
+
+    A sweep's config records the settings of the optimizer that ran, and only those.
+    """
+    def add(function):
+        function.settings = settings
+        return register_optimizer(name, function)
+
+    return add
 
 
 def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,7 +59,7 @@ def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tenso
     return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
 
-@register_optimizer("pgd")
+@_optimizer("pgd", "steps", "step_size", "schedule", "random_start", "early_stop")
 def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample.
 
@@ -128,7 +141,7 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
                               nan_gradient)
 
 
-@register_optimizer("fgsm")
+@_optimizer("fgsm", "random_start")
 def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     """One step of the full radius along the normalized (L2) or signed (L-inf) gradient."""
     x = problem.x
@@ -142,7 +155,7 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(x_adv, history, size == 0, bad)
 
 
-@register_optimizer("lbfgs-legacy")
+@_optimizer("lbfgs-legacy", "lbfgs_memory", "lbfgs_factr", "lbfgs_pgtol", "lbfgs_maxiter")
 def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
     """The reference protocol, one image at a time (numpy/scipy at this edge only).
 
