@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +23,8 @@ from .datasets import ImageSet, load_dataset
 from .distributed import is_main_process, join_world, run_sharded_audit
 from .errors import AerobustError
 from .registry import ATTACKS
-from .report import RESULT_COLUMNS, lambda_text, read_labelled_csv
+from .report import read_labelled_csv
+from .results import RESULT_COLUMNS, block_stem, file_safe, lambda_text
 from .runtime import module_digest, resolve_device, seed_everything, tensor_digest, write_manifest
 
 PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
@@ -82,7 +82,7 @@ class AuditConfig:
         labels = [m.label for m in self.models]
         if len(set(labels)) != len(labels):
             raise AerobustError(f"model labels must be unique, got {labels}; name them LABEL=SOURCE")
-        _refuse_collisions(labels, lambda label: _file_safe(label).casefold(), "model labels",
+        _refuse_collisions(labels, lambda label: file_safe(label).casefold(), "model labels",
                            "share one results file name (only letters, digits, '_', '.' and '-' are kept, and "
                            "case is ignored); name them apart with LABEL=SOURCE")
         _refuse_collisions(list(self.attacks), str, "--attacks", "are the same attack listed twice; list it once")
@@ -107,15 +107,6 @@ def _refuse_collisions(values: list, key: Callable, what: str, why: str):
         first = seen.setdefault(key(value), index)
         if first != index:
             raise AerobustError(f"{what} {values[first]!r} and {value!r} {why}")
-
-
-def _file_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
-def _block_stem(model: str, attack: str, lam: float) -> str:
-    """A file-name-safe stem for one (model, attack, lambda) block (unique: AuditConfig.validate)."""
-    return _file_safe(f"{model}__{attack}__lam{lambda_text(lam)}")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]):
@@ -258,22 +249,26 @@ class Audit:
         return model, {**info, "weights_sha256": module_digest(model)}
 
     def _clean_pass(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model's clean behaviour on the audited images: codes, reconstructions, their fidelity."""
-        from .metrics import code_separation, mean_squared_error, ms_ssim
+        """The model's clean behaviour on the audited images: codes, reconstructions, per-image metrics."""
+        from .metrics import code_separation
+        from .results import MetricInputs, result_metrics
 
         with torch.no_grad():
             code = model.encode(x)
             recon = model.decode(code)
-            return {"code": code, "recon": recon, "msssim_input_recon": ms_ssim(x, recon, self.msssim),
-                    "mse_input_recon": mean_squared_error(x, recon), "code_separation": code_separation(code),
-                    "code_non_finite": ~torch.isfinite(code.flatten(1)).all(dim=1),
-                    "recon_non_finite": ~torch.isfinite(recon.flatten(1)).all(dim=1)}
+            clean = {"code": code, "recon": recon, "code_separation": code_separation(code),
+                     "code_non_finite": ~torch.isfinite(code.flatten(1)).all(dim=1),
+                     "recon_non_finite": ~torch.isfinite(recon.flatten(1)).all(dim=1)}
+            images = MetricInputs(model, self.msssim, x, recon, code, clean["code_separation"])
+            # Keyed by column: a torchrun audit slices every entry to its image range (distributed.py).
+            clean.update({metric.column: metric.compute(images) for metric in result_metrics() if metric.per_image})
+            return clean
 
     def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
         from .classifiers import build_latent_head, train_latent_classifier
 
-        path = self.out_dir / "classifiers" / f"{_block_stem(spec.label, 'head', 0)}.pt"
+        path = self.out_dir / "classifiers" / f"{block_stem(spec.label, 'head', 0)}.pt"
         if path.is_file():
             head = build_latent_head(model.latent_dim, num_classes=pool.num_classes)
             head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -291,7 +286,7 @@ class Audit:
     def _run_block(self, spec: ModelSpec, model: Autoencoder, attack_name: str, lam: float, plan: _Plan,
                    head, clean: dict) -> tuple[pd.DataFrame, dict, list]:
         from .attacks.sanity import non_finite_flag
-        from .metrics import l2_distance, ms_ssim
+        from .results import MetricInputs, result_metrics
 
         attack = self.attacks[attack_name]
         x = plan.images.to(self.device)
@@ -304,46 +299,28 @@ class Audit:
             classifier=head if attack.needs_classifier else None, image_ids=plan.image_ids)
         trials, n = self.config.trials, len(x)
         x_adv = result.x_adv[0].reshape(trials * n, *x.shape[1:])
-        x_rep = x.repeat(trials, 1, 1, 1)
         per_trial = lambda tensor: tensor.repeat(trials, *([1] * (tensor.dim() - 1))).float()  # noqa: E731
+        use_targets = attack.needs_targets and targets is not None
+        flat_targets = targets.reshape(trials * n, *x.shape[1:]).to(self.device) if use_targets else None
         with torch.no_grad():
             recon = per_trial(clean["recon"])
             code_adv = model.encode(x_adv)
             recon_adv = model.decode(code_adv)
-            latent_shift = (code_adv - per_trial(clean["code"])).flatten(1).norm(dim=1)
             attack_loss = result.attack_loss[0].reshape(-1)
-            columns = {
-                "attack_loss": attack_loss,
-                "l2_delta": l2_distance(x_adv, x_rep),
-                "msssim_input_adv": ms_ssim(x_rep, x_adv, self.msssim),
-                "msssim_input_advrecon": ms_ssim(x_rep, recon_adv, self.msssim),
-                "msssim_recon_advrecon": ms_ssim(recon, recon_adv, self.msssim),
-                "l2_recon_advrecon": l2_distance(recon_adv, recon),
-                "msssim_input_recon": per_trial(clean["msssim_input_recon"]),
-                "mse_input_recon": per_trial(clean["mse_input_recon"]),
-                "latent_shift": latent_shift,
-                # 0/0 (a constant encoder) stays NaN: the code does not tell images apart at all.
-                "relative_code_shift": latent_shift / per_trial(clean["code_separation"]),
-            }
-            use_targets = attack.needs_targets and targets is not None
-            if use_targets:
-                flat_targets = targets.reshape(trials * n, *x.shape[1:]).to(self.device)
-                columns["msssim_target_advrecon"] = ms_ssim(flat_targets, recon_adv, self.msssim)
-                columns["l2_target_advrecon"] = l2_distance(recon_adv, flat_targets)
-                columns["latent_target_distance"] = (code_adv - model.encode(flat_targets)).flatten(1).norm(dim=1)
+            rows = MetricInputs(
+                model, self.msssim, x.repeat(trials, 1, 1, 1), recon, per_trial(clean["code"]),
+                per_trial(clean["code_separation"]), x_adv, recon_adv, code_adv, attack_loss, flat_targets,
+                None if labels is None else labels.to(self.device).repeat(trials), head)
+            columns = {}
+            for metric in result_metrics():
+                values = per_trial(clean[metric.column]) if metric.per_image else metric.compute(rows)
+                if values is not None:
+                    columns[metric.column] = values
             non_finite_rows = {"codes": per_trial(clean["code_non_finite"]).bool(),
                                "adversarial codes": ~torch.isfinite(code_adv.flatten(1)).all(dim=1),
                                "reconstructions": per_trial(clean["recon_non_finite"]).bool(),
                                "adversarial reconstructions": ~torch.isfinite(recon_adv.flatten(1)).all(dim=1),
                                "attack loss": ~torch.isfinite(attack_loss)}
-            if head is not None and labels is not None:
-                label_rep = labels.to(self.device).repeat(trials)
-                nan = torch.tensor(float("nan"), device=self.device)
-                # A prediction from a NaN code is not a prediction: the row counts as missing, not as wrong.
-                columns["classifier_correct"] = torch.where(
-                    non_finite_rows["adversarial codes"], nan, (head(code_adv).argmax(1) == label_rep).float())
-                columns["clean_classifier_correct"] = torch.where(
-                    non_finite_rows["codes"], nan, per_trial((head(clean["code"]).argmax(1) == labels.to(self.device)).float()))
         frame = pd.DataFrame({k: v.detach().double().cpu().numpy() for k, v in columns.items()})
         trial_index = np.repeat(np.arange(trials), n)
         frame.insert(0, "model", spec.label)
@@ -404,7 +381,7 @@ class Audit:
         for spec in cfg.models:
             model, model_info[spec.label] = models[spec.label]
             todo = [(a, lam) for (m, a, lam) in self.blocks()
-                    if m is spec and not (self.blocks_dir / f"{_block_stem(spec.label, a, lam)}.csv").is_file()]
+                    if m is spec and not (self.blocks_dir / f"{block_stem(spec.label, a, lam)}.csv").is_file()]
             progress.update(len(cfg.attacks) * len(cfg.lambdas) - len(todo))
             if not todo:
                 continue
@@ -413,7 +390,7 @@ class Audit:
             for attack_name, lam in todo:
                 progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lambda_text(lam)}")
                 frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean[spec.label])
-                self._save_block(self.blocks_dir, _block_stem(spec.label, attack_name, lam), frame, arrays, notes)
+                self._save_block(self.blocks_dir, block_stem(spec.label, attack_name, lam), frame, arrays, notes)
                 progress.update(1)
         progress.close()
         return self._finish(plan, model_info, model_flags)
@@ -427,7 +404,7 @@ class Audit:
     def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
         frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
         for spec, attack_name, lam in self.blocks():
-            stem = _block_stem(spec.label, attack_name, lam)
+            stem = block_stem(spec.label, attack_name, lam)
             frames.append(read_labelled_csv(self.blocks_dir / f"{stem}.csv"))
             with np.load(self.blocks_dir / f"{stem}.npz") as arrays:
                 examples[f"{spec.label}::{attack_name}::{lambda_text(lam)}"] = arrays["example"]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AerobustError
+from .registry import register_metric
 
 OUTPUT_COLUMN = "l2_target_advrecon"
 INPUT_COLUMN = "l2_delta"
@@ -67,6 +68,9 @@ def distortion_curves(results: pd.DataFrame, attack: str = "latent") -> pd.DataF
     curve["budget_fraction"] = curve["lambda"] / curve["lambda"].max()
     curve["attack"] = attack
     return curve.sort_values(["model", "lambda"], kind="stable")[columns].reset_index(drop=True)
+
+
+register_metric("auddc", auddc)
 
 
 def auddc_table(results: pd.DataFrame, attack: str = "latent") -> pd.DataFrame:

@@ -246,11 +246,11 @@ def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags:
     """
     from tqdm.auto import tqdm
 
-    from .audit import _block_stem
+    from .results import block_stem
 
     world = audit.world
     blocks = audit.blocks()
-    stems = [_block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
+    stems = [block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
     pieces_dir = audit.blocks_dir / "pieces"
     n_images = len(plan.image_ids)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import AerobustError, CheckpointError, ShapeError
 from .priors import GMMPrior
+from .registry import register_metric
 
 
 # -- the Frechet distance -------------------------------------------------------------------------
@@ -115,8 +116,14 @@ def inception_features(weights_path: str | os.PathLike | None, device: str | tor
 
 def frechet_distance_inception_v3(real: torch.Tensor, generated: torch.Tensor, weights_path,
                                   device: str | torch.device = "cpu") -> float:
+    """Frechet distance between torchvision inception_v3 pool features of two image sets (close to, not, FID)."""
     extract = inception_features(weights_path, device)
     return frechet_distance_of_features(extract(real), extract(generated))
+
+
+# Set-level metrics: two image sets -> one number, never a results column (those are per row).
+register_metric("frechet-small-classifier", frechet_distance_small_classifier)
+register_metric("frechet-inception-v3", frechet_distance_inception_v3)
 
 
 # -- sampling from the trained model -----------------------------------------------------------------

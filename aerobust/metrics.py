@@ -3,9 +3,11 @@
 Every metric takes two image batches ``(N, C, H, W)`` and returns one score per image ``(N,)``,
 stays differentiable and runs on the device of its inputs.
 
-MS-SSIM presets (``MSSSIM_PRESETS``):
+MS-SSIM presets (``MSSSIM_PRESETS``; ``aerobust list metrics`` lists them). The audit's default
+is ``auto``, which picks one of them from the image size (:func:`msssim_settings_for`); ``ms_ssim``
+called without settings uses ``small``.
 
-``small`` (the default)
+``small``
     3 scales, odd 7 px gaussian window (sigma 1.5), the first three of Wang et al.'s five scale
     weights renormalized to sum 1. It is the finest multi-scale setting in which every scale still
     holds a full window on 28 px images (28 -> 14 -> 7; the smallest valid side is 25 px), so no
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 
 from .errors import AerobustError, ShapeError
 from .registry import register_metric
+from .results import MetricInputs, ResultMetric
 
 # Wang, Simoncelli & Bovik (2003), finest scale first.
 WANG_SCALE_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -157,6 +160,7 @@ MSSSIM_PRESETS: dict[str, dict] = {
                   downsampling="floor", channel_pooling="maps", legacy_product=True),
     "pytorch_msssim": dict(scales=5, window_size=11, sigma=1.5, weights=WANG_SCALE_WEIGHTS),
 }
+# What ms_ssim() uses without settings; the audit's default is AUTO_MSSSIM.
 DEFAULT_MSSSIM_PRESET = "small"
 
 
@@ -175,6 +179,14 @@ def resolve_msssim_settings(settings: MSSSIMSettings | str | Mapping | None = No
 
 
 AUTO_MSSSIM = "auto"
+# One line per choice of the audit's --msssim, for `aerobust list metrics`.
+MSSSIM_PRESET_SUMMARIES = {
+    AUTO_MSSSIM: "the audit's default: pytorch_msssim from 161 px, paper for 16-64 px greyscale, else small "
+                 "(fewer scales below 25 px)",
+    "small": "3 scales, 7 px window: every scale holds a full window from 25 px on (ms_ssim's default)",
+    "paper": "the reference code's older pytorch-msssim call (5 scales, 6 px window shrunk per scale)",
+    "pytorch_msssim": "pytorch_msssim.ms_ssim's settings with data_range=1 (5 scales, 11 px window; >= 161 px)",
+}
 PYTORCH_MSSSIM_MIN_SIDE = 161  # pytorch_msssim asserts side > (11 - 1) * 2 ** 4
 
 
@@ -263,7 +275,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor,
     """Multi-scale SSIM of each image pair: ``(N, C, H, W)`` twice -> ``(N,)`` in [0, 1].
 
     ``settings`` is an :class:`MSSSIMSettings`, a preset name (``small``, ``paper``,
-    ``pytorch_msssim``) or None for ``small``. Identical images score exactly 1; NaN inputs give
+    ``pytorch_msssim``) or None for ``small`` (``DEFAULT_MSSSIM_PRESET``; the audit resolves its
+    ``auto`` with :func:`msssim_settings_for` first). Identical images score exactly 1; NaN inputs give
     NaN scores. Raises :class:`AerobustError` when the images are smaller than the settings allow.
     """
     settings = resolve_msssim_settings(settings)
@@ -340,11 +353,61 @@ register_metric("l2", l2_distance)
 register_metric("mse", mean_squared_error)
 
 
-def _register_curve_metrics():
-    # Curve metrics take a budget grid and per-budget distortions, not two image batches.
-    from .distortion import auddc
-
-    register_metric("auddc", auddc)
+# -- the results columns (aerobust/results.py): one registered ResultMetric each, in column order ----
+def _latent_shift(rows: MetricInputs) -> torch.Tensor:
+    return (rows.code_adv - rows.code).flatten(1).norm(dim=1)
 
 
-_register_curve_metrics()
+def _targeted(compute):
+    """A target metric: empty for blocks of untargeted attacks."""
+    return lambda rows: None if rows.targets is None else compute(rows)
+
+
+def _classified(compute):
+    """A latent-classifier metric: empty without a classifier head and labels."""
+    return lambda rows: None if rows.head is None or rows.labels is None else compute(rows)
+
+
+def _accuracy(head, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1/0 per row; a prediction from a NaN code is not a prediction: NaN (missing), not 0 (wrong)."""
+    correct = (head(codes).argmax(1) == labels).float()
+    return torch.where(torch.isfinite(codes.flatten(1)).all(dim=1), correct, torch.tensor(float("nan"),
+                                                                                             device=codes.device))
+
+
+for _metric in (
+    ResultMetric("attack_loss", "attack loss", "attack loss", compute=lambda rows: rows.attack_loss),
+    ResultMetric("l2_delta", "‖x_a − x‖", r"$\|x_a - x\|_2$", compute=lambda rows: l2_distance(rows.x_adv, rows.x)),
+    ResultMetric("msssim_input_adv", "MS-SSIM(x_r, x_a), x_r = x", r"MS-SSIM($x_r, x_a$), $x_r = x$",
+                 compute=lambda rows: ms_ssim(rows.x, rows.x_adv, rows.msssim)),
+    ResultMetric("msssim_target_advrecon", "MS-SSIM(x_r, x̃_a), x_r = x_t ↓",
+                 r"MS-SSIM($x_r, \tilde{x}_a$), $x_r = x_t$ $\downarrow$",
+                 compute=_targeted(lambda rows: ms_ssim(rows.targets, rows.recon_adv, rows.msssim))),
+    ResultMetric("msssim_input_advrecon", "MS-SSIM(x, x̃_a)", r"MS-SSIM($x, \tilde{x}_a$)",
+                 compute=lambda rows: ms_ssim(rows.x, rows.recon_adv, rows.msssim)),
+    ResultMetric("msssim_recon_advrecon", "MS-SSIM(x̃_r, x̃_a) ↑", r"MS-SSIM($\tilde{x}_r, \tilde{x}_a$) $\uparrow$",
+                 compute=lambda rows: ms_ssim(rows.recon, rows.recon_adv, rows.msssim)),
+    ResultMetric("l2_recon_advrecon", "‖x̃_a − x̃_r‖", r"$\|\tilde{x}_a - \tilde{x}_r\|_2$",
+                 compute=lambda rows: l2_distance(rows.recon_adv, rows.recon)),
+    ResultMetric("l2_target_advrecon", "‖x̃_a − x_t‖", r"$\|\tilde{x}_a - x_t\|_2$",
+                 compute=_targeted(lambda rows: l2_distance(rows.recon_adv, rows.targets))),
+    # Equal to attack_loss for the latent attack (eq. 12 is this distance), but not for the KL
+    # attacks, whose attack loss is a divergence: it makes every targeted attack comparable in code space.
+    ResultMetric("latent_target_distance", "‖g(x_a) − g(x_t)‖", r"$\|g(x_a) - g(x_t)\|_2$",
+                 compute=_targeted(lambda rows: (rows.code_adv - rows.model.encode(rows.targets)).flatten(1).norm(dim=1))),
+    ResultMetric("classifier_correct", "accuracy under attack (%) ↑", r"accuracy under attack (\%) $\uparrow$",
+                 percent=True, compute=_classified(lambda rows: _accuracy(rows.head, rows.code_adv, rows.labels))),
+    ResultMetric("clean_classifier_correct", "clean accuracy (%) ↑", r"clean accuracy (\%) $\uparrow$",
+                 percent=True, clean=True,
+                 compute=_classified(lambda rows: _accuracy(rows.head, rows.code, rows.labels))),
+    ResultMetric("msssim_input_recon", "clean MS-SSIM(x, x̃) ↑", r"clean MS-SSIM($x, \tilde{x}$) $\uparrow$",
+                 clean=True, per_image=True, compute=lambda rows: ms_ssim(rows.x, rows.recon, rows.msssim)),
+    ResultMetric("mse_input_recon", "clean MSE(x, x̃) ↓", r"clean MSE($x, \tilde{x}$) $\downarrow$",
+                 clean=True, per_image=True, compute=lambda rows: mean_squared_error(rows.x, rows.recon)),
+    ResultMetric("latent_shift", "‖g(x_a) − g(x)‖", r"$\|g(x_a) - g(x)\|_2$", compute=_latent_shift),
+    # 0/0 (a constant encoder) stays NaN: the code does not tell images apart at all.
+    ResultMetric("relative_code_shift", "‖g(x_a) − g(x)‖ / code separation",
+                 r"$\|g(x_a) - g(x)\|_2$ / code separation",
+                 compute=lambda rows: _latent_shift(rows) / rows.code_separation),
+):
+    register_metric(_metric.column, _metric)

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from .classifiers.composite import AutoencoderClassifier
 from .errors import AerobustError, ShapeError
+from .registry import OBJECTIVES, register_objective
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _kl_from_clean(model, x_adv, refs):
 
 
 class PosteriorKLObjective(Objective):
-    """Targeted: KL (or symmetric KL) of the adversarial posterior to the target image's posterior."""
+    """VAEs, targeted: KL (symmetric=True: symmetric KL) of the adversarial posterior to the target's."""
 
     name = "latent-kl"
     maximize = False
@@ -231,19 +232,20 @@ class ImageClassifierObjective(Objective):
         return BoundObjective(self.name, self.maximize, model, _cross_entropy, {"classes": labels.to(x.device).long()})
 
 
-OBJECTIVES = {
-    "latent": LatentObjective,
-    "max-damage": MaxDamageObjective,
-    "latent-classifier": ClassifierObjective,
-    "latent-kl": PosteriorKLObjective,
-    "latent-skl": lambda: PosteriorKLObjective(symmetric=True),
-    "max-kl": MaxKLObjective,
-    "classifier": ImageClassifierObjective,
-}
+def _symmetric_posterior_kl() -> PosteriorKLObjective:
+    """VAEs: symmetric KL between the adversarial posterior and a target image's posterior (smaller is stronger)."""
+    return PosteriorKLObjective(symmetric=True)
+
+
+register_objective("latent", LatentObjective)
+register_objective("max-damage", MaxDamageObjective)
+register_objective("latent-classifier", ClassifierObjective)
+register_objective("latent-kl", PosteriorKLObjective)
+register_objective("latent-skl", _symmetric_posterior_kl)
+register_objective("max-kl", MaxKLObjective)
+register_objective("classifier", ImageClassifierObjective)
 
 
 def make_objective(name: str, **options) -> Objective:
-    try:
-        return OBJECTIVES[name](**options)
-    except KeyError:
-        raise AerobustError(f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}") from None
+    """The registered objective ``name`` (``aerobust list objectives``) built with ``options``."""
+    return OBJECTIVES.create(name, **options)

@@ -1,4 +1,4 @@
-"""One registry type for architectures, attacks, defenses, datasets and metrics.
+"""One registry type for architectures, attacks, defenses, datasets, metrics, objectives and optimizers.
 
 Built-in entries live in modules that are imported on first use, third-party entries come from
 entry-point groups ``aerobust.<kind>`` or from plugin files loaded by path.
@@ -75,6 +75,11 @@ class Registry:
         """Call the registered factory ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)
 
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, object)`` pairs in registration order: built-ins first, then entry points and plugins."""
+        self._populate()
+        return list(self._entries.items())
+
     def list(self, pattern: str = "*") -> list[str]:
         self._populate()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
@@ -91,15 +96,33 @@ ARCHITECTURES = Registry("architectures", ["aerobust.architectures", "aerobust.d
 ATTACKS = Registry("attacks", ["aerobust.attacks"])
 DEFENSES = Registry("defenses", ["aerobust.defenses"])
 DATASETS = Registry("datasets", ["aerobust.datasets"])
-METRICS = Registry("metrics", ["aerobust.metrics"])
+# Curve metrics (auddc) and set-level metrics (the Frechet distances) register in their own modules.
+METRICS = Registry("metrics", ["aerobust.metrics", "aerobust.fidelity", "aerobust.distortion"])
+# What an attack is made of (aerobust/attacks/base.py): an objective and an optimizer.
+OBJECTIVES = Registry("objectives", ["aerobust.objectives"])
+OPTIMIZERS = Registry("optimizers", ["aerobust.attacks.optimizers"])
 
-REGISTRIES = {r.kind: r for r in (ARCHITECTURES, ATTACKS, DEFENSES, DATASETS, METRICS)}
+REGISTRIES = {r.kind: r for r in (ARCHITECTURES, ATTACKS, DEFENSES, DATASETS, METRICS, OBJECTIVES, OPTIMIZERS)}
 
 register_architecture = ARCHITECTURES.register
-register_attack = ATTACKS.register
 register_defense = DEFENSES.register
 register_dataset = DATASETS.register
 register_metric = METRICS.register
+register_objective = OBJECTIVES.register
+register_optimizer = OPTIMIZERS.register
+
+
+def register_attack(name: str, obj: Any = None, *, override: bool = False):
+    """``@register_attack("name")``: register an attack class, whose ``name`` becomes that name.
+
+    The name is written once, here; the class attribute follows it (what configs and errors print).
+    """
+    def add(cls):
+        ATTACKS.register(name, cls, override=override)
+        cls.name = name
+        return cls
+
+    return add if obj is None else add(obj)
 
 
 def get_registry(kind: str) -> Registry:

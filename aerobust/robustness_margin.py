@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks.base import Attack, AttackProblem, _seeds
+from .attacks import Attack, AttackProblem
+from .attacks.problem import sample_seeds
 from .errors import AerobustError
 from .registry import ATTACKS
 from .runtime import frozen_modules
@@ -85,7 +86,7 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
         raise AerobustError(f"the margin bisects the maximum-damage attack; got the '{attack.objective.name}' objective")
     x = x.to(model.device)
     ids = torch.arange(len(x)) if image_ids is None else torch.as_tensor(image_ids).long().cpu()
-    seeds = _seeds(seed, "margin", ids.tolist())
+    seeds = sample_seeds(seed, "margin", ids.tolist())
 
     def broken(rows: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
         images = x[rows.to(x.device)]

@@ -1,6 +1,6 @@
 """Plugin example: ART's ProjectedGradientDescent (L2) on the latent classifier, via PyTorchClassifier.
 
-Load with ``--plugin attacks/art_pgd.py --attack art-pgd``. ART works on numpy arrays, one radius per
+Load with ``aerobust audit --plugin attacks/art_pgd.py --attacks art-pgd``. ART works on numpy arrays, one radius per
 call; its random initialisation is turned off so results are reproducible. ART's own L2 projection
 rescales after clipping, which can land a hair outside the ball in float32, so the result is
 projected exactly onto the threat once more (a no-op for points already inside).
@@ -15,9 +15,22 @@ from aerobust.registry import register_attack
 
 @register_attack("art-pgd")
 class ArtPGD(Attack):
-    name = "art-pgd"
+    """ART's projected gradient descent on the latent classifier head(encode(x)), untargeted cross-entropy.
+
+    Paper: Madry et al., Towards deep learning models resistant to adversarial attacks (ICLR 2018).
+    Distance: L2 (default) or L-inf ball of radius lambda, inside the [0, 1] box.
+    Arguments: steps (default 100), step_size (fraction of lambda, default 0.25) and the options of
+        :class:`aerobust.attacks.Attack`; needs labels and a classifier head.
+    Shape: x (N, C, H, W) in [0, 1], labels (N,) -> SweepResult.x_adv (L, trials, N, C, H, W).
+
+    Examples::
+        >>> attack = ATTACKS.create("art-pgd", steps=40)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0, labels=labels, classifier=head)
+    """
+
     objective_name = "latent-classifier"
     needs_classifier = True
+    settings = ("steps", "step_size")  # what optimize() reads, recorded in configs
 
     def optimize(self, problem):
         from art.attacks.evasion import ProjectedGradientDescent

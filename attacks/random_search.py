@@ -1,6 +1,6 @@
 """Plugin example written from scratch: gradient-free random search (any objective, L2 or L-inf).
 
-Load with ``--plugin attacks/random_search.py --attack random-search``. Each step proposes, for every
+Load with ``aerobust audit --plugin attacks/random_search.py --attacks random-search``. Each step proposes, for every
 sample, the current perturbation plus a random direction of a shrinking size, projects it onto the
 threat and keeps it when the objective improves. Every sample draws from its own generator
 (seeded by the base class per lambda/trial/image/restart), so results do not depend on the batch.
@@ -15,7 +15,21 @@ from aerobust.registry import register_attack
 
 @register_attack("random-search")
 class RandomSearch(Attack):
-    name = "random-search"
+    """Random search: keep a random step of shrinking size whenever it strengthens the attack.
+
+    Paper: none in particular (the gradient-free baseline; cf. Andriushchenko et al.'s Square Attack).
+    Distance: the attack's threat, L2 or L-inf ball of radius lambda, inside the [0, 1] box.
+    Arguments: objective (str, default "max-damage"), initial_size (float, fraction of lambda, default
+        0.5), steps (default 300), restarts (default 1) and the options of :class:`aerobust.attacks.Attack`.
+    Shape: x (N, C, H, W) in [0, 1] -> SweepResult.x_adv (L, trials, N, C, H, W).
+
+    Examples::
+        >>> attack = ATTACKS.create("random-search", steps=300)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0)
+    """
+
+
+    settings = ("steps", "random_start", "initial_size")  # what optimize() reads, recorded in configs
 
     def __init__(self, *, objective="max-damage", initial_size=0.5, **options):
         self.objective_name = objective
@@ -25,9 +39,6 @@ class RandomSearch(Attack):
         options.setdefault("steps", 300)
         options.setdefault("restarts", 1)
         super().__init__(**options)
-
-    def config(self):
-        return {**super().config(), "initial_size": self.initial_size}
 
     def optimize(self, problem):
         x = problem.x

@@ -1,6 +1,6 @@
 """Plugin example: torchattacks' PGDL2 on the latent classifier ``head(encode(x))``.
 
-Load with ``aerobust audit --plugin attacks/torchattacks_pgdl2.py --attack torchattacks-pgdl2`` or
+Load with ``aerobust audit --plugin attacks/torchattacks_pgdl2.py --attacks torchattacks-pgdl2`` or
 ``aerobust.registry.load_plugin("attacks/torchattacks_pgdl2.py")``. The aerobust base class does the
 rest: frozen eval mode, device, lambda/trial/restart bookkeeping, threat check, worst case, flags.
 
@@ -17,9 +17,22 @@ from aerobust.registry import register_attack
 
 @register_attack("torchattacks-pgdl2")
 class TorchattacksPGDL2(Attack):
-    name = "torchattacks-pgdl2"
+    """torchattacks' PGDL2 on the latent classifier head(encode(x)), untargeted cross-entropy.
+
+    Paper: Madry et al., Towards deep learning models resistant to adversarial attacks (ICLR 2018).
+    Distance: L2 ball of radius lambda (this plugin refuses norm="linf"), inside the [0, 1] box.
+    Arguments: steps (default 100), step_size (alpha as a fraction of lambda, default 0.25), random_start
+        (default True) and the options of :class:`aerobust.attacks.Attack`; needs labels and a head.
+    Shape: x (N, C, H, W) in [0, 1], labels (N,) -> SweepResult.x_adv (L, trials, N, C, H, W).
+
+    Examples::
+        >>> attack = ATTACKS.create("torchattacks-pgdl2", steps=40)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0, labels=labels, classifier=head)
+    """
+
     objective_name = "latent-classifier"  # the attack loss reported: cross-entropy of the true label
     needs_classifier = True
+    settings = ("steps", "step_size", "random_start")  # what optimize() reads, recorded in configs
 
     def optimize(self, problem):
         torchattacks = require_torchattacks()

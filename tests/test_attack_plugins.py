@@ -61,3 +61,36 @@ def test_random_search_plugin_on_the_latent_objective(small_ae, mnist_test):
     targets = mnist_test.images[10:14][None]
     result = attack.sweep(small_ae, x, [0.0, 2.0], 1, 0, targets=targets)
     assert bool((result.attack_loss[1] < result.attack_loss[0]).all())
+
+
+def test_plugins_extend_the_optimizer_and_objective_registries_and_name_their_attack_once(small_ae, batch,
+                                                                                          monkeypatch):
+    from aerobust.attacks import OptimizationResult
+    from aerobust.objectives import MaxDamageObjective
+    from aerobust.registry import OBJECTIVES, OPTIMIZERS, register_attack, register_optimizer
+
+    OPTIMIZERS.list(), OBJECTIVES.list(), ATTACKS.list()  # built-ins in place before the patched entries
+    for registry in (OPTIMIZERS, OBJECTIVES, ATTACKS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))  # dropped again after the test
+
+    def opposite_corner(attack, problem):
+        """Jumps to the far side of the ball along -x (then clipped to the box): no gradient."""
+        direction = -problem.x / problem.x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return OptimizationResult(problem.threat.apply(problem.x, direction * problem.threat.radii(problem.x)
+                                                       .view(-1, 1, 1, 1)))
+
+    register_optimizer("opposite-corner", opposite_corner)
+    OBJECTIVES.register("damage-copy", MaxDamageObjective)
+
+    @register_attack("corner-damage")
+    class CornerDamage(Attack):
+        objective_name = "damage-copy"
+
+    attack = ATTACKS.create("corner-damage", optimizer="opposite-corner")
+    assert attack.name == "corner-damage" == attack.config()["attack"]
+    x, _ = batch
+    result = attack.sweep(small_ae, x, [1.0], 1, 0)
+    expected = (x - x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+    torch.testing.assert_close(result.x_adv[0, 0].cpu(), expected.cpu())
+    with pytest.raises(Exception, match="unknown optimizer 'nope'"):
+        ATTACKS.create("corner-damage", optimizer="nope")

@@ -35,7 +35,11 @@ def test_registry_contract():
     assert classifier.needs_classifier and not classifier.needs_targets
     attack = ATTACKS.create("max-damage", optimizer="fgsm", norm="linf", steps=7, restarts=2, step_size=0.1)
     config = attack.config()
-    assert (config["optimizer"], config["norm"], config["steps"], config["restarts"]) == ("fgsm", "linf", 7, 2)
+    assert (config["optimizer"], config["norm"], config["random_start"], config["restarts"]) == ("fgsm", "linf", True, 2)
+    # FGSM takes one step: the PGD and L-BFGS-B settings are not its own, so they are not recorded.
+    assert not {"steps", "step_size", "schedule", "early_stop", "lbfgs_memory"} & set(config)
+    pgd = ATTACKS.create("max-damage", steps=7).config()
+    assert pgd["steps"] == 7 and "lbfgs_memory" not in pgd
     with pytest.raises(AerobustError, match="optimizer"):
         ATTACKS.create("latent", optimizer="adam")
 

@@ -168,7 +168,7 @@ def test_attack_errors_and_threat_check(classifier, eval_images):
 
 def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_images, monkeypatch):
     """defend's attacks use the audit attacks' optimizers and their threat check (threat.py), nothing of their own."""
-    from aerobust.attacks import optimizers
+    from aerobust.registry import OPTIMIZERS
 
     calls = []
     exact_check = Threat.check
@@ -179,8 +179,14 @@ def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_image
 
     monkeypatch.setattr(Threat, "check", recorded_check)
     for name in ("pgd", "fgsm"):
-        monkeypatch.setitem(optimizers.OPTIMIZERS, name, lambda attack, problem, run=optimizers.OPTIMIZERS[name],
-                            name=name: calls.append(name) or run(attack, problem))
+        original = OPTIMIZERS.get(name)
+
+        def recorded(attack, problem, run=original, name=name):
+            calls.append(name)
+            return run(attack, problem)
+
+        recorded.settings = original.settings
+        monkeypatch.setitem(OPTIMIZERS._entries, name, recorded)  # restored after the test
     images, labels = eval_images[0][:6], eval_images[1][:6]
     attack_classifier(classifier, images, labels, "pgd", [0.1], options=FAST)
     attack_classifier(classifier, images, labels, "fgsm", [0.1], options=FAST)

@@ -10,33 +10,74 @@ from ..errors import AerobustError
 from ..registry import register_attack
 from ..runtime import frozen_modules
 from ..threat import Threat, absolute_radius, seeded_noise
-from .base import (Attack, AttackProblem, OptimizationResult, _check_ids, _check_images, _check_lambdas,
-                   _input_gradient, _seeds)
+from .base import Attack
 from .optimizers import SCHEDULES, _direction
+from .problem import AttackProblem, OptimizationResult, input_gradient, sample_seeds
+from .sweep import check_ids, check_images, check_lambdas
 
 
 @register_attack("latent")
 class LatentAttack(Attack):
-    """eq. 12: move the code of x towards the code of a target image of another class."""
+    """Latent-space attack: move the code g(x + d) towards the code of a target image of another class.
 
-    name = "latent"
+    Paper: Saseendran et al., Trading off Image Quality for Robustness is not Necessary with Regularized
+        Deterministic Autoencoders, eq. 12 (minimise ||g(x + d) - g(x_t)||_2).
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments: the options of :class:`Attack` (optimizer="pgd", steps=100, restarts=2, step_size=0.25,
+        budget="l2", ...).
+    Shape: x (N, C, H, W), targets (trials, N, C, H, W) -> x_adv (L, trials, N, C, H, W), loss (L, trials, N).
+
+    Examples::
+        >>> attack = ATTACKS.create("latent", steps=100)
+        >>> result = attack.sweep(model, x, [1.0, 3.0], trials=2, seed=0, targets=targets)
+    """
+
     objective_name = "latent"
     needs_targets = True
 
 
 @register_attack("max-damage")
 class MaxDamageAttack(Attack):
-    """eq. 13: push the reconstruction of x as far as possible from its clean reconstruction."""
+    """Maximum-damage attack: push the reconstruction of x + d as far as possible from that of x.
 
-    name = "max-damage"
+    Paper: Saseendran et al., Trading off Image Quality for Robustness is not Necessary with Regularized
+        Deterministic Autoencoders, eq. 13 (maximise ||f(g(x + d)) - f(g(x))||_2).
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments: the options of :class:`Attack` (optimizer="pgd", steps=100, restarts=2, step_size=0.25,
+        budget="l2", ...).
+    Shape: x (N, C, H, W) in [0, 1] -> SweepResult.x_adv (L, trials, N, C, H, W), attack_loss (L, trials, N).
+
+    Examples::
+        >>> attack = ATTACKS.create("max-damage", steps=100)
+        >>> result = attack.sweep(model, x, [1.0, 3.0], trials=2, seed=0)
+    """
+
     objective_name = "max-damage"
 
 
 @register_attack("latent-classifier")
 class LatentClassifierAttack(Attack):
-    """Cross-entropy of a classifier head on the codes; ``targeted=True`` aims at another class."""
+    """Latent-classifier attack: cross-entropy of a classifier head on the codes g(x + d).
 
-    name = "latent-classifier"
+    Paper: Saseendran et al., Trading off Image Quality for Robustness is not Necessary with Regularized
+        Deterministic Autoencoders, Table 3 (accuracy of a latent classifier under attack).
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments:
+        targeted (bool): aim at a reproducible other class instead of away from the label. (Default: False)
+        optimizer (str): "pgd", "fgsm" or "lbfgs-legacy" (aerobust list optimizers). (Default: "pgd")
+        steps (int): optimizer iterations. (Default: 100)
+        restarts (int): random starts; the worst case per sample is kept. (Default: 2 for PGD)
+        step_size (float): first PGD step as a fraction of lambda. (Default: 0.25)
+        budget (str): unit of lambda: "l2", "rms", "linf" or "linf-255". (Default: "l2")
+        ...and the other options of :class:`aerobust.attacks.Attack`.
+    Shape: x (N, C, H, W), labels (N,), classifier codes (N, latent_dim) -> logits (N, K);
+        x_adv (L, trials, N, C, H, W).
+
+    Examples::
+        >>> attack = ATTACKS.create("latent-classifier", targeted=False)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0, labels=labels, classifier=head)
+    """
+
     objective_name = "latent-classifier"
     needs_classifier = True
 
@@ -46,27 +87,58 @@ class LatentClassifierAttack(Attack):
 
 @register_attack("latent-kl")
 class LatentKLAttack(Attack):
-    """VAEs: minimise KL(q(z|x+d) || q(z|x_t)) towards a target image's posterior (Gondim-Ribeiro et al.)."""
+    """Posterior KL attack on VAEs: minimise KL(q(z|x + d) || q(z|x_t)) towards a target image's posterior.
 
-    name = "latent-kl"
+    Paper: Gondim-Ribeiro, Tabacof and Valle, Adversarial attacks on variational autoencoders (2018).
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments: the options of :class:`Attack` (optimizer="pgd", steps=100, restarts=2, step_size=0.25,
+        budget="l2", ...).
+    Shape: x (N, C, H, W), targets (trials, N, C, H, W) -> x_adv (L, trials, N, C, H, W), loss (L, trials, N).
+
+    Examples::
+        >>> attack = ATTACKS.create("latent-kl", steps=100)
+        >>> result = attack.sweep(vae, x, [1.0], trials=2, seed=0, targets=targets)
+    """
+
     objective_name = "latent-kl"
     needs_targets = True
 
 
 @register_attack("latent-skl")
 class LatentSymmetricKLAttack(Attack):
-    """VAEs: minimise the symmetric KL between q(z|x+d) and a target image's posterior (Kuzina et al.)."""
+    """Symmetric posterior KL attack on VAEs: minimise KL(q_a || q_t) + KL(q_t || q_a) to a target's posterior.
 
-    name = "latent-skl"
+    Paper: Kuzina, Welling and Tomczak, Diagnosing vulnerability of variational auto-encoders to
+        adversarial attacks (RobustML workshop, ICLR 2021).
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments: the options of :class:`Attack` (optimizer="pgd", steps=100, restarts=2, step_size=0.25,
+        budget="l2", ...).
+    Shape: x (N, C, H, W), targets (trials, N, C, H, W) -> x_adv (L, trials, N, C, H, W), loss (L, trials, N).
+
+    Examples::
+        >>> attack = ATTACKS.create("latent-skl", steps=100)
+        >>> result = attack.sweep(vae, x, [1.0], trials=2, seed=0, targets=targets)
+    """
+
     objective_name = "latent-skl"
     needs_targets = True
 
 
 @register_attack("max-kl")
 class MaxKLAttack(Attack):
-    """VAEs: maximise KL(q(z|x+d) || q(z|x)), the untargeted posterior attack."""
+    """Untargeted posterior attack on VAEs: maximise KL(q(z|x + d) || q(z|x)).
 
-    name = "max-kl"
+    Paper: Kuzina, Welling and Tomczak (2021), the untargeted form of the posterior attacks.
+    Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
+    Arguments: the options of :class:`Attack` (optimizer="pgd", steps=100, restarts=2, step_size=0.25,
+        budget="l2", ...).
+    Shape: x (N, C, H, W) in [0, 1] -> SweepResult.x_adv (L, trials, N, C, H, W), attack_loss (L, trials, N).
+
+    Examples::
+        >>> attack = ATTACKS.create("max-kl", steps=100)
+        >>> result = attack.sweep(vae, x, [1.0], trials=2, seed=0)
+    """
+
     objective_name = "max-kl"
 
 
@@ -129,19 +201,25 @@ class JacobianAttack(Attack):
     L-inf norm lambda), projected onto the threat set, and of its two signs the one doing more
     reconstruction damage (the max-damage objective, eq. 13) is kept. One shot, no gradient steps:
     beside max-damage it shows whether a single local direction already breaks the model.
+
+    Paper: Kuzina, Welling and Tomczak (2021), the encoder-Jacobian (unsupervised) attack.
+    Distance: L2 ball of radius lambda (budget="linf": the direction scaled to L-inf lambda), inside the box.
+    Arguments: power_iterations (int, default 20), restarts (int, default 1) and the options of :class:`Attack`.
+    Shape: x (N, C, H, W) in [0, 1] -> SweepResult.x_adv (L, trials, N, C, H, W).
+
+    Examples::
+        >>> attack = ATTACKS.create("jacobian", power_iterations=20)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0)
     """
 
-    name = "jacobian"
     objective_name = "max-damage"
+    settings = ("power_iterations",)
 
     def __init__(self, *, power_iterations: int = 20, restarts: int = 1, **options):
         if int(power_iterations) < 1:
             raise AerobustError(f"power_iterations must be at least 1, got {power_iterations}")
         self.power_iterations = int(power_iterations)
         super().__init__(restarts=restarts, **options)
-
-    def config(self) -> dict:
-        return {**super().config(), "power_iterations": self.power_iterations}
 
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
         model = problem.objective.model
@@ -168,10 +246,20 @@ class UniversalAttack(Attack):
     the per-image max-damage attack's shows how much of the per-image damage one shared pattern reaches.
     ``restarts`` defaults to 1: with more, the sweep keeps each image's worst restart, so an image may
     then take another of the shared patterns than its neighbour.
+
+    Paper: Moosavi-Dezfooli et al., Universal adversarial perturbations (CVPR 2017), here on eq. 13.
+    Distance: one shared perturbation in the L2 (or L-inf) ball of radius lambda, clipped to the box per image.
+    Arguments: steps (default 100), step_size (0.25), schedule ("cosine"), restarts (1) and the options of
+        :class:`Attack`.
+    Shape: x (N, C, H, W) in [0, 1] -> SweepResult.x_adv (L, trials, N, C, H, W); one pattern per (L, trial).
+
+    Examples::
+        >>> attack = ATTACKS.create("universal", steps=100)
+        >>> result = attack.sweep(model, x, [1.0], trials=1, seed=0)
     """
 
-    name = "universal"
     objective_name = "max-damage"
+    settings = ("steps", "step_size", "schedule")
 
     def __init__(self, *, restarts: int = 1, **options):
         super().__init__(restarts=restarts, **options)
@@ -179,10 +267,10 @@ class UniversalAttack(Attack):
 
     def sweep(self, model, x, lambdas, trials, seed, *, image_ids=None, **inputs):
         """Fits the shared perturbations on all of ``x`` first; ``optimize`` then looks them up per row."""
-        lambdas = _check_lambdas(lambdas)
+        lambdas = check_lambdas(lambdas)
         device = getattr(model, "device", x.device)
-        images = _check_images(x, model).to(device)
-        ids = _check_ids(image_ids, len(images))
+        images = check_images(x, model).to(device)
+        ids = check_ids(image_ids, len(images))
         with frozen_modules(model):
             self._fitted = self._fit(model, images, lambdas, int(trials), seed, ids)
         try:
@@ -205,7 +293,7 @@ class UniversalAttack(Attack):
         # Around mid-grey the box [-0.5, 0.5] leaves the start a uniform draw from the ball for any
         # budget below half the pixel range; it only seeds the ascent.
         grey = torch.full((count, *x.shape[1:]), 0.5, dtype=x.dtype, device=x.device)
-        shared = ball.random_start(grey, _seeds(seed, "universal", [g[1] for g in groups], [g[2] for g in groups]))
+        shared = ball.random_start(grey, sample_seeds(seed, "universal", [g[1] for g in groups], [g[2] for g in groups]))
         unit_box = (-torch.ones_like(grey), torch.ones_like(grey))
         objective = self.objective.bind(model, x)
         best, best_damage = shared.clone(), torch.full((count,), -math.inf, device=x.device)
@@ -220,7 +308,7 @@ class UniversalAttack(Attack):
                     pattern = shared.detach().requires_grad_(True)
                     values = objective.select(image).values((x[image] + pattern[group]).clamp(0.0, 1.0))
                     total = torch.zeros(count, device=x.device).index_add(0, group, values) / n_images
-                    gradient += _input_gradient(-total, pattern)
+                    gradient += input_gradient(-total, pattern)
                 damage += total.detach()
             improved = damage > best_damage
             best[improved], best_damage[improved] = shared[improved], damage[improved]
@@ -232,7 +320,7 @@ class UniversalAttack(Attack):
         row_seeds = {}
         for index, (lam, t, r) in enumerate(groups):
             key_radius = float(torch.tensor(absolute[lam], dtype=x.dtype))
-            for row_seed in _seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
+            for row_seed in sample_seeds(seed, "start", [t] * n_images, ids.tolist(), [r] * n_images).tolist():
                 row_seeds[(key_radius, row_seed)] = best[index]
         return row_seeds
 

@@ -28,7 +28,8 @@ from ..classifiers.images import model_device, predict_logits
 from ..errors import AerobustError
 from ..registry import register_attack
 from ..threat import Threat
-from .base import Attack, AttackProblem, OptimizationResult
+from .base import Attack
+from .problem import AttackProblem, OptimizationResult
 
 
 def require_torchattacks():
@@ -49,7 +50,6 @@ class ClassifierAttack(Attack):
     .sweep(cnn, x, [0.1], 1, 0, labels=y)``.
     """
 
-    name = "classifier"
     objective_name = "classifier"
     minimum_norm = False
 
@@ -95,7 +95,6 @@ class CarliniWagnerAttack(MinimumNormAttack):
     Options: ``c`` (10.0), ``lr`` (0.01), ``steps`` (100).
     """
 
-    name = "classifier-cw"
 
     def __init__(self, *, c: float = 10.0, lr: float = 0.01, steps: int = 100, **options):
         super().__init__(steps=steps, **options)
@@ -149,7 +148,6 @@ class PenaltyLBFGSAttack(MinimumNormAttack):
     ``initial_c`` (1.0).
     """
 
-    name = "classifier-lbfgs"
 
     def __init__(self, *, iterations: int = 30, search_steps: int = 4, initial_c: float = 1.0, **options):
         super().__init__(**options)
@@ -191,7 +189,6 @@ class DeepFoolAttack(MinimumNormAttack):
     Options: ``steps`` (50), ``overshoot`` (0.02).
     """
 
-    name = "classifier-deepfool"
 
     def __init__(self, *, steps: int = 50, overshoot: float = 0.02, **options):
         super().__init__(steps=steps, **options)

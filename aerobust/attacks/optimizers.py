@@ -1,7 +1,10 @@
 """Built-in optimizers: batched PGD, FGSM, and the reference protocol's per-image L-BFGS-B.
 
 Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
-settings (steps, step size, schedule, ...), ``problem`` the flat batch.
+settings (steps, step size, schedule, ...), ``problem`` the flat batch. They are registered in
+``OPTIMIZERS`` (``aerobust list optimizers``); a plugin adds one with ``@register_optimizer("name")``
+(its ``settings`` attribute, a tuple of Attack option names, says what configs record) and an
+attack picks it with ``optimizer="name"``.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ import numpy as np
 import torch
 
 from .. import threat
+from ..registry import register_optimizer
 from ..threat import Workspace
-from .base import AttackProblem, OptimizationResult, _input_gradient
+from .problem import AttackProblem, OptimizationResult, input_gradient
 
 SCHEDULES = {
     "constant": lambda k, n: 1.0,
@@ -20,6 +24,18 @@ SCHEDULES = {
     "linear": lambda k, n: 1 - k / n,
     "step": lambda k, n: 0.5 ** ((k >= n // 2) + (k >= 3 * n // 4)),
 }
+
+
+def _optimizer(name: str, *settings: str):
+    """Register ``function`` as optimizer ``name``; ``settings`` are the Attack options it reads.
+
+    A sweep's config records the settings of the optimizer that ran, and only those.
+    """
+    def add(function):
+        function.settings = settings
+        return register_optimizer(name, function)
+
+    return add
 
 
 def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,6 +59,7 @@ def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tenso
     return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
 
+@_optimizer("pgd", "steps", "step_size", "schedule", "random_start", "early_stop")
 def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample.
 
@@ -124,6 +141,7 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
                               nan_gradient)
 
 
+@_optimizer("fgsm", "random_start")
 def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     """One step of the full radius along the normalized (L2) or signed (L-inf) gradient."""
     x = problem.x
@@ -137,6 +155,7 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(x_adv, history, size == 0, bad)
 
 
+@_optimizer("lbfgs-legacy", "lbfgs_memory", "lbfgs_factr", "lbfgs_pgtol", "lbfgs_maxiter")
 def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
     """The reference protocol, one image at a time (numpy/scipy at this edge only).
 
@@ -170,7 +189,7 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
                 bounded = noise_t * (lam / length) if float(length.detach()) > lam else noise_t
                 value = single.values(image + bounded)
                 loss = -value if objective.maximize else value
-                grad = _input_gradient(loss, noise_t)
+                grad = input_gradient(loss, noise_t)
             evaluations.append(float(value.detach()))
             return float(loss.detach()), grad.detach().flatten().double().cpu().numpy()
 
@@ -190,7 +209,6 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(torch.cat(adversarial), history.to(x.device))
 
 
-OPTIMIZERS = {"pgd": pgd, "lbfgs-legacy": lbfgs_legacy, "fgsm": fgsm}
 # The reference code's maximum-damage settings (L-BFGS-B memory 100, pgtol 1e-20; budget enforced by
 # radial rescaling, which lbfgs_legacy does): attack options, e.g. ATTACKS.create("max-damage", **preset).
 REFERENCE_CODE_LBFGS = {"optimizer": "lbfgs-legacy", "lbfgs_memory": 100, "lbfgs_pgtol": 1e-20}

@@ -12,12 +12,13 @@ counts per block). The audit report computes ``non-monotone-lambda`` across its 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from ..threat import Threat, seeded_noise
-from .base import _seeds
+from .problem import sample_seeds
 
 # Relative slack before a comparison between two attack losses counts as a real difference.
 MONOTONE_RTOL = 1e-2
@@ -82,7 +83,7 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
         problem = bind(rows)
         trial_of = torch.arange(trials).repeat_interleave(n_images)
         ids = image_ids.repeat(trials)
-        normal, _ = seeded_noise(_seeds(seed, "noise", trial_of.tolist(), ids.tolist()),
+        normal, _ = seeded_noise(sample_seeds(seed, "noise", trial_of.tolist(), ids.tolist()),
                                  problem.x.shape[1:], problem.x.device)
         direction = normal / normal.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         with torch.no_grad():
@@ -156,10 +157,12 @@ def _unbounded_check(attack, bind, shape, clean) -> list[dict]:
     """Run the attack on a few samples with a radius that covers the whole pixel box."""
     n_lambdas, trials, restarts, n_images = shape
     count = min(UNBOUNDED_SAMPLES, n_images)
-    problem = bind(torch.arange(count))  # lambda index 0, trial 0, restart 0
-    dims = problem.x[0].numel()
+    cached = bind(torch.arange(count))  # lambda index 0, trial 0, restart 0
+    dims = cached.x[0].numel()
     diameter = math.sqrt(dims) if attack.norm == "l2" else 1.0
-    problem.threat = Threat(torch.full((count,), diameter, device=problem.x.device), attack.norm)
+    # A copy: the sweep caches the problem it bound, and its threat must stay the sweep's.
+    problem = dataclasses.replace(cached, threat=Threat(torch.full((count,), diameter, device=cached.x.device),
+                                                        attack.norm))
     result = attack.optimize(problem)
     problem.threat.check(problem.x, result.x_adv)
     with torch.no_grad():

@@ -1,7 +1,6 @@
 """``aerobust audit`` (the main job) and ``aerobust demo`` (the audit on bundled data)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,21 +9,14 @@ from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
 from ..distributed import is_main_process
 from ..threat import BUDGETS
 from .common import (OutputFolder, UserError, device_option, download_option, model_arg_option, parse_float_list,
-                     parse_pairs, parse_value, plugin_option, quiet_option, seed_option, trust_unhashed_option)
+                     parse_pairs, plugin_option, quiet_option, seed_option, trust_unhashed_option)
 
 
 def _parse_attack_options(items, attacks) -> dict:
-    """``ATTACK.KEY=VALUE`` (or ``*.KEY=VALUE`` for all attacks); values are JSON, else strings."""
+    """``ATTACK.KEY=VALUE`` (or ``*.KEY=VALUE`` for all attacks), applied in the order given."""
     options: dict[str, dict] = {name: {} for name in attacks}
-    for item in items:
-        target, sep, value = item.partition("=")
-        attack, dot, key = target.rpartition(".")
-        if not sep or not dot or not key:
-            raise UserError(f"--attack-option expects ATTACK.KEY=VALUE (e.g. latent.steps=200), got '{item}'")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
+    for target, parsed in parse_pairs(items, "--attack-option", key_form="ATTACK.KEY", example="latent.steps=200"):
+        attack, _, key = target.rpartition(".")
         names = attacks if attack == "*" else [attack]
         for name in names:
             if name not in options:
@@ -48,8 +40,9 @@ def audit_options(function):
         click.option("--images", default=100, show_default=True, type=int, help="Test images attacked."),
         click.option("--trials", default=10, show_default=True, type=int,
                      help="Trials per image (new target and random start each)."),
-        click.option("--attack-option", "attack_options", multiple=True,
-                     help="ATTACK.KEY=VALUE passed to one attack, or *.KEY=VALUE to all (repeatable)."),
+        click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.KEY=VALUE",
+                     help="Option for one attack, or *.KEY=VALUE for all, e.g. latent.steps=200 (values parsed "
+                     "as JSON, else strings; repeatable; see help(aerobust.attacks.Attack))."),
         click.option("--msssim", default="auto", show_default=True,
                      help="MS-SSIM preset (see `aerobust list metrics`); auto: pytorch_msssim from 161 px, "
                      "paper for 16-64 px greyscale, else small (fewer scales below 25 px). The choice is in "
@@ -102,7 +95,7 @@ def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False)
     specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
     for spec in specs:
         if spec.model is not None:
-            spec.model_args = parse_pairs(model_args, "--model-arg", parse_value)
+            spec.model_args = dict(parse_pairs(model_args, "--model-arg"))
         else:
             spec.trust_factory = trust_factory
         if spec.checkpoint and not Path(spec.checkpoint).is_file():

@@ -138,13 +138,21 @@ def parse_value(text: str):
     return text
 
 
-def parse_pairs(pairs, flag: str, convert) -> dict:
-    parsed = {}
+def parse_pairs(pairs, flag: str, convert=parse_value, *, key_form: str = "KEY",
+                example: str = "name=value") -> list[tuple[str, object]]:
+    """The one KEY=VALUE parser of the CLI: ``[(key, convert(value))]`` in the order given.
+
+    ``key_form`` is how the error names the key: "KEY", or "ATTACK.KEY" for keys with a prefix
+    (then a key without its "PREFIX." is refused too). The keyword after the last "." may spell
+    "_" as "-" (``early-stop`` is ``early_stop``); values are stripped before ``convert``.
+    """
+    parsed = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{flag} takes KEY=VALUE (e.g. {flag} name=value); got '{pair}'")
-        parsed[key.strip().replace("-", "_")] = convert(value.strip())
+        prefix, dot, name = key.strip().rpartition(".")
+        if not sep or not name or ("." in key_form and not (dot and prefix)):
+            raise UserError(f"{flag} takes {key_form}=VALUE (e.g. {flag} {example}); got '{pair}'")
+        parsed.append((f"{prefix}{dot}{name.replace('-', '_')}", convert(value.strip())))
     return parsed
 
 

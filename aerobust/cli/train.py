@@ -5,7 +5,7 @@ import click
 
 from ..datasets import load_dataset
 from ..distributed import is_main_process
-from .common import (OutputFolder, UserError, device_option, download_option, parse_pairs, parse_value,
+from .common import (OutputFolder, UserError, device_option, download_option, parse_pairs,
                      plugin_option, quiet_option, seed_option)
 
 @click.command("train")
@@ -68,11 +68,11 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
     named = {"coupling": coupling, "fgsm_eps": fgsm_eps, "fgsm_step": fgsm_step, "latent_noise": latent_noise,
              "beta": beta, "n_modes": n_modes}
     defense_options = {k: v for k, v in named.items() if v is not None}
-    for key, value in parse_pairs(options, "--option", str).items():
+    for key, value in dict(parse_pairs(options, "--option", str)).items():
         if key in defense_options:
             raise UserError(f"option {key} is given twice (as --{key.replace('_', '-')} and --option)")
         defense_options[key] = value
-    arch_kwargs = parse_pairs(arch_options, "--arch-option", parse_value)
+    arch_kwargs = dict(parse_pairs(arch_options, "--arch-option"))
     if latent_dim is not None:
         arch_kwargs["latent_dim"] = latent_dim
     data = load_dataset(data_spec, split, pad_to=pad, resize=resize, channels=channels, limit=limit,
