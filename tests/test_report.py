@@ -263,3 +263,27 @@ def test_compare_refuses_different_metric_settings(audit_dir, tmp_path, mnist_te
         compare([audit_dir, other])
     result = CliRunner().invoke(main, ["compare", str(audit_dir), str(other), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "window_size" in result.output
+
+
+def test_report_of_a_training_run_draws_every_loss_term(tmp_path, mnist_train_small):
+    from aerobust.architectures import MLPAutoencoder
+    from aerobust.report.training import read_history
+    from aerobust.training import train
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    train("gmm-dae", MLPAutoencoder(hidden=(16,)), mnist_train_small.subset(torch.arange(0, 4000, 20)), epochs=2,
+          batch_size=100, quiet=True, out_dir=run)
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    history = read_history(run)
+    summary = pd.read_csv(run / "report" / "history_summary.csv")
+    assert set(summary["loss term"]) == set(history.columns) - {"epoch", "epoch_time_s"} >= {"rec", "ks", "cv", "total"}
+    last = summary.set_index("loss term")["last"]
+    assert last["total"] == pytest.approx(history["total"].iloc[-1])
+    for suffix in ("png", "pdf"):
+        assert (run / "report" / f"training_curves.{suffix}").stat().st_size > 1000
+    assert "\\toprule" in (run / "report" / "history_summary.tex").read_text()
+    (run / "history.jsonl").write_text("{not json\n")
+    broken = CliRunner().invoke(main, ["report", str(run)])
+    assert broken.exit_code == 2 and "not JSON" in broken.output and "Traceback" not in broken.output

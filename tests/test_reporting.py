@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from aerobust.reporting import Label, latex_text, save_figure, write_table
+from aerobust.report.writer import Label, latex_text, save_figure, write_table
 
 
 def _statistics_table() -> pd.DataFrame:
@@ -225,7 +225,7 @@ def test_latex_compiles_with_pdflatex_and_booktabs(tmp_path):
 
 
 def test_save_figure_writes_a_pdf_beside_the_png_reproducibly(tmp_path):
-    from aerobust.figures import paper_figure, paper_style
+    from aerobust.report.style import paper_figure, paper_style
 
     def draw():
         with paper_style():
@@ -245,7 +245,7 @@ def test_save_figure_writes_a_pdf_beside_the_png_reproducibly(tmp_path):
 def test_paper_style_sets_print_sizes_without_touching_global_defaults():
     import matplotlib
 
-    from aerobust.figures import DOUBLE_COLUMN_IN, PAPER_RC, paper_figure, styled
+    from aerobust.report.style import DOUBLE_COLUMN_IN, PAPER_RC, paper_figure, styled
 
     before = matplotlib.rcParams["font.size"]
 
