@@ -20,7 +20,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.metrics import MSSSIMSettings, l2_distance, ms_ssim
-from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results, mean_std_strings,
+from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results,
                              table1_statistics, table3_statistics, trial_statistics, write_comparison)
 from aerobust.runtime import write_manifest
 
@@ -140,8 +140,10 @@ def test_table1_matches_a_direct_computation(audit_dir, mnist_test):
         clean = ms_ssim(mnist_test.images[:IMAGES], _reconstruct(mnist_test.images[:IMAGES], kernel),
                         MSSSIMSettings.from_preset("small"))
         assert table.loc[model, ("clean", "msssim_input_recon", "", "mean")] == pytest.approx(float(clean.mean()))
-        assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == TRIALS * IMAGES
-    assert (table.xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
+        # every trial audits the same images: the clean value is counted once per image, without a std
+        assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == IMAGES
+        assert np.isnan(table.loc[model, ("clean", "msssim_input_recon", "", "std")])
+    assert (table.drop(columns="clean", level="attack").xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
     assert set(table["latent"].columns.get_level_values("metric")) == {"msssim_target_advrecon", "msssim_input_adv"}
     assert set(table["max-damage"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
                                                                            "msssim_input_adv"}
@@ -177,12 +179,6 @@ def test_table3_matches_a_direct_computation(audit_dir):
     assert table3_statistics(without_classifier) is None
 
 
-def test_mean_std_strings():
-    stats = pd.DataFrame([[0.5512, 0.0201, 0.7, np.nan]], index=["m"],
-                         columns=pd.MultiIndex.from_tuples([("a", "mean"), ("a", "std"), ("b", "mean"), ("b", "std")]))
-    assert mean_std_strings(stats, decimals=2).loc["m"].tolist() == ["0.55 ± 0.02", "0.70"]
-
-
 @hypothesis_settings(max_examples=20, deadline=None)
 @given(values=st.lists(st.floats(0, 1), min_size=6, max_size=6), trials=st.integers(2, 3))
 def test_trial_statistics_is_mean_of_trial_means(values, trials):
@@ -206,8 +202,11 @@ def test_build_report_writes_everything(audit_dir, tmp_path):
     csv = pd.read_csv(written["table1_msssim.csv"], index_col=0)
     assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
     assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns if c.endswith(("/mean", "/std")))
-    assert (csv.filter(like="/n") == TRIALS * IMAGES).all().all()
-    assert " ± " in written["table1_msssim.md"].read_text() and f"(n={TRIALS * IMAGES})" in written["table1_msssim.md"].read_text()
+    assert (csv.filter(like="/n").drop(columns="clean/msssim_input_recon/n") == TRIALS * IMAGES).all().all()
+    table1_md = written["table1_msssim.md"].read_text()
+    # the count most cells share is said once in the caption; the clean column (one value per image) has its own
+    assert " ± " in table1_md and f"cells without n average {TRIALS * IMAGES}" in table1_md
+    assert f"(n={IMAGES})" in table1_md and f"(n={TRIALS * IMAGES})" not in table1_md
     assert written["fidelity.csv"].is_file() and written["robustness_vs_fidelity.png"].is_file()
     flags = pd.read_csv(written["sanity_flags.csv"])
     assert flags[["model", "flag", "count"]].values.tolist() == [["blur-7", "zero-gradient", 2]]
@@ -287,3 +286,32 @@ def test_report_of_a_training_run_draws_every_loss_term(tmp_path, mnist_train_sm
     (run / "history.jsonl").write_text("{not json\n")
     broken = CliRunner().invoke(main, ["report", str(run)])
     assert broken.exit_code == 2 and "not JSON" in broken.output and "Traceback" not in broken.output
+
+
+def test_table1_panels_and_the_ablation_layout(audit_dir, tmp_path):
+    from aerobust.report import ablation_order, table1_panels, table2_statistics
+
+    results = load_results(audit_dir).results
+    table1 = table1_statistics(results)
+    panels = table1_panels(table1)
+    assert list(panels) == ["latent", "max-damage", "latent-classifier", "noise-plugin"]
+    for attack, panel in panels.items():  # clean fidelity first, then only that attack's columns, same numbers
+        assert set(panel.columns.get_level_values("attack")) == {"clean", attack}
+        assert panel.equals(table1[panel.columns])
+    assert ablation_order(["AE", "coupled-KS", "GMM-DAE", "augmented (no coupling)"]) == \
+        ["GMM-DAE", "augmented (no coupling)", "coupled-KS"]
+    assert ablation_order(["blur-3", "blur-7"]) is None and ablation_order(["GMM-DAE", "vae"]) is None
+    table2 = table2_statistics(table1, results, ["blur-7", "blur-3"])
+    assert list(table2.index) == ["blur-7", "blur-3"]
+    assert list(dict.fromkeys(table2.columns.get_level_values("metric"))) == \
+        ["msssim_target_advrecon", "msssim_recon_advrecon", "msssim_input_recon"]
+    assert table2.loc["blur-3", ("latent", "msssim_target_advrecon", "1", "mean")] == \
+        pytest.approx(_direct(results, "blur-3", "latent", 1.0, "msssim_target_advrecon")[0])
+    # the blur models are not named as ablation rows: Table 2 only when asked
+    build_report(audit_dir, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "table2_ablation.tex").exists()
+    result = CliRunner().invoke(main, ["report", str(audit_dir), "--out", str(tmp_path / "t2"), "--table2"])
+    assert result.exit_code == 0, result.output
+    latex = (tmp_path / "t2" / "table2_ablation.tex").read_text()
+    assert "\\toprule" in latex and "\\caption{Ablation" in latex and "$\\downarrow$" in latex
+    assert (tmp_path / "t2" / "table1_msssim_latent.tex").is_file()

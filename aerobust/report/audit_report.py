@@ -15,30 +15,61 @@ from .flags import sanity_flags_table
 from .page import html_page
 from .results_io import load_results
 from .statistics import fidelity_statistics, summary_statistics, table1_statistics, table3_statistics
-from .tables import write_statistics_table
+from .columns import CLEAN_ATTACK, attack_title
+from .tables import (ablation_order, spread_note, table1_panels, table2_statistics,
+                     write_statistics_table)
 from .writer import save_figure, write_table
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
 
-def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, object]:
-    """Table 1, Table 3, the summary and Fig. 2; returns {name: {format: path} or path}."""
+def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str = "",
+                             table2: bool = False) -> dict[str, object]:
+    """Table 1 (whole and one panel per attack), Table 2 (ablation layout: when the models are labelled as
+    the paper's ablation rows, or with ``table2``), Table 3, fidelity, the summary, the figures;
+    returns {name: {format: path} or path}."""
     written: dict[str, object] = {}
+    spread = spread_note(results)
     table1 = table1_statistics(results)
-    if len(table1.columns):
-        written["table1_msssim"] = write_statistics_table(table1, out_dir, f"{prefix}table1_msssim")
+    attacked = [a for a in table1.columns.get_level_values("attack") if a != CLEAN_ATTACK]
+    if attacked:
+        written["table1_msssim"] = write_statistics_table(
+            table1, out_dir, f"{prefix}table1_msssim", caption=f"MS-SSIM under attack (Table 1). {TABLE1_NOTE} {spread}")
+        for attack, panel in table1_panels(table1).items():
+            written[f"table1_msssim_{_slug(attack)}"] = write_statistics_table(
+                panel, out_dir, f"{prefix}table1_msssim_{_slug(attack)}",
+                caption=f"MS-SSIM under the {attack_title(attack)} (Table 1). {TABLE1_NOTE} {spread}")
+        ablation = list(results["model"].unique()) if table2 else ablation_order(results["model"].unique())
+        if ablation:
+            written["table2_ablation"] = write_statistics_table(
+                table2_statistics(table1, results, ablation), out_dir, f"{prefix}table2_ablation",
+                caption=f"Ablation (Table 2 layout): MS-SSIM between the reference x_r and the adversarial "
+                        f"reconstruction per attack, clean fidelity last. {spread}")
     table3 = table3_statistics(results)
     if table3 is not None:
         written["table3_latent_classifier"] = write_statistics_table(
-            table3, out_dir, f"{prefix}table3_latent_classifier", decimals=2)
-    written["fidelity"] = write_statistics_table(fidelity_statistics(results), out_dir, f"{prefix}fidelity")
-    written["summary"] = write_statistics_table(summary_statistics(results), out_dir, f"{prefix}summary")
+            table3, out_dir, f"{prefix}table3_latent_classifier", decimals=2,
+            caption=f"Accuracy (%) of the classifier on the codes, clean and under attack (Table 3). {spread}")
+    written["fidelity"] = write_statistics_table(
+        fidelity_statistics(results), out_dir, f"{prefix}fidelity",
+        caption=f"Clean fidelity and code sensitivity. {FIDELITY_NOTE} {spread}")
+    written["summary"] = write_statistics_table(
+        summary_statistics(results), out_dir, f"{prefix}summary",
+        caption=f"Every metric per model, attack and λ (empty: the attack does not record it). {spread}")
     written["fig2_attack_loss"] = save_figure(attack_loss_figure(results), out_dir, f"{prefix}fig2_attack_loss")
     written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results), out_dir,
                                                     f"{prefix}robustness_vs_fidelity")
     written.update(_statistics_outputs(results, out_dir, prefix))
     return written
+
+
+TABLE1_NOTE = ("x_r is the reference image: the target x_t for targeted attacks, the input x otherwise; x_a the "
+               "adversarial input; x̃ reconstructions. MS-SSIM(x_r, x_a) says how visible the perturbation is.")
+FIDELITY_NOTE = ("Clean: MS-SSIM and MSE between x and its reconstruction x̃ (no attack). Code sensitivity: "
+                 "‖g(x_a) − g(x)‖ in units of the code separation (the median distance from g(x) to the codes "
+                 "of the other audited images); 1 means the attack moved the code as far as a typical other "
+                 "image's code lies.")
 
 
 def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> dict[str, object]:
@@ -55,17 +86,18 @@ def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> di
 
 
 
-def build_report(results_dir, out_dir=None) -> dict[str, Path]:
+def build_report(results_dir, out_dir=None, table2: bool = False) -> dict[str, Path]:
     """Rebuild every table, figure and the HTML page of an audit directory; returns the written paths.
 
     ``out_dir`` defaults to ``RESULTS_DIR/report``. Keys: ``table1_msssim.csv`` style names for tables,
-    figure stems for PNGs, ``report.html`` and ``manifest.json``.
+    figure stems for PNGs, ``report.html`` and ``manifest.json``. ``table2``: write the ablation layout
+    (Table 2) over all models even when they are not labelled as the paper's ablation rows.
     """
     audit = load_results(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else audit.directory / "report"
     refuse_audit_dir(audit.directory, out_dir)
     settings = resolve_msssim_settings(audit.metric_settings).as_dict() if audit.metric_settings else None
-    written = write_tables_and_figures(audit.results, out_dir)
+    written = write_tables_and_figures(audit.results, out_dir, table2=table2)
     flags = sanity_flags_table(audit.manifest, audit.results)
     if len(flags):
         written["sanity_flags"] = write_table(flags, out_dir, "sanity_flags")

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .columns import (CLEAN_COLUMNS, FLOAT_COLUMNS, KNOWN_ATTACK_ORDER, METRICS_BY_COLUMN, STATISTICS, Metric)
+from .columns import (CLEAN_ATTACK, CLEAN_COLUMNS, FLOAT_COLUMNS, KNOWN_ATTACK_ORDER, METRICS_BY_COLUMN, STATISTICS, Metric)
 from .results_io import lambda_text
 
 def trial_statistics(results: pd.DataFrame, column: str,
@@ -79,13 +79,20 @@ def _wide(results: pd.DataFrame, cells: Iterable[tuple[str, str]]) -> pd.DataFra
 def clean_statistics(results: pd.DataFrame, column: str) -> pd.DataFrame:
     """A clean-behaviour column (one value per model, trial and image, repeated in every block) per model.
 
-    Counted once per (model, trial, image), from the attacks that recorded it. Columns are
+    Taken from the attacks that recorded it. When every trial audited the same images, the clean value
+    of an image is the same in every trial: it is counted once per (model, image), and the cell has no
+    std (a spread over trials of one repeated number would be a zero that says nothing). Otherwise it is
+    counted once per (model, trial, image) and averaged like any other column. Columns are
     ("clean", column, "", statistic).
     """
     recorded = [a for a in ordered_attacks(results) if has_values(results, a, column)]
-    rows = results[results["attack"].isin(recorded)].drop_duplicates(["model", "trial", "image_id"])
+    rows = results[results["attack"].isin(recorded)]
+    if (rows.groupby(["model", "image_id"])[column].nunique(dropna=False) <= 1).all():
+        rows = rows.drop_duplicates(["model", "image_id"]).assign(trial=0)
+    else:
+        rows = rows.drop_duplicates(["model", "trial", "image_id"])
     stats = _scaled(trial_statistics(rows, column, by=("model",)), column)
-    stats.columns = pd.MultiIndex.from_tuples([("clean", column, "", s) for s in stats.columns])
+    stats.columns = pd.MultiIndex.from_tuples([(CLEAN_ATTACK, column, "", s) for s in stats.columns])
     return stats
 
 

@@ -1,4 +1,10 @@
-"""Statistics tables as files: "mean ± std (n=...)" cells in CSV, Markdown, LaTeX and HTML via the writer."""
+"""Statistics tables as files: the paper's tables through the one writer, with labels, arrows and counts.
+
+A statistics frame (from :mod:`.statistics`) has columns (attack, metric, lambda, statistic) or
+(metric, statistic), statistic in mean / std / n / rows. The CSV keeps every number in its own
+column (``attack/metric/lambda/mean``); Markdown, LaTeX and HTML get "mean ± std" cells, readable
+headers with ↑ / ↓ where a direction is better, and the counts (the shared one in the caption).
+"""
 from __future__ import annotations
 
 import re
@@ -6,68 +12,43 @@ from pathlib import Path
 
 import pandas as pd
 
-from .columns import ATTACK_TITLES, METRICS_BY_COLUMN
-from .results_io import lambda_text
-from .writer import write_table
+from .columns import CLEAN_ATTACK, METRICS_BY_COLUMN, attack_title
+from .statistics import ordered_attacks, table1_metrics
+from .writer import Label, write_table
 
-def _mean_std_text(mean: float, std: float, decimals: int, plus_minus: str, n=None, rows=None) -> str:
-    count = "" if n is None or pd.isna(n) else (f" (n={int(n)})" if n == rows else f" (n={int(n)} of {int(rows)})")
-    if pd.isna(mean):
-        return "no finite value" + count if rows else ""
-    if pd.isna(std):
-        return f"{mean:.{decimals}f}{count}"
-    return f"{mean:.{decimals}f}{plus_minus}{std:.{decimals}f}{count}"
+# Rows of the paper's ablation (Table 2), in its order: name patterns (lower case, letters only) and the row.
+ABLATION_ROWS = (("gmmdae", 0), ("augmented", 1), ("ours", 2), ("coupledks", 2))
+DIRECTION_MEANING = "better (more robust under attack, more faithful when clean)"
 
 
-def mean_std_strings(stats: pd.DataFrame, decimals: int = 3, plus_minus: str = " ± ") -> pd.DataFrame:
-    """Collapse the last column level (mean|std, and n|rows where present) into "0.551 ± 0.020 (n=1000)"."""
-    keys = list(dict.fromkeys(c[:-1] for c in stats.columns))
-
-    def counts(key, name):
-        return stats[(*key, name)] if (*key, name) in stats.columns else [None] * len(stats)
-
-    data = {key: [_mean_std_text(m, s, decimals, plus_minus, n, r)
-                  for m, s, n, r in zip(stats[(*key, "mean")], stats[(*key, "std")], counts(key, "n"),
-                                        counts(key, "rows"))] for key in keys}
-    table = pd.DataFrame(data, index=stats.index)
-    if keys:
-        table.columns = pd.MultiIndex.from_tuples(keys, names=stats.columns.names[:-1]) \
-            if len(keys[0]) > 1 else pd.Index([k[0] for k in keys], name=stats.columns.names[0])
-    return table
-
-
-def _label(level: str, value: str, latex: bool) -> str:
-    if level == "attack":
-        text = ATTACK_TITLES.get(value, f"{value} attack") if value != "clean" else "no attack"
-        return _latex_escape(text) if latex else text
-    if level == "metric":
-        metric = METRICS_BY_COLUMN.get(value)
-        if metric is None:
-            return _latex_escape(value) if latex else value
-        return metric.latex if latex else metric.text
-    if level == "lambda":
-        if value == "":
-            return ""
-        return f"$\\lambda = {value}$" if latex else f"λ = {value}"
-    return _latex_escape(str(value)) if latex else str(value)
+def header_labels(stats: pd.DataFrame) -> dict:
+    """Labels of every raw header value of a statistics frame: attacks, metric columns, lambdas."""
+    labels: dict = {"lambda": Label("λ", r"$\lambda$")}
+    names = list(stats.columns.names)
+    keys = [key if isinstance(key, tuple) else (key,) for key in stats.columns]
+    for level, name in enumerate(names):
+        for value in dict.fromkeys(key[level] for key in keys):
+            if name == "attack":
+                labels[value] = attack_title(value)
+            elif name == "metric" and value in METRICS_BY_COLUMN:
+                metric = METRICS_BY_COLUMN[value]
+                labels[value] = Label(metric.text, metric.latex)
+            elif name == "lambda" and value != "":
+                labels[value] = Label(f"λ = {value}", f"$\\lambda = {value}$")
+    return labels
 
 
-def _latex_escape(text: str) -> str:
-    return re.sub(r"([&%$#_{}])", r"\\\1", str(text)).replace("~", r"\textasciitilde{}")
+def header_directions(stats: pd.DataFrame) -> dict:
+    columns = {key[list(stats.columns.names).index("metric")] for key in stats.columns}
+    return {c: METRICS_BY_COLUMN[c].direction for c in columns
+            if c in METRICS_BY_COLUMN and METRICS_BY_COLUMN[c].direction}
 
 
-def _relabel(table: pd.DataFrame, latex: bool) -> pd.DataFrame:
-    """Human column labels (metric names, "λ = 1"); LaTeX-safe ones and escaped row labels for .tex."""
-    table = table.copy()
-    names = list(table.columns.names)
-    keys = [key if isinstance(key, tuple) else (key,) for key in table.columns]
-    labels = [tuple(_label(level, value, latex) for level, value in zip(names, key)) for key in keys]
-    table.columns = (pd.MultiIndex.from_tuples(labels) if len(names) > 1
-                     else pd.Index([label[0] for label in labels]))
-    if latex:
-        escape = (lambda key: tuple(_latex_escape(v) for v in key)) if table.index.nlevels > 1 else _latex_escape
-        table.index = table.index.map(escape)
-    return table
+def spread_note(results: pd.DataFrame) -> str:
+    """What a "mean ± std" cell is, with the audit's counts."""
+    return (f"Mean ± std over {results['trial'].nunique()} trials of the mean over "
+            f"{results['image_id'].nunique()} images (clean columns: mean over the images, which every trial shares); "
+            "λ: the attack's L2 budget.")
 
 
 def _flat_columns(table: pd.DataFrame, separator: str) -> pd.DataFrame:
@@ -77,33 +58,42 @@ def _flat_columns(table: pd.DataFrame, separator: str) -> pd.DataFrame:
     return table
 
 
-def _rows_as_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Human tables keep the model as row label and show the other row keys (attack, lambda) as columns."""
-    if table.index.nlevels == 1:
-        return table
-    keys = table.index.to_frame(index=False)
-    if "lambda" in keys:
-        keys["lambda"] = keys["lambda"].map(lambda_text)
-    flat = table.reset_index(drop=True)
-    inner = keys.iloc[:, 1:]
-    if isinstance(flat.columns, pd.MultiIndex):
-        inner.columns = pd.MultiIndex.from_tuples([(name,) + ("",) * (flat.columns.nlevels - 1) for name in inner])
-    merged = pd.concat([inner, flat], axis=1)
-    merged.index = pd.Index(keys.iloc[:, 0], name=keys.columns[0])
-    return merged
-
-
-def write_statistics_table(stats: pd.DataFrame, out_dir, stem: str, decimals: int = 3) -> dict[str, Path]:
-    """CSV with separate numeric mean/std columns; Markdown, LaTeX and HTML with "mean ± std" cells.
-
-    CSV columns are named ``attack/metric/lambda/mean`` (levels joined by '/').
-    """
+def write_statistics_table(stats: pd.DataFrame, out_dir, stem: str, decimals: int = 3,
+                           caption: str | None = None) -> dict[str, Path]:
+    """CSV with separate numeric columns (``attack/metric/lambda/mean``); Markdown, LaTeX and HTML via the writer."""
     written = write_table(_flat_columns(stats, "/"), out_dir, stem, formats=("csv",))
-    human = mean_std_strings(stats, decimals)
-    plain = _relabel(human, latex=False)
-    written.update(write_table(_rows_as_columns(_flat_columns(plain, ", ")), out_dir, stem, formats=("md",)))
-    latex = _relabel(mean_std_strings(stats, decimals, r" $\pm$ "), latex=True)
-    written.update(write_table(_rows_as_columns(latex), out_dir, stem, formats=("tex",)))
-    written.update(write_table(_rows_as_columns(plain), out_dir, stem, formats=("html",)))
+    written.update(write_table(stats, out_dir, stem, formats=("md", "tex", "html"), float_format=f"{{:.{decimals}f}}",
+                               caption=caption, labels=header_labels(stats), directions=header_directions(stats),
+                               direction_meaning=DIRECTION_MEANING))
     return written
+
+
+def table1_panels(table1: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Table 1 cut into one table per attack (clean fidelity first in each), each narrow enough for a page."""
+    attacks = [a for a in dict.fromkeys(table1.columns.get_level_values("attack")) if a != CLEAN_ATTACK]
+    clean = [c for c in table1.columns if c[0] == CLEAN_ATTACK]
+    return {attack: table1[clean + [c for c in table1.columns if c[0] == attack]] for attack in attacks}
+
+
+def ablation_order(models) -> list[str] | None:
+    """The models in the paper's ablation order when at least two of them are labelled as its rows
+    (GMM-DAE, Augmented, Ours / coupled-KS); None otherwise."""
+    ranked = {}
+    for model in models:
+        letters = re.sub("[^a-z]", "", str(model).lower())
+        rank = next((row for pattern, row in ABLATION_ROWS if letters.startswith(pattern)), None)
+        if rank is not None:
+            ranked[model] = rank
+    if len(set(ranked.values())) < 2:
+        return None
+    return sorted(ranked, key=lambda model: ranked[model])
+
+
+def table2_statistics(table1: pd.DataFrame, results: pd.DataFrame, models=None) -> pd.DataFrame:
+    """The paper's Table 2 layout: per attack only the robustness column (MS-SSIM of the adversarial
+    reconstruction), clean fidelity last; rows ``models`` (default: all, in audit order)."""
+    keep = [c for attack in ordered_attacks(results) for c in table1.columns
+            if c[0] == attack and c[1] == table1_metrics(results, attack)[0]]
+    keep += [c for c in table1.columns if c[0] == CLEAN_ATTACK]
+    return table1.loc[list(models) if models is not None else table1.index, keep]
 
