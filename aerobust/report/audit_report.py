@@ -24,13 +24,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
 
-def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str = "",
-                             table2: bool = False) -> dict[str, object]:
+def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str = "", table2: bool = False,
+                             manifest: dict | None = None) -> dict[str, object]:
     """Table 1 (whole and one panel per attack), Table 2 (ablation layout: when the models are labelled as
     the paper's ablation rows, or with ``table2``), Table 3, fidelity, the summary, the figures;
     returns {name: {format: path} or path}."""
     written: dict[str, object] = {}
-    spread = spread_note(results)
+    spread = spread_note(results, manifest)
     table1 = table1_statistics(results)
     attacked = [a for a in table1.columns.get_level_values("attack") if a != CLEAN_ATTACK]
     if attacked:
@@ -57,13 +57,15 @@ def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str =
     written["summary"] = write_statistics_table(
         summary_statistics(results), out_dir, f"{prefix}summary",
         caption=f"Every metric per model, attack and λ (empty: the attack does not record it). {spread}")
-    written["fig2_attack_loss"] = save_figure(attack_loss_figure(results), out_dir, f"{prefix}fig2_attack_loss")
+    written["fig2_attack_loss"] = save_figure(attack_loss_figure(results, manifest), out_dir,
+                                              f"{prefix}fig2_attack_loss")
     written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results), out_dir,
                                                     f"{prefix}robustness_vs_fidelity")
     written.update(_statistics_outputs(results, out_dir, prefix))
     return written
 
 
+EXAMPLES_PER_MODEL = 3
 TABLE1_NOTE = ("x_r is the reference image: the target x_t for targeted attacks, the input x otherwise; x_a the "
                "adversarial input; x̃ reconstructions. MS-SSIM(x_r, x_a) says how visible the perturbation is.")
 FIDELITY_NOTE = ("Clean: MS-SSIM and MSE between x and its reconstruction x̃ (no attack). Code sensitivity: "
@@ -97,22 +99,28 @@ def build_report(results_dir, out_dir=None, table2: bool = False) -> dict[str, P
     out_dir = Path(out_dir) if out_dir is not None else audit.directory / "report"
     refuse_audit_dir(audit.directory, out_dir)
     settings = resolve_msssim_settings(audit.metric_settings).as_dict() if audit.metric_settings else None
-    written = write_tables_and_figures(audit.results, out_dir, table2=table2)
+    written = write_tables_and_figures(audit.results, out_dir, table2=table2, manifest=audit.manifest)
     flags = sanity_flags_table(audit.manifest, audit.results)
     if len(flags):
-        written["sanity_flags"] = write_table(flags, out_dir, "sanity_flags")
+        written["sanity_flags"] = write_table(
+            flags, out_dir, "sanity_flags", caption="Sanity flags: count of the rows of a block that raised the flag, "
+            "of the rows checked; a flag means the numbers of that block may overstate robustness.")
     examples = audit.examples()
+    scoring = resolve_msssim_settings(audit.metric_settings) if audit.metric_settings else None
     figures = {}
     for model, attack, lam in examples:
         key = f"fig3_examples_{_slug(attack)}_lambda{_slug(lam)}"
         if key in figures:
             continue
-        figure = example_grid_figure(examples, attack, lam)
+        # each grid starts at other examples, so that the grids of an audit do not all show the same images
+        figure = example_grid_figure(examples, attack, lam, per_model=EXAMPLES_PER_MODEL,
+                                     offset=EXAMPLES_PER_MODEL * len(figures), metric_settings=scoring)
         if figure is not None:
             figures[key] = save_figure(figure, out_dir, key)
     written.update(figures)
     title = f"aerobust audit report: {audit.directory.name}"
-    page = html_page(title, written, settings, [(audit.directory, audit.manifest)], audit.results, flags)
+    page = html_page(title, written, settings, [(audit.directory, audit.manifest)], audit.results, flags,
+                     command=f"aerobust report {audit.directory}")
     written["report.html"] = out_dir / "report.html"
     written["report.html"].write_text(page)
     written["manifest.json"] = write_manifest(

@@ -28,9 +28,10 @@ def write_comparison(dirs: Sequence, out_dir) -> dict[str, Path]:
     out_dir = Path(out_dir)
     for audit in audits:
         refuse_audit_dir(audit.directory, out_dir)
-    written = write_tables_and_figures(results, out_dir, prefix="comparison_")
+    written = write_tables_and_figures(results, out_dir, prefix="comparison_", manifest=audits[0].manifest)
     page = html_page("aerobust comparison", written, settings,
-                      [(audit.directory, audit.manifest) for audit in audits], results, None)
+                      [(audit.directory, audit.manifest) for audit in audits], results, None,
+                      command="aerobust compare " + " ".join(str(a.directory) for a in audits) + f" --out {out_dir}")
     written["report.html"] = out_dir / "report.html"
     written["report.html"].write_text(page)
     written["manifest.json"] = write_manifest(

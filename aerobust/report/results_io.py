@@ -83,6 +83,9 @@ def read_results_csv(path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise AerobustError(f"{path} is not a readable results CSV ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun the audit") from None
+    if "radius" not in frame.columns and "lambda" in frame.columns:
+        # Written before attacks had budgets: lambda was then the absolute L2 radius itself.
+        frame["radius"] = frame["lambda"]
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise AerobustError(f"{path} lacks the columns {', '.join(missing)}; it was not written by "

@@ -18,7 +18,7 @@ from .writer import Label, write_table
 
 # Rows of the paper's ablation (Table 2), in its order: name patterns (lower case, letters only) and the row.
 ABLATION_ROWS = (("gmmdae", 0), ("augmented", 1), ("ours", 2), ("coupledks", 2))
-DIRECTION_MEANING = "better (more robust under attack, more faithful when clean)"
+DIRECTION_MEANING = "better"
 
 
 def header_labels(stats: pd.DataFrame) -> dict:
@@ -44,11 +44,23 @@ def header_directions(stats: pd.DataFrame) -> dict:
             if c in METRICS_BY_COLUMN and METRICS_BY_COLUMN[c].direction}
 
 
-def spread_note(results: pd.DataFrame) -> str:
-    """What a "mean ± std" cell is, with the audit's counts."""
+def budget_note(manifest: dict | None) -> str:
+    """What lambda measures, from the budgets the audit recorded per attack (absolute L2 before budgets existed)."""
+    from ..threat import BUDGETS
+
+    attacks = (manifest or {}).get("attacks") or {}
+    budgets = {name: (settings or {}).get("budget") or "l2" for name, settings in attacks.items()} or {"": "l2"}
+    texts = {name: BUDGETS[b][1] if b in BUDGETS else b for name, b in budgets.items()}
+    if len(set(texts.values())) == 1:
+        return f"λ: {next(iter(texts.values()))}."
+    return "λ: " + "; ".join(f"{attack_title(name)}: {text}" for name, text in texts.items()) + "."
+
+
+def spread_note(results: pd.DataFrame, manifest: dict | None = None) -> str:
+    """What a "mean ± std" cell is, with the audit's counts, and what lambda measures."""
     return (f"Mean ± std over {results['trial'].nunique()} trials of the mean over "
-            f"{results['image_id'].nunique()} images (clean columns: mean over the images, which every trial shares); "
-            "λ: the attack's L2 budget.")
+            f"{results['image_id'].nunique()} images (clean columns: mean over the images, which every trial "
+            f"shares). {budget_note(manifest)} Better: more robust under attack, more faithful when clean.")
 
 
 def _flat_columns(table: pd.DataFrame, separator: str) -> pd.DataFrame:
