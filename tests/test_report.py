@@ -7,6 +7,8 @@ every column is computed, not invented; the tables are then checked against dire
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import zlib
 
 import numpy as np
@@ -288,12 +290,12 @@ def test_report_of_a_training_run_draws_every_loss_term(tmp_path, mnist_train_sm
     assert broken.exit_code == 2 and "not JSON" in broken.output and "Traceback" not in broken.output
 
 
-def test_table1_panels_and_the_ablation_layout(audit_dir, tmp_path):
-    from aerobust.report import ablation_order, table1_panels, table2_statistics
+def test_attack_panels_and_the_ablation_layout(audit_dir, tmp_path):
+    from aerobust.report import ablation_order, attack_panels, table2_statistics
 
     results = load_results(audit_dir).results
     table1 = table1_statistics(results)
-    panels = table1_panels(table1)
+    panels = attack_panels(table1)
     assert list(panels) == ["latent", "max-damage", "latent-classifier", "noise-plugin"]
     for attack, panel in panels.items():  # clean fidelity first, then only that attack's columns, same numbers
         assert set(panel.columns.get_level_values("attack")) == {"clean", attack}
@@ -315,3 +317,18 @@ def test_table1_panels_and_the_ablation_layout(audit_dir, tmp_path):
     latex = (tmp_path / "t2" / "table2_ablation.tex").read_text()
     assert "\\toprule" in latex and "\\caption{Ablation" in latex and "$\\downarrow$" in latex
     assert (tmp_path / "t2" / "table1_msssim_latent.tex").is_file()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (apt-get install texlive-latex-extra)")
+def test_report_tables_compile_and_the_table1_panels_fit_a_text_width(audit_dir, tmp_path):
+    written = build_report(audit_dir, tmp_path / "report")
+    for stem in ("table1_msssim_latent", "table1_msssim_max-damage", "table3_latent_classifier_latent", "fidelity"):
+        (tmp_path / f"{stem}-doc.tex").write_text(
+            "\\documentclass{article}\\usepackage[textwidth=7in]{geometry}\\usepackage{booktabs}"
+            f"\\begin{{document}}\\input{{{written[stem + '.tex'].resolve()}}}\\end{{document}}\n")
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{stem}-doc.tex"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        log = (tmp_path / f"{stem}-doc.log").read_text(errors="replace")
+        assert run.returncode == 0, log[-2000:]
+        if stem.startswith("table1_"):  # a panel per attack fits the text width of a two-column paper (7 in)
+            assert "Overfull \\hbox" not in log, stem

@@ -23,11 +23,11 @@ from .flags import degenerate_models, lambda_flags, sanity_flags_table
 from .results_io import AuditResults, lambda_text, load_results, read_examples, read_labelled_csv, read_results_csv
 from .statistics import (fidelity_statistics, summary_statistics, table1_statistics, table3_statistics,
                          trial_statistics)
-from .tables import ablation_order, table1_panels, table2_statistics, write_statistics_table
+from .tables import ablation_order, attack_panels, table2_statistics, write_statistics_table
 
 __all__ = ["ATTACK_TITLES", "AuditResults", "CLEAN_COLUMNS", "EXAMPLE_COLUMNS", "FLOAT_COLUMNS", "INTEGER_COLUMNS",
            "KEY_COLUMNS", "METRICS_BY_COLUMN", "Metric", "RESULT_COLUMNS", "ablation_order", "build_report", "compare",
            "degenerate_models", "fidelity_statistics", "lambda_flags", "lambda_text", "load_results", "read_examples",
-           "read_labelled_csv", "read_results_csv", "sanity_flags_table", "summary_statistics", "table1_panels",
+           "read_labelled_csv", "read_results_csv", "sanity_flags_table", "summary_statistics", "attack_panels",
            "table1_statistics", "table2_statistics", "table3_statistics", "trial_statistics", "write_comparison",
            "write_statistics_table"]

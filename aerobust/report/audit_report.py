@@ -16,7 +16,7 @@ from .page import html_page
 from .results_io import load_results
 from .statistics import fidelity_statistics, summary_statistics, table1_statistics, table3_statistics
 from .columns import CLEAN_ATTACK, attack_title
-from .tables import (ablation_order, spread_note, table1_panels, table2_statistics,
+from .tables import (ablation_order, spread_note, attack_panels, table2_statistics,
                      write_statistics_table)
 from .writer import save_figure, write_table
 
@@ -36,7 +36,7 @@ def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str =
     if attacked:
         written["table1_msssim"] = write_statistics_table(
             table1, out_dir, f"{prefix}table1_msssim", caption=f"MS-SSIM under attack (Table 1). {TABLE1_NOTE} {spread}")
-        for attack, panel in table1_panels(table1).items():
+        for attack, panel in attack_panels(table1).items():
             written[f"table1_msssim_{_slug(attack)}"] = write_statistics_table(
                 panel, out_dir, f"{prefix}table1_msssim_{_slug(attack)}",
                 caption=f"MS-SSIM under the {attack_title(attack)} (Table 1). {TABLE1_NOTE} {spread}")
@@ -51,6 +51,11 @@ def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str =
         written["table3_latent_classifier"] = write_statistics_table(
             table3, out_dir, f"{prefix}table3_latent_classifier", decimals=2,
             caption=f"Accuracy (%) of the classifier on the codes, clean and under attack (Table 3). {spread}")
+        for attack, panel in attack_panels(table3).items():
+            written[f"table3_latent_classifier_{_slug(attack)}"] = write_statistics_table(
+                panel, out_dir, f"{prefix}table3_latent_classifier_{_slug(attack)}", decimals=2,
+                caption=f"Accuracy (%) of the classifier on the codes under the {attack_title(attack)} (Table 3). "
+                        f"{spread}")
     written["fidelity"] = write_statistics_table(
         fidelity_statistics(results), out_dir, f"{prefix}fidelity",
         caption=f"Clean fidelity and code sensitivity. {FIDELITY_NOTE} {spread}")

@@ -80,11 +80,12 @@ def write_statistics_table(stats: pd.DataFrame, out_dir, stem: str, decimals: in
     return written
 
 
-def table1_panels(table1: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Table 1 cut into one table per attack (clean fidelity first in each), each narrow enough for a page."""
-    attacks = [a for a in dict.fromkeys(table1.columns.get_level_values("attack")) if a != CLEAN_ATTACK]
-    clean = [c for c in table1.columns if c[0] == CLEAN_ATTACK]
-    return {attack: table1[clean + [c for c in table1.columns if c[0] == attack]] for attack in attacks}
+def attack_panels(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A table with an attack column level (Table 1, Table 3) cut into one table per attack, the clean
+    columns first in each: each fits a paper's text width, where all attacks side by side do not."""
+    attacks = [a for a in dict.fromkeys(table.columns.get_level_values("attack")) if a != CLEAN_ATTACK]
+    clean = [c for c in table.columns if c[0] == CLEAN_ATTACK]
+    return {attack: table[clean + [c for c in table.columns if c[0] == attack]] for attack in attacks}
 
 
 def ablation_order(models) -> list[str] | None:

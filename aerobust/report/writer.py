@@ -83,7 +83,10 @@ def latex_text(text) -> str:
     text = str(text)
     if _is_latex_markup(text):
         return text
-    return "".join(_LATEX_UNICODE.get(ch, _LATEX_SPECIALS.get(ch, ch)) for ch in text)
+    # a letter with a combining tilde (x̃, a reconstruction) becomes math; pdflatex cannot set the combining mark
+    parts = re.split("(.\u0303)", text)
+    return "".join(f"$\\tilde{{{part[0]}}}$" if part.endswith("\u0303") else
+                   "".join(_LATEX_UNICODE.get(ch, _LATEX_SPECIALS.get(ch, ch)) for ch in part) for part in parts)
 
 
 # --- the layout shared by Markdown, LaTeX and HTML -------------------------------------------------------
