@@ -127,7 +127,7 @@ def robustness_fidelity_figure(results: pd.DataFrame):
                               xytext=(4, 0), textcoords="offset points", color=points.get_facecolor()[0])
         # The whole fidelity range, so that a model that reconstructs nothing stands apart at the left.
         axis.set_xlim(min(0.0, float(np.nanmin(fidelity.to_numpy(), initial=0.0))) - 0.02, 1.08)
-        axis.set_xlabel("clean MS-SSIM(x, x̃) (fidelity; higher = better)")
+        axis.set_xlabel("clean MS-SSIM(x, x̃)\n(fidelity; higher = better)")
         metric = METRICS_BY_COLUMN[column]
         better = {"higher": "higher = more robust", "lower": "lower = more robust"}.get(metric.direction, "")
         axis.set_ylabel(f"{metric.text}\n({better})" if better else metric.text)
@@ -182,7 +182,7 @@ def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 
                 axis.set_title(title.replace(" ", "\n", 1) if len(title) > 14 else title)
         if metric_settings is not None:
             axes[row][3].set_xlabel(f"MS-SSIM({reference}, x̃_a) = {example_scores(grid, metric_settings):.2f}",
-                                    fontsize=6)
+                                    fontsize=7)
         if model != previous_model:
             axes[row][0].set_ylabel(model, fontweight="bold")
             previous_model = model

@@ -99,6 +99,7 @@ TABLE_SECTIONS = (
     ("auddc", "AUDDC (area under the distortion-distortion curve)", "Higher = more robust; needs λ = 0 "
      "in the grid. The curve is in the figures."),
 )
+LONG_TABLE_ROWS = 40
 FLAGS_NOTE = ("Checks in the spirit of AutoAttack's: zero or NaN gradients, attack loss not monotone in λ (per "
               "sample, across the audit's λ), an unbounded latent attack that misses its target, an attack weaker "
               "than random noise of the same norm; NaN/inf values (non-finite); a model whose reconstructions ignore "
@@ -145,8 +146,11 @@ def html_page(title: str, written: dict, settings: dict | None, sources, results
                          "table: table1_msssim.csv / .md / .tex beside this page.</p>"))
     for key, heading, note in TABLE_SECTIONS:
         if key in written:
-            sections.append((key, heading, (f"<p class='note'>{html.escape(note)}</p>" if note else "")
-                             + _fragment(written, key)))
+            fragment = _fragment(written, key)
+            rows = fragment.count("<tr>") - fragment.count("<thead>")
+            if rows > LONG_TABLE_ROWS:  # folded, so that the figures below stay a scroll away, not pages
+                fragment = f"<details><summary>show the table ({rows} rows)</summary>{fragment}</details>"
+            sections.append((key, heading, (f"<p class='note'>{html.escape(note)}</p>" if note else "") + fragment))
     scale_note = ""
     scales = incomparable_code_scales(results)
     if scales is not None:
