@@ -332,3 +332,12 @@ def test_report_tables_compile_and_the_table1_panels_fit_a_text_width(audit_dir,
         assert run.returncode == 0, log[-2000:]
         if stem.startswith("table1_"):  # a panel per attack fits the text width of a two-column paper (7 in)
             assert "Overfull \\hbox" not in log, stem
+
+
+def test_results_written_before_budgets_read_lambda_as_the_radius(audit_dir, tmp_path):
+    old = tmp_path / "old-audit"
+    shutil.copytree(audit_dir, old)
+    frame = pd.read_csv(old / "results.csv")
+    frame.drop(columns="radius").to_csv(old / "results.csv", index=False)
+    results = load_results(old).results
+    assert (results["radius"] == results["lambda"]).all() and len(results) == len(frame)
