@@ -335,7 +335,7 @@ def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_p
 
 def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_protocols: bool = False) -> dict:
     """Markdown, HTML and CSV leaderboard of the records under ``paths``, with a manifest; returns the paths."""
-    from .reporting import write_table
+    from .report.writer import write_table
     from .runtime import write_manifest
 
     loaded = load_records(paths)

@@ -37,7 +37,7 @@ from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
 from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
 from .registry import ATTACKS
-from .reporting import save_figure, write_table
+from .report.writer import save_figure, write_table
 from .runtime import resolve_device, write_manifest
 from .training import has_training_run, train
 

@@ -80,7 +80,7 @@ class ResultMetric:
     show the mean x 100. ``clean``: the column describes the model without attack (tables put it
     beside the attacks, not among them). ``per_image``: computed once per audited image before any
     attack, then repeated in every block. Without ``compute`` it is a label only (tables use one for
-    a column no registered metric describes).
+    a column no registered metric describes). ``direction``: which way is better (see below).
     """
 
     column: str
@@ -90,6 +90,9 @@ class ResultMetric:
     compute: Callable[[MetricInputs], torch.Tensor | None] | None = None
     clean: bool = False
     per_image: bool = False
+    # "higher" or "lower" is better (more robust under attack, more faithful when clean); None where
+    # neither is (the attack's own loss, how visible the perturbation is). Tables draw the arrows.
+    direction: str | None = None
 
     def __post_init__(self):
         if self.per_image and not self.clean:

@@ -149,7 +149,7 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
 
     from .audit import Audit, _Plan
     from .datasets import load_dataset
-    from .reporting import save_figure, write_table
+    from .report.writer import save_figure, write_table
     from .runtime import write_manifest
 
     audit = Audit(config, out_dir, device=device, quiet=True)

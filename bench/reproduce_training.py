@@ -35,7 +35,8 @@ from aerobust.adapter import wrap
 from aerobust.datasets import load_dataset
 from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, frechet_distance_small_classifier,
                                per_mode_samples, sample_grid_figure)
-from aerobust.reporting import save_figure, write_table
+from aerobust.report.training import history_figure
+from aerobust.report.writer import save_figure, write_table
 from aerobust.runtime import write_manifest
 from aerobust.training import has_training_run, train
 
@@ -51,25 +52,6 @@ def ks_per_dimension(codes: np.ndarray, prior) -> list:
 
         results.append(scipy.stats.kstest(codes[:, d], marginal_cdf))
     return results
-
-
-def history_figure(histories: dict[str, list[dict]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for name, history in histories.items():
-        frame = pd.DataFrame(history)
-        for axis, column in zip(axes, ("rec", "ks", "cv")):
-            axis.plot(frame["epoch"], frame[column], label=name)
-            axis.set_yscale("log")
-            axis.set_title(f"{column} (unweighted)")
-            axis.set_xlabel("epoch")
-    axes[0].legend()
-    figure.tight_layout()
-    return figure
 
 
 def main():
@@ -133,7 +115,7 @@ def main():
     summary_table["frechet_distance_small_classifier_real_floor"] = real_floor
     write_table(summary_table, out, "summary")
     write_table(pd.DataFrame(per_dimension), out, "ks_per_dimension")
-    save_figure(history_figure({k: r.history for k, r in results.items()}), out, "training_curves")
+    save_figure(history_figure({k: pd.DataFrame(r.history) for k, r in results.items()}), out, "training_curves")
     write_manifest(out, command="python bench/reproduce_training.py", config=vars(args), seed=args.seed,
                    device=args.device, checkpoints={k: str(r.checkpoint) for k, r in results.items()},
                    train_data={"spec": "mnist-5k", "split": "train", "n": len(train_set), "pad_to": 32},

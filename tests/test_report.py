@@ -7,6 +7,8 @@ every column is computed, not invented; the tables are then checked against dire
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import zlib
 
 import numpy as np
@@ -20,7 +22,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.metrics import MSSSIMSettings, l2_distance, ms_ssim
-from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results, mean_std_strings,
+from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results,
                              table1_statistics, table3_statistics, trial_statistics, write_comparison)
 from aerobust.runtime import write_manifest
 
@@ -140,8 +142,10 @@ def test_table1_matches_a_direct_computation(audit_dir, mnist_test):
         clean = ms_ssim(mnist_test.images[:IMAGES], _reconstruct(mnist_test.images[:IMAGES], kernel),
                         MSSSIMSettings.from_preset("small"))
         assert table.loc[model, ("clean", "msssim_input_recon", "", "mean")] == pytest.approx(float(clean.mean()))
-        assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == TRIALS * IMAGES
-    assert (table.xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
+        # every trial audits the same images: the clean value is counted once per image, without a std
+        assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == IMAGES
+        assert np.isnan(table.loc[model, ("clean", "msssim_input_recon", "", "std")])
+    assert (table.drop(columns="clean", level="attack").xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
     assert set(table["latent"].columns.get_level_values("metric")) == {"msssim_target_advrecon", "msssim_input_adv"}
     assert set(table["max-damage"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
                                                                            "msssim_input_adv"}
@@ -177,12 +181,6 @@ def test_table3_matches_a_direct_computation(audit_dir):
     assert table3_statistics(without_classifier) is None
 
 
-def test_mean_std_strings():
-    stats = pd.DataFrame([[0.5512, 0.0201, 0.7, np.nan]], index=["m"],
-                         columns=pd.MultiIndex.from_tuples([("a", "mean"), ("a", "std"), ("b", "mean"), ("b", "std")]))
-    assert mean_std_strings(stats, decimals=2).loc["m"].tolist() == ["0.55 ± 0.02", "0.70"]
-
-
 @hypothesis_settings(max_examples=20, deadline=None)
 @given(values=st.lists(st.floats(0, 1), min_size=6, max_size=6), trials=st.integers(2, 3))
 def test_trial_statistics_is_mean_of_trial_means(values, trials):
@@ -206,8 +204,11 @@ def test_build_report_writes_everything(audit_dir, tmp_path):
     csv = pd.read_csv(written["table1_msssim.csv"], index_col=0)
     assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
     assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns if c.endswith(("/mean", "/std")))
-    assert (csv.filter(like="/n") == TRIALS * IMAGES).all().all()
-    assert " ± " in written["table1_msssim.md"].read_text() and f"(n={TRIALS * IMAGES})" in written["table1_msssim.md"].read_text()
+    assert (csv.filter(like="/n").drop(columns="clean/msssim_input_recon/n") == TRIALS * IMAGES).all().all()
+    table1_md = written["table1_msssim.md"].read_text()
+    # the count most cells share is said once in the caption; the clean column (one value per image) has its own
+    assert " ± " in table1_md and f"cells without n average {TRIALS * IMAGES}" in table1_md
+    assert f"(n={IMAGES})" in table1_md and f"(n={TRIALS * IMAGES})" not in table1_md
     assert written["fidelity.csv"].is_file() and written["robustness_vs_fidelity.png"].is_file()
     flags = pd.read_csv(written["sanity_flags.csv"])
     assert flags[["model", "flag", "count"]].values.tolist() == [["blur-7", "zero-gradient", 2]]
@@ -263,3 +264,80 @@ def test_compare_refuses_different_metric_settings(audit_dir, tmp_path, mnist_te
         compare([audit_dir, other])
     result = CliRunner().invoke(main, ["compare", str(audit_dir), str(other), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "window_size" in result.output
+
+
+def test_report_of_a_training_run_draws_every_loss_term(tmp_path, mnist_train_small):
+    from aerobust.architectures import MLPAutoencoder
+    from aerobust.report.training import read_history
+    from aerobust.training import train
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    train("gmm-dae", MLPAutoencoder(hidden=(16,)), mnist_train_small.subset(torch.arange(0, 4000, 20)), epochs=2,
+          batch_size=100, quiet=True, out_dir=run)
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    history = read_history(run)
+    summary = pd.read_csv(run / "report" / "history_summary.csv")
+    assert set(summary["loss term"]) == set(history.columns) - {"epoch", "epoch_time_s"} >= {"rec", "ks", "cv", "total"}
+    last = summary.set_index("loss term")["last"]
+    assert last["total"] == pytest.approx(history["total"].iloc[-1])
+    for suffix in ("png", "pdf"):
+        assert (run / "report" / f"training_curves.{suffix}").stat().st_size > 1000
+    assert "\\toprule" in (run / "report" / "history_summary.tex").read_text()
+    (run / "history.jsonl").write_text("{not json\n")
+    broken = CliRunner().invoke(main, ["report", str(run)])
+    assert broken.exit_code == 2 and "not JSON" in broken.output and "Traceback" not in broken.output
+
+
+def test_attack_panels_and_the_ablation_layout(audit_dir, tmp_path):
+    from aerobust.report import ablation_order, attack_panels, table2_statistics
+
+    results = load_results(audit_dir).results
+    table1 = table1_statistics(results)
+    panels = attack_panels(table1)
+    assert list(panels) == ["latent", "max-damage", "latent-classifier", "noise-plugin"]
+    for attack, panel in panels.items():  # clean fidelity first, then only that attack's columns, same numbers
+        assert set(panel.columns.get_level_values("attack")) == {"clean", attack}
+        assert panel.equals(table1[panel.columns])
+    assert ablation_order(["AE", "coupled-KS", "GMM-DAE", "augmented (no coupling)"]) == \
+        ["GMM-DAE", "augmented (no coupling)", "coupled-KS"]
+    assert ablation_order(["blur-3", "blur-7"]) is None and ablation_order(["GMM-DAE", "vae"]) is None
+    table2 = table2_statistics(table1, results, ["blur-7", "blur-3"])
+    assert list(table2.index) == ["blur-7", "blur-3"]
+    assert list(dict.fromkeys(table2.columns.get_level_values("metric"))) == \
+        ["msssim_target_advrecon", "msssim_recon_advrecon", "msssim_input_recon"]
+    assert table2.loc["blur-3", ("latent", "msssim_target_advrecon", "1", "mean")] == \
+        pytest.approx(_direct(results, "blur-3", "latent", 1.0, "msssim_target_advrecon")[0])
+    # the blur models are not named as ablation rows: Table 2 only when asked
+    build_report(audit_dir, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "table2_ablation.tex").exists()
+    result = CliRunner().invoke(main, ["report", str(audit_dir), "--out", str(tmp_path / "t2"), "--table2"])
+    assert result.exit_code == 0, result.output
+    latex = (tmp_path / "t2" / "table2_ablation.tex").read_text()
+    assert "\\toprule" in latex and "\\caption{Ablation" in latex and "$\\downarrow$" in latex
+    assert (tmp_path / "t2" / "table1_msssim_latent.tex").is_file()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (apt-get install texlive-latex-extra)")
+def test_report_tables_compile_and_the_table1_panels_fit_a_text_width(audit_dir, tmp_path):
+    written = build_report(audit_dir, tmp_path / "report")
+    for stem in ("table1_msssim_latent", "table1_msssim_max-damage", "table3_latent_classifier_latent", "fidelity"):
+        (tmp_path / f"{stem}-doc.tex").write_text(
+            "\\documentclass{article}\\usepackage[textwidth=7in]{geometry}\\usepackage{booktabs}"
+            f"\\begin{{document}}\\input{{{written[stem + '.tex'].resolve()}}}\\end{{document}}\n")
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{stem}-doc.tex"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        log = (tmp_path / f"{stem}-doc.log").read_text(errors="replace")
+        assert run.returncode == 0, log[-2000:]
+        if stem.startswith("table1_"):  # a panel per attack fits the text width of a two-column paper (7 in)
+            assert "Overfull \\hbox" not in log, stem
+
+
+def test_results_written_before_budgets_read_lambda_as_the_radius(audit_dir, tmp_path):
+    old = tmp_path / "old-audit"
+    shutil.copytree(audit_dir, old)
+    frame = pd.read_csv(old / "results.csv")
+    frame.drop(columns="radius").to_csv(old / "results.csv", index=False)
+    results = load_results(old).results
+    assert (results["radius"] == results["lambda"]).all() and len(results) == len(frame)

@@ -64,7 +64,7 @@ def _wide_audit(directory):
                                        l2_target_advrecon=np.nan, latent_target_distance=np.nan)
                         rows.append(row)
                 if lam == lambdas[0]:  # example grids for one lambda per attack keep the test quick
-                    grid = generator.random((2, 5, 1, 12, 12)).astype(np.float32)
+                    grid = generator.random((2, 5, 1, 32, 32)).astype(np.float32)  # the scored size: Fig. 3 scores it
                     if attack != "latent":
                         grid[:, 4] = np.nan
                     examples[f"{model}::{attack}::{lam:g}"] = grid
@@ -96,3 +96,13 @@ def test_report_page_fits_1300px_and_every_image_loads(tmp_path):
     assert measured["wideTables"] == [], "tables wider than the page (hidden behind a scroll bar)"
     assert measured["images"] == page.read_text().count("<img") >= 1 + 3  # Fig. 2 and three Fig. 3 grids
     assert measured["broken"] == []
+    text = page.read_text()
+    # the summary names the most robust model per attack with its numbers; the contents link every section
+    summary = text.split("<section id='summary'", 1)[1].split("</section>", 1)[0]
+    assert "most robust" in summary and "Clean fidelity" in summary and "rows per cell" in summary
+    assert text.index("id='summary'") < text.index("id='contents'") < text.index("id='protocol'") < \
+        text.index("id='table1'")
+    anchors = re.findall(r"<li><a href='#([a-z0-9_]+)'>", text)
+    assert {"protocol", "flags", "table1", "figures", "examples"} <= set(anchors)
+    assert all(f"<section id='{anchor}'>" in text for anchor in anchors)
+    assert "aerobust report " in text and "version torch" in text

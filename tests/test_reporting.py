@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from aerobust.reporting import Label, latex_text, save_figure, write_table
+from aerobust.report.writer import Label, latex_text, save_figure, write_table
 
 
 def _statistics_table() -> pd.DataFrame:
@@ -225,7 +225,7 @@ def test_latex_compiles_with_pdflatex_and_booktabs(tmp_path):
 
 
 def test_save_figure_writes_a_pdf_beside_the_png_reproducibly(tmp_path):
-    from aerobust.figures import paper_figure, paper_style
+    from aerobust.report.style import paper_figure, paper_style
 
     def draw():
         with paper_style():
@@ -245,7 +245,7 @@ def test_save_figure_writes_a_pdf_beside_the_png_reproducibly(tmp_path):
 def test_paper_style_sets_print_sizes_without_touching_global_defaults():
     import matplotlib
 
-    from aerobust.figures import DOUBLE_COLUMN_IN, PAPER_RC, paper_figure, styled
+    from aerobust.report.style import DOUBLE_COLUMN_IN, PAPER_RC, paper_figure, styled
 
     before = matplotlib.rcParams["font.size"]
 
@@ -310,3 +310,21 @@ def test_defend_report_writes_readable_tables_and_figures(tmp_path):
                                     scores["uniform-noise"]["reconstruction_error"].numpy()])
     assert logarithmic and edges[0] <= 0.03 and edges[-1] >= 0.5  # the full range: nothing piles up at a clip edge
     assert not _ood_bins([np.array([18.0, 22.0]), np.array([25.0, 30.0])])[1]
+
+
+def test_a_shared_complete_count_goes_to_the_caption_and_the_others_stay_in_their_cells(tmp_path):
+    columns = pd.MultiIndex.from_tuples([(metric, stat) for metric in ("a", "b", "c") for stat in ("mean", "std", "n", "rows")],
+                                        names=["metric", "statistic"])
+    table = pd.DataFrame([[0.5, 0.1, 1000, 1000, 0.6, 0.1, 1000, 1000, 0.7, np.nan, 100, 100],
+                          [0.4, 0.1, 1000, 1000, 0.3, 0.2, 800, 1000, np.nan, np.nan, 0, 100]],
+                         columns=columns, index=pd.Index(["m1", "m2"], name="model"))
+    written = write_table(table, tmp_path, "counts", float_format="{:.2f}", caption="Counts.")
+    markdown = written["md"].read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in markdown.splitlines() if line.startswith("| m")}
+    assert rows["m1"] == ["0.50 ± 0.10", "0.60 ± 0.10", "0.70 (n=100)"]
+    assert rows["m2"] == ["0.40 ± 0.10", "0.30 ± 0.20 (n=800 of 1000)", "– (n=0 of 100)"]
+    assert "cells without n average 1000" in markdown
+    latex = written["tex"].read_text()
+    check_booktabs_structure(latex)
+    assert r"($n$=800 of 1000)" in latex and "cells without n average 1000" in latex

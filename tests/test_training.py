@@ -16,7 +16,7 @@ from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, fitted_gau
                                frechet_distance_inception_v3, frechet_distance_small_classifier,
                                per_mode_samples, prior_from_defense_config, sample_grid_figure)
 from aerobust.registry import DEFENSES
-from aerobust.reporting import save_figure
+from aerobust.report.writer import save_figure
 from aerobust.training import train
 
 DETERMINISTIC = ["ae", "gmm-dae", "augmented", "coupled-ks"]

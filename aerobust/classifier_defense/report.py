@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..figures import COLORS, paper_figure, styled
-from ..reporting import save_figure, write_table
+from ..report.style import COLORS, paper_figure, styled
+from ..report.writer import save_figure, write_table
 from ..runtime import write_manifest
 from .detect import DETECTION_SCORES
 from .ood import OOD_SCORES

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..report import build_report, write_comparison
+from ..report.training import build_training_report, is_training_run
 from .common import OutputFolder
 
 
@@ -11,8 +12,11 @@ from .common import OutputFolder
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=OutputFolder(), default=None,
               help="Where to write the report [default: RESULTS_DIR/report].")
-def report_command(results_dir, out_dir):
-    """Rebuild the tables, figures and HTML page of an audit from its saved results.
+@click.option("--table2", is_flag=True,
+              help="Also write Table 2 (the ablation layout) over all models; it is written anyway when the "
+                   "models are named as the paper's ablation rows (GMM-DAE, Augmented, Ours / coupled-KS).")
+def report_command(results_dir, out_dir, table2):
+    """Rebuild the tables, figures and HTML page of an audit (or a training run) from its saved results.
 
     Reads RESULTS_DIR/results.csv, manifest.json and examples.npz (nothing is re-run) and writes
     Table 1 (clean MS-SSIM, then MS-SSIM under attack), Table 3 (latent classifier, when audited),
@@ -22,12 +26,20 @@ def report_command(results_dir, out_dir):
     lambda), robustness against fidelity, Fig. 3 example grids, a self-contained report.html and
     manifest.json.
 
+    For a training run (the --out directory of `aerobust train`, holding history.jsonl) it writes
+    the loss curves per epoch (training_curves.png/.pdf) and a summary of every loss term.
+
     \b
     Examples:
       aerobust report audit-out
       aerobust report audit-out --out paper/figures
+      aerobust report runs/gmm-dae
     """
-    written = build_report(results_dir, out_dir)
+    if is_training_run(results_dir):
+        written = build_training_report(results_dir, out_dir)
+        click.echo(f"wrote {len(written)} files; see {written['training_curves.png']}")
+        return
+    written = build_report(results_dir, out_dir, table2=table2)
     click.echo(f"wrote {len(written)} files; open {written['report.html']}")
 
 

@@ -7,6 +7,9 @@ an HTML fragment (for readers). The human formats share one layout:
 - MultiIndex columns become grouped headers (HTML ``colspan``, LaTeX ``\\multicolumn`` + ``\\cmidrule``);
 - a last column level of ``mean`` / ``std`` (or ``mean`` / ``low`` / ``high``) collapses into one cell
   "mean ± std" (or "mean [low, high]"); where the std or interval is missing the mean is printed alone;
+  with ``n`` (and ``rows``) in that level too, the complete count most cells share is said once in the
+  caption and the other cells carry their own "(n=100)" or "(n=800 of 1000)" (n: rows with a value;
+  rows: all rows of the cell);
 - numbers are right-aligned with a fixed number of decimals per column, so they align on the decimal
   point; float columns that hold only whole numbers (lambda, counts) print without decimals;
 - ``directions`` puts ↑ / ↓ after a header ("higher / lower is more robust") and explains it in the caption.
@@ -36,7 +39,7 @@ import pandas as pd
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 FIGURE_FORMATS = ("png", "pdf")
 LATEX_PACKAGES = ("booktabs",)
-STATISTICS = ("mean", "std", "low", "high")
+STATISTICS = ("mean", "std", "low", "high", "n", "rows")
 ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
 DEFAULT_DIRECTION_MEANING = "more robust"
 MISSING = ("–", "--")  # (plain, LaTeX) text of a cell without a value
@@ -80,7 +83,10 @@ def latex_text(text) -> str:
     text = str(text)
     if _is_latex_markup(text):
         return text
-    return "".join(_LATEX_UNICODE.get(ch, _LATEX_SPECIALS.get(ch, ch)) for ch in text)
+    # a letter with a combining tilde (x̃, a reconstruction) becomes math; pdflatex cannot set the combining mark
+    parts = re.split("(.\u0303)", text)
+    return "".join(f"$\\tilde{{{part[0]}}}$" if part.endswith("\u0303") else
+                   "".join(_LATEX_UNICODE.get(ch, _LATEX_SPECIALS.get(ch, ch)) for ch in part) for part in parts)
 
 
 # --- the layout shared by Markdown, LaTeX and HTML -------------------------------------------------------
@@ -91,6 +97,7 @@ class _Cell:
 
     main: str
     extra: str = ""
+    count: tuple | None = None  # (n, rows) of a statistics cell
 
 
 @dataclass
@@ -111,6 +118,7 @@ class _Layout:
     labels: Mapping
     directions: Mapping
     direction_meaning: str
+    common_count: tuple | None = None  # the (n, rows) most cells share, said once in the caption
 
     def header_label(self, column: _Column, level: int, latex: bool) -> str:
         raw = column.header[level]
@@ -128,10 +136,30 @@ class _Layout:
         used = sorted({self.directions[raw] for column in self.columns for raw in column.header
                        if raw in self.directions})
         notes = [f"{ARROWS[d][1 if latex else 0]}: {d} is {self.direction_meaning}" for d in used]
+        if self.common_count is not None:
+            notes.append(f"n: the rows a mean averages; cells without n average {_count_text(*self.common_count)}")
         caption = self.caption if self.caption is None or not latex else latex_text(self.caption)
         if not notes:
             return caption
         return " ".join(part for part in (caption, "; ".join(notes) + ".") if part)
+
+
+def _count_text(n, rows) -> str:
+    return f"{int(n)}" if rows is None or n == rows else f"{int(n)} of {int(rows)}"
+
+
+def _mark_uncommon_counts(columns: list) -> tuple | None:
+    """Append "(n=...)" to the cells whose count differs from the most common complete one; returns that one."""
+    # Only a complete count (every row holds a value) goes to the caption: missing values stay in their cells.
+    counts = [cell.count for column in columns for cell in column.cells
+              if cell.count is not None and cell.count[1] in (None, cell.count[0])]
+    common = max(dict.fromkeys(counts), key=counts.count) if counts else None
+    for column in columns:
+        for cell in column.cells:
+            if cell.count is not None and cell.count != common and (cell.count[1] or 0) > 0:
+                cell.extra = f"{cell.extra} (n={_count_text(*cell.count)})".strip()
+        column.extra = any(c.extra for c in column.cells)
+    return common
 
 
 def _lookup_label(labels: Mapping, raw):
@@ -200,8 +228,13 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
                     cell.extra = f"± {fmt.format(std)}"
                 elif cell.main and low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
                     cell.extra = f"[{fmt.format(low)}, {fmt.format(high)}]"
+                n = None if part["n"] is None else part["n"].iloc[row]
+                if n is not None and not pd.isna(n):
+                    rows = None if part["rows"] is None else part["rows"].iloc[row]
+                    cell.count = (int(n), None if rows is None or pd.isna(rows) else int(rows))
                 cells.append(cell)
-            columns.append(_Column(header=group, cells=cells, numeric=True, extra=any(c.extra for c in cells)))
+            columns.append(_Column(header=group, cells=cells, numeric=True))
+        common_count = _mark_uncommon_counts(columns)
     else:
         for key, name in zip(keys, table.columns):
             series = table[name]
@@ -217,7 +250,7 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
                 numeric_looking = any(texts) and all(_NUMBER_LIKE.match(t) for t in texts if t)
                 columns.append(_Column(header=key, numeric=numeric_looking, cells=[_Cell(t) for t in texts]))
     return _Layout(columns, levels, caption, label, labels or {}, directions or {},
-                   direction_meaning or DEFAULT_DIRECTION_MEANING)
+                   direction_meaning or DEFAULT_DIRECTION_MEANING, common_count if statistic_level else None)
 
 
 def _key_text(value) -> str:
@@ -290,10 +323,9 @@ def _to_markdown(layout: _Layout) -> str:
             cell = column.cells[row]
             if not column.numeric:
                 cells.append(cell.main)
-            elif not cell.main:
-                cells.append(MISSING[0])
             else:
-                cells.append(f"{cell.main} {cell.extra}" if cell.extra else cell.main)
+                main = cell.main or MISSING[0]
+                cells.append(f"{main} {cell.extra}" if cell.extra else main)
         lines.append("| " + " | ".join(escape(c) for c in cells) + " |")
     caption = layout.caption_text(False)
     if caption:
@@ -360,7 +392,7 @@ def _to_latex(layout: _Layout) -> str:
             cell = column.cells[row]
             cells.append(latex_text(cell.main) if cell.main else (MISSING[1] if column.numeric else ""))
             if column.extra:
-                cells.append(latex_text(cell.extra).replace(r"$\pm$ ", r"$\pm$\,"))
+                cells.append(latex_text(cell.extra).replace(r"$\pm$ ", r"$\pm$\,").replace("(n=", "($n$="))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 A figure made with ``paper_figure(width="single")`` is 3.3 in wide (one column of a two-column paper),
 ``"double"`` 7 in (the full text width); its fonts are 7-8 pt at that size, so it goes into LaTeX at
-``width=\\columnwidth`` (or ``\\textwidth``) without shrinking the text. ``reporting.save_figure`` writes a
+``width=\\columnwidth`` (or ``\\textwidth``) without shrinking the text. ``writer.save_figure`` writes a
 PNG (for pages) and a vector PDF (for papers) of it.
 
 The style is applied only inside ``paper_style()`` (or a function decorated with ``styled``): it never
