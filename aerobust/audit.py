@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,7 +24,8 @@ from .errors import AerobustError
 from .registry import ATTACKS
 from .report import read_labelled_csv
 from .results import RESULT_COLUMNS, block_stem, file_safe, lambda_text
-from .runtime import module_digest, resolve_device, seed_everything, tensor_digest, write_manifest
+from .runtime import (atomic_write, module_digest, resolve_device, seed_everything, tensor_digest,
+                      write_manifest)
 
 PAPER_ATTACKS = ("latent", "max-damage", "latent-classifier")
 # The audit's identity (config, model and data content hashes, threads); a rerun must match it to resume.
@@ -107,13 +107,6 @@ def _refuse_collisions(values: list, key: Callable, what: str, why: str):
         first = seen.setdefault(key(value), index)
         if first != index:
             raise AerobustError(f"{what} {values[first]!r} and {value!r} {why}")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]):
-    # A per-process temporary name: ranks of a torchrun audit may write the same file at once.
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _save_npz(path: Path, arrays: dict):
@@ -203,7 +196,7 @@ class Audit:
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / FINGERPRINT_FILE
         if not path.is_file():
-            _atomic_write(path, lambda p: p.write_text(json.dumps(fingerprint, indent=2) + "\n"))
+            atomic_write(path, lambda p: p.write_text(json.dumps(fingerprint, indent=2) + "\n"))
             return
         previous = json.loads(path.read_text())
         resume = "use a new --out folder, or rerun the original command to resume it"
@@ -279,7 +272,7 @@ class Audit:
         head = train_latent_classifier(model, train.images[:keep], train.labels[:keep],
                                        epochs=self.config.classifier_epochs, seed=self.config.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p: torch.save(head.state_dict(), p))
+        atomic_write(path, lambda p: torch.save(head.state_dict(), p))
         return head.eval()
 
     # -- one block -------------------------------------------------------------------------------
@@ -366,7 +359,7 @@ class Audit:
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
         self._claim_out_dir(self._fingerprint(plan, models))
-        _atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
+        atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
         x = plan.images.to(self.device)
         clean, model_flags = {}, []
         for spec in cfg.models:
@@ -396,10 +389,10 @@ class Audit:
         return self._finish(plan, model_info, model_flags)
 
     def _save_block(self, directory: Path, stem: str, frame: pd.DataFrame, arrays: dict, notes: list):
-        _atomic_write(directory / f"{stem}.npz", lambda p: _save_npz(p, arrays))
-        _atomic_write(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
+        atomic_write(directory / f"{stem}.npz", lambda p: _save_npz(p, arrays))
+        atomic_write(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
         # The CSV is written last: its presence marks the block as done.
-        _atomic_write(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
+        atomic_write(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
 
     def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
         frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
@@ -416,8 +409,8 @@ class Audit:
                 else:
                     flags.append({"model": spec.label, "attack": attack_name, "lambda": lam, **note})
         results = pd.concat(frames, ignore_index=True)
-        _atomic_write(self.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
-        _atomic_write(self.out_dir / "examples.npz", lambda p: _save_npz(p, examples))
+        atomic_write(self.out_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+        atomic_write(self.out_dir / "examples.npz", lambda p: _save_npz(p, examples))
         write_manifest(self.out_dir, command="audit", config=self.config.to_dict(), seed=self.config.seed,
                        device=self.device, metrics=self.msssim.as_dict(), attacks=attack_configs, radii=radii,
                        models=model_info, flags=flags, plan=plan.as_dict())

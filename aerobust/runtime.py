@@ -11,8 +11,9 @@ import os
 import platform
 import random
 import re
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -169,11 +170,23 @@ def build_manifest(*, command: str, config: dict, seed: int | None, device: str 
     })
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]):
+    """``write(tmp)`` then rename onto ``path``: a kill leaves the old file or the new one, never half of one.
+
+    The temporary name is per process: ranks of a torchrun audit may write the same file at once.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_manifest(out_dir: str | Path, **fields) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
-    path.write_text(json.dumps(build_manifest(**fields), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(build_manifest(**fields), indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 

@@ -34,7 +34,7 @@ from .defenses import Defense
 from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
 from .registry import DEFENSES
-from .runtime import resolve_device, write_manifest
+from .runtime import atomic_write, resolve_device, write_manifest
 
 MODEL_FILE = "model.pt"
 RUN_STATE_FILE = "run_state.pt"
@@ -105,9 +105,8 @@ def _ids_digest(ids: torch.Tensor) -> str:
 def _write_history(out_dir: Path, history: list[dict]):
     import pandas as pd
 
-    tmp = out_dir / (HISTORY_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
-    os.replace(tmp, out_dir / HISTORY_FILE)
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write(out_dir / HISTORY_FILE, lambda tmp: tmp.write_text(lines))
     pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
 
 
@@ -122,11 +121,10 @@ def _settings_json(config: dict) -> str:
 
 def _write_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict,
                      history: list[dict]):
-    tmp = out_dir / (RUN_STATE_FILE + ".tmp")
-    torch.save({"format": _RUN_STATE_FORMAT, "epochs_completed": len(history), "settings": _settings_json(config),
-                "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "history": history}, tmp)
-    os.replace(tmp, out_dir / RUN_STATE_FILE)
+    state = {"format": _RUN_STATE_FORMAT, "epochs_completed": len(history), "settings": _settings_json(config),
+             "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "history": history}
+    atomic_write(out_dir / RUN_STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> list[dict]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..adapter import Autoencoder
 from ..classifiers import AutoencoderClassifier, predict_logits
+from ..runtime import atomic_write
 from ..threat import Threat
 from .attacks import AttackOptions, attack_classifier, get_attack
 
@@ -70,9 +71,8 @@ def generate_adversarials(classifier: nn.Module, autoencoder: Autoencoder, image
                                       seed=seed, batch_size=batch_size)
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                partial = cached.with_name(cached.name + ".tmp")
-                torch.save({float(budget): adv.detach().cpu() for budget, adv in found.items()}, partial)
-                os.replace(partial, cached)
+                saved = {float(budget): adv.detach().cpu() for budget, adv in found.items()}
+                atomic_write(cached, lambda tmp: torch.save(saved, tmp))
         sets += [AdversarialSet(spec.name, spec.norm, budget, target, adv) for budget, adv in found.items()]
     return sets
 
