@@ -137,7 +137,8 @@ def paired_comparisons(results: pd.DataFrame, columns: Sequence[str], *, alpha: 
     Rows are paired on (trial, image, target); a pair of models whose rows differ in those keys (another
     plan) is reported as not paired instead of tested. Per image the trial mean is taken, the
     difference ``model_b - model_a`` tested with :func:`sign_flip_test`, and Holm's correction applied
-    over the whole table; ``holds`` is ``p_holm < alpha``. The interval of the mean difference is a
+    over the whole table; ``holds`` is ``p_holm < alpha`` with a difference interval that excludes 0 and
+    not every difference 0 (the verdict rule of :mod:`aerobust.verdicts`). The interval of the mean difference is a
     bootstrap over images. A Monte Carlo p-value cannot fall below ``1 / (permutations + 1)``, so the
     number of sign flips grows with the table (at least ``20 m / alpha`` for m tests) to keep Holm's
     smallest threshold ``alpha / m`` resolvable.
@@ -170,17 +171,19 @@ def paired_comparisons(results: pd.DataFrame, columns: Sequence[str], *, alpha: 
         if diff is not None and len(diff):
             interval = cluster_bootstrap(diff.to_numpy(), diff.index.to_numpy(), resamples=resamples, seed=seed)
             row.update(difference=interval.mean, ci_low=interval.low, ci_high=interval.high, images=len(diff),
-                       permutations=permutations,
+                       permutations=permutations, identical=bool((diff.to_numpy() == 0).all()),
                        p_value=sign_flip_test(diff.to_numpy(), permutations=permutations, seed=seed))
         records.append(row)
     table = pd.DataFrame(records, columns=["attack", "lambda", "metric", "model_a", "model_b", "paired", "mean_a",
                                            "mean_b", "difference", "ci_low", "ci_high", "images", "images_missing",
-                                           "permutations", "p_value"])
+                                           "identical", "permutations", "p_value"])
     tested = table["p_value"].notna()
     table["p_holm"] = np.nan
     if tested.any():
         table.loc[tested, "p_holm"] = holm(table.loc[tested, "p_value"].to_numpy())
-    table["holds"] = table["p_holm"] < alpha
+    # "holds" is the verdict rule (aerobust.verdicts): adjusted p below alpha and an interval without 0
+    table["holds"] = (table["p_holm"] < alpha) & ((table["ci_low"] > 0) | (table["ci_high"] < 0)) & \
+        ~(table["identical"] == True)  # noqa: E712 (NaN for untested pairs counts as not identical)
     return table
 
 

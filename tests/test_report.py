@@ -7,6 +7,7 @@ every column is computed, not invented; the tables are then checked against dire
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import zlib
@@ -23,7 +24,7 @@ from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.metrics import MSSSIMSettings, l2_distance, ms_ssim
 from aerobust.report import (RESULT_COLUMNS, build_report, compare, load_results,
-                             table1_statistics, table3_statistics, trial_statistics, write_comparison)
+                             table1_statistics, table3_statistics, cell_statistics, write_comparison)
 from aerobust.runtime import write_manifest
 
 
@@ -119,9 +120,15 @@ def audit_dir(tmp_path_factory, mnist_test):
 
 
 def _direct(results, model, attack, lam, column):
+    """Mean over rows, trial spread, and a percentile bootstrap over images written out independently."""
     rows = results[(results.model == model) & (results.attack == attack) & (results["lambda"] == lam)]
     trial_means = np.array([rows.loc[rows.trial == t, column].mean() for t in range(TRIALS)])
-    return trial_means.mean(), trial_means.std(ddof=1)
+    images = sorted(rows["image_id"].unique())
+    sums = np.array([rows.loc[rows.image_id == i, column].sum() for i in images])
+    counts = np.array([(rows.image_id == i).sum() for i in images])
+    picks = np.random.default_rng(0).integers(0, len(images), size=(2000, len(images)))
+    low, high = np.percentile(sums[picks].sum(1) / counts[picks].sum(1), [2.5, 97.5])
+    return rows[column].mean(), trial_means.std(ddof=1), low, high
 
 
 def test_load_results_types(audit_dir):
@@ -136,16 +143,18 @@ def test_table1_matches_a_direct_computation(audit_dir, mnist_test):
     results = load_results(audit_dir).results
     table = table1_statistics(results)
     assert list(table.index) == list(MODELS)
-    # clean fidelity, then every attack: two metrics x two lambdas; each (mean, std, n, rows)
-    assert table.shape == (len(MODELS), (1 + len(ATTACKS) * 2 * len(LAMBDAS)) * 4)
+    # clean fidelity, then every attack: two metrics x two lambdas; each (mean, low, high, n, rows, trial_std,
+    # nan_rows)
+    assert table.shape == (len(MODELS), (1 + len(ATTACKS) * 2 * len(LAMBDAS)) * 7)
     for model, kernel in MODELS.items():
         clean = ms_ssim(mnist_test.images[:IMAGES], _reconstruct(mnist_test.images[:IMAGES], kernel),
                         MSSSIMSettings.from_preset("small"))
         assert table.loc[model, ("clean", "msssim_input_recon", "", "mean")] == pytest.approx(float(clean.mean()))
-        # every trial audits the same images: the clean value is counted once per image, without a std
+        # every trial audits the same images: the clean value is counted once per image, without a trial spread
         assert table.loc[model, ("clean", "msssim_input_recon", "", "n")] == IMAGES
-        assert np.isnan(table.loc[model, ("clean", "msssim_input_recon", "", "std")])
-    assert (table.drop(columns="clean", level="attack").xs("n", axis=1, level="statistic") == TRIALS * IMAGES).all().all()
+        assert np.isnan(table.loc[model, ("clean", "msssim_input_recon", "", "trial_std")])
+    # n counts images (the independent units), not rows
+    assert (table.drop(columns="clean", level="attack").xs("n", axis=1, level="statistic") == IMAGES).all().all()
     assert set(table["latent"].columns.get_level_values("metric")) == {"msssim_target_advrecon", "msssim_input_adv"}
     assert set(table["max-damage"].columns.get_level_values("metric")) == {"msssim_recon_advrecon",
                                                                            "msssim_input_adv"}
@@ -155,9 +164,12 @@ def test_table1_matches_a_direct_computation(audit_dir, mnist_test):
         for attack, column in (("latent", "msssim_target_advrecon"), ("max-damage", "msssim_recon_advrecon"),
                                ("max-damage", "msssim_input_adv")):
             for lam in LAMBDAS:
-                mean, std = _direct(results, model, attack, lam, column)
-                assert table.loc[model, (attack, column, f"{lam:g}", "mean")] == pytest.approx(mean, abs=1e-12)
-                assert table.loc[model, (attack, column, f"{lam:g}", "std")] == pytest.approx(std, abs=1e-12)
+                mean, std, low, high = _direct(results, model, attack, lam, column)
+                cell = table.loc[model, (attack, column, f"{lam:g}")]
+                assert cell["mean"] == pytest.approx(mean, abs=1e-12)
+                assert cell["trial_std"] == pytest.approx(std, abs=1e-12)
+                assert (cell["low"], cell["high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+                assert cell["low"] < cell["mean"] < cell["high"]
     # the numbers carry signal: more noise, less similarity between clean and attacked reconstructions
     assert (table[("max-damage", "msssim_recon_advrecon", "1", "mean")]
             > table[("max-damage", "msssim_recon_advrecon", "3", "mean")]).all()
@@ -172,25 +184,26 @@ def test_table3_matches_a_direct_computation(audit_dir):
         trial_means = clean.groupby("trial")["clean_classifier_correct"].mean().to_numpy() * 100
         assert table.loc[model, ("clean", "clean_classifier_correct", "", "mean")] == pytest.approx(trial_means.mean())
         for lam in LAMBDAS:
-            mean, std = _direct(results, model, "latent-classifier", lam, "classifier_correct")
-            assert table.loc[model, ("latent-classifier", "classifier_correct", f"{lam:g}", "mean")] == \
-                pytest.approx(100 * mean)
-            assert table.loc[model, ("latent-classifier", "classifier_correct", f"{lam:g}", "std")] == \
-                pytest.approx(100 * std)
+            mean, std, low, high = _direct(results, model, "latent-classifier", lam, "classifier_correct")
+            cell = table.loc[model, ("latent-classifier", "classifier_correct", f"{lam:g}")]
+            assert cell["mean"] == pytest.approx(100 * mean)
+            assert cell["trial_std"] == pytest.approx(100 * std)
+            assert (cell["low"], cell["high"]) == (pytest.approx(100 * low), pytest.approx(100 * high))
     without_classifier = results.assign(classifier_correct=np.nan, clean_classifier_correct=np.nan)
     assert table3_statistics(without_classifier) is None
 
 
 @hypothesis_settings(max_examples=20, deadline=None)
 @given(values=st.lists(st.floats(0, 1), min_size=6, max_size=6), trials=st.integers(2, 3))
-def test_trial_statistics_is_mean_of_trial_means(values, trials):
-    frame = pd.DataFrame({"model": "m", "attack": "a", "lambda": 1.0,
+def test_cell_statistics_counts_images_and_keeps_the_trial_spread(values, trials):
+    frame = pd.DataFrame({"model": "m", "attack": "a", "lambda": 1.0, "image_id": [i // trials for i in range(6)],
                           "trial": [i % trials for i in range(6)], "value": values})
     trial_means = [np.mean([v for i, v in enumerate(values) if i % trials == t]) for t in range(trials)]
-    stats = trial_statistics(frame, "value").iloc[0]
-    assert stats["mean"] == pytest.approx(np.mean(trial_means))
-    assert stats["std"] == pytest.approx(np.std(trial_means, ddof=1), abs=1e-12)
-    assert stats["trials"] == trials
+    stats = cell_statistics(frame, "value").iloc[0]
+    assert stats["mean"] == pytest.approx(np.mean(values))
+    assert stats["trial_std"] == pytest.approx(np.std(trial_means, ddof=1), abs=1e-12)
+    assert stats["trials"] == trials and stats["n"] == 6 // trials and stats["rows"] == 6 // trials
+    assert stats["low"] - 1e-12 <= stats["mean"] <= stats["high"] + 1e-12
 
 
 def test_build_report_writes_everything(audit_dir, tmp_path):
@@ -202,19 +215,21 @@ def test_build_report_writes_everything(audit_dir, tmp_path):
                  "report.html", "manifest.json"):
         assert written[name].is_file(), name
     csv = pd.read_csv(written["table1_msssim.csv"], index_col=0)
-    assert "latent/msssim_target_advrecon/1/mean" in csv.columns and "latent/msssim_target_advrecon/1/std" in csv.columns
-    assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns if c.endswith(("/mean", "/std")))
-    assert (csv.filter(like="/n").drop(columns="clean/msssim_input_recon/n") == TRIALS * IMAGES).all().all()
+    for statistic in ("mean", "low", "high", "trial_std"):
+        assert f"latent/msssim_target_advrecon/1/{statistic}" in csv.columns
+    assert all(pd.api.types.is_float_dtype(csv[c]) for c in csv.columns if c.endswith(("/mean", "/low", "/trial_std")))
+    assert (csv.filter(regex="/n$") == IMAGES).all().all()
     table1_md = written["table1_msssim.md"].read_text()
-    # the count most cells share is said once in the caption; the clean column (one value per image) has its own
-    assert " ± " in table1_md and f"cells without n average {TRIALS * IMAGES}" in table1_md
-    assert f"(n={IMAGES})" in table1_md and f"(n={TRIALS * IMAGES})" not in table1_md
+    # cells are "mean [low, high]"; the count of images most cells share is said once in the caption
+    assert " ± " not in table1_md and re.search(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", table1_md)
+    assert f"cells without n average {IMAGES} images" in table1_md
+    assert "(n=" not in table1_md  # the clean column counts the same images as the attacked ones
     assert written["fidelity.csv"].is_file() and written["robustness_vs_fidelity.png"].is_file()
     flags = pd.read_csv(written["sanity_flags.csv"])
     assert flags[["model", "flag", "count"]].values.tolist() == [["blur-7", "zero-gradient", 2]]
     page = written["report.html"].read_text()
     assert "Sanity flags" in page and "the gradient was exactly zero on 2 samples" in page
-    assert r"$\pm$" in written["table1_msssim.tex"].read_text()
+    assert r"$\pm$" not in written["table1_msssim.tex"].read_text()
     page = written["report.html"].read_text()
     assert page.count("data:image/png;base64,") == 2 + len(ATTACKS) * len(LAMBDAS)  # Fig. 2, fidelity, Fig. 3
     assert '"window_size"' not in page and ">window_size<" in page  # the settings table is there

@@ -99,7 +99,7 @@ def test_report_page_fits_1300px_and_every_image_loads(tmp_path):
     text = page.read_text()
     # the summary names the most robust model per attack with its numbers; the contents link every section
     summary = text.split("<section id='summary'", 1)[1].split("</section>", 1)[0]
-    assert "most robust" in summary and "Clean fidelity" in summary and "rows per cell" in summary
+    assert "most robust" in summary and "Clean fidelity" in summary and "images" in summary
     assert text.index("id='summary'") < text.index("id='contents'") < text.index("id='protocol'") < \
         text.index("id='table1'")
     anchors = re.findall(r"<li><a href='#([a-z0-9_]+)'>", text)

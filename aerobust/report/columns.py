@@ -11,7 +11,9 @@ MAX_DAMAGE_ATTACK = "max-damage"
 CLASSIFIER_ATTACK = "latent-classifier"
 KNOWN_ATTACK_ORDER = (LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFIER_ATTACK)
 
-STATISTICS = ("mean", "std", "n", "rows")
+# a table cell: mean [low, high] over images, n images with a value of rows images; the trial spread
+# and the NaN rows go to the CSV only
+STATISTICS = ("mean", "low", "high", "n", "rows", "trial_std", "nan_rows")
 EXAMPLE_COLUMNS = ("input x", "clean reconstruction", "adversarial x_a", "adversarial reconstruction",
                    "target x_t")
 

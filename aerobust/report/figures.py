@@ -13,7 +13,7 @@ import pandas as pd
 from .columns import EXAMPLE_COLUMNS, LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFIER_ATTACK, METRICS_BY_COLUMN, \
     attack_title
 from .results_io import lambda_text
-from .statistics import clean_statistics, ordered_attacks, table1_metrics, trial_statistics
+from .statistics import clean_statistics, ordered_attacks, table1_metrics, cell_statistics
 from .style import paper_figure, styled
 
 # What the attack loss of each built-in attack is, with its unit and which way is a stronger attack.
@@ -28,12 +28,13 @@ CODE_SCALE_RATIO = 1.5
 FIGURE_CAPTIONS = {
     "fig2_attack_loss": (
         "Figure 2: the attack's own loss against λ, one panel per attack (each with its quantity and which way "
-        "is a stronger attack on the y-axis). Lines: mean over trials of the per-trial mean over images; bands: "
-        "± one standard deviation over trials (no band with one trial)."),
+        "is a stronger attack on the y-axis). Lines: mean over images and trials; bands: the 95 % interval over "
+        "images (cluster bootstrap: the images are the independent units)."),
     "robustness_vs_fidelity": (
         "Robustness against clean fidelity: per attack, each model's Table-1 robustness score at every λ "
-        "(y, its direction on the axis) at the model's clean MS-SSIM(x, x̃) (x). A model far left reconstructs "
-        "badly, whatever its robustness score."),
+        "(y, its direction on the axis) at the model's clean MS-SSIM(x, x̃) (x), each with its 95 % interval over "
+        "images; a model's points are joined in λ order, the smallest and largest λ named. A model far left "
+        "reconstructs badly, whatever its robustness score."),
     "fig3": (
         "Figure 3: input x | clean reconstruction x̃ | adversarial input x_a | adversarial reconstruction x̃_a | "
         "target x_t (targeted attacks); under each x̃_a its own score, the Table-1 robustness metric of that "
@@ -88,9 +89,9 @@ def _model_legend(figure, panels):
 
 @styled
 def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
-    """Fig. 2: attack loss against lambda, one panel per attack, mean ± std over trials per model."""
+    """Fig. 2: attack loss against lambda, one panel per attack, mean and its 95 % interval over images per model."""
     figure, panels = _panels(results)
-    stats = trial_statistics(results, "attack_loss").reset_index()
+    stats = cell_statistics(results, "attack_loss").reset_index()
     scales = incomparable_code_scales(results)
     for axis, attack in panels:
         for model in dict.fromkeys(results["model"]):
@@ -98,9 +99,8 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
             if rows.empty or rows["mean"].isna().all():
                 continue
             line, = axis.plot(rows["lambda"], rows["mean"], marker="o", label=model)
-            band = rows["std"].fillna(0.0)
-            axis.fill_between(rows["lambda"], rows["mean"] - band, rows["mean"] + band,
-                              color=line.get_color(), alpha=0.2, linewidth=0)
+            axis.fill_between(rows["lambda"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2,
+                              linewidth=0)
         axis.set_xlabel("λ (attack budget)")
         axis.set_ylabel(attack_loss_label(attack, manifest))
         if attack == LATENT_ATTACK and scales is not None:
@@ -112,22 +112,35 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
 @styled
 def robustness_fidelity_figure(results: pd.DataFrame):
     """Robustness against clean fidelity: per attack, each model's Table-1 robustness score per lambda
-    (y) at its clean MS-SSIM(x, x̃) (x). A model far left reconstructs badly, whatever its robustness."""
+    (y) at its clean MS-SSIM(x, x̃) (x), both with their 95 % intervals over images. A model's points
+    (one per lambda) are joined in lambda order and the smallest and largest lambda are named at the
+    ends, so that labels of neighbouring points do not overlap. The x range fits the data (with a
+    margin): a model far left of the others reconstructs badly, whatever its robustness."""
     figure, panels = _panels(results)
-    fidelity = clean_statistics(results, "msssim_input_recon")[("clean", "msssim_input_recon", "", "mean")]
+    clean = clean_statistics(results, "msssim_input_recon")
+    fidelity = clean[("clean", "msssim_input_recon", "", "mean")]
+    low_x, high_x = clean[("clean", "msssim_input_recon", "", "low")], clean[("clean", "msssim_input_recon", "", "high")]
     for axis, attack in panels:
         column = table1_metrics(results, attack)[0]
-        stats = trial_statistics(results[results["attack"] == attack], column, by=("model", "lambda")).reset_index()
+        stats = cell_statistics(results[results["attack"] == attack], column, by=("model", "lambda")).reset_index()
         for model in dict.fromkeys(results["model"]):
             rows = stats[stats["model"] == model].sort_values("lambda")
-            x = np.full(len(rows), fidelity.get(model, np.nan))
-            points = axis.scatter(x, rows["mean"], label=model)
-            for x_value, (_, row) in zip(x, rows.iterrows()):
-                axis.annotate(f"λ={lambda_text(row['lambda'])}", (x_value, row["mean"]), fontsize=6,
-                              xytext=(4, 0), textcoords="offset points", color=points.get_facecolor()[0])
-        # The whole fidelity range, so that a model that reconstructs nothing stands apart at the left.
-        axis.set_xlim(min(0.0, float(np.nanmin(fidelity.to_numpy(), initial=0.0))) - 0.02, 1.08)
-        axis.set_xlabel("clean MS-SSIM(x, x̃)\n(fidelity; higher = better)")
+            if rows.empty or model not in fidelity:
+                continue
+            x = np.full(len(rows), fidelity[model])
+            xerr = np.array([[fidelity[model] - low_x[model]], [high_x[model] - fidelity[model]]]).repeat(len(rows), 1)
+            yerr = np.vstack([rows["mean"] - rows["low"], rows["high"] - rows["mean"]])
+            bars = axis.errorbar(x, rows["mean"], xerr=xerr, yerr=yerr, fmt="o-", capsize=2, label=model)
+            color = bars[0].get_color()
+            for position in {0, len(rows) - 1}:
+                row = rows.iloc[position]
+                axis.annotate(f"λ={lambda_text(row['lambda'])}", (x[position], row["mean"]), fontsize=6,
+                              xytext=(5, -3 if position == 0 else 3), textcoords="offset points", color=color)
+        present = fidelity.dropna()
+        if len(present):
+            span = max(float(high_x.max() - low_x.min()), 0.05)
+            axis.set_xlim(float(low_x.min()) - 0.15 * span, min(1.0, float(high_x.max())) + 0.35 * span)
+        axis.set_xlabel("clean MS-SSIM(x, x̃), unitless\n(fidelity; higher = better)")
         metric = METRICS_BY_COLUMN[column]
         better = {"higher": "higher = more robust", "lower": "lower = more robust"}.get(metric.direction, "")
         axis.set_ylabel(f"{metric.text}\n({better})" if better else metric.text)

@@ -122,7 +122,9 @@ def html_page(title: str, written: dict, settings: dict | None, sources, results
 
     sections: list[tuple[str, str, str]] = []  # (anchor, heading, body)
     degenerate = [] if flags is None else degenerate_models(flags)
-    summary = "".join(f"<li>{html.escape(s)}</li>" for s in summary_sentences(results, degenerate))
+    # the summary's verdicts come from the same paired tests (and Holm family) as the page's paired-test table
+    paired = pd.read_csv(written["paired_tests"]["csv"]) if "paired_tests" in written else None
+    summary = "".join(f"<li>{html.escape(s)}</li>" for s in summary_sentences(results, degenerate, paired))
     warning = (f"<p class='warning'><b>degenerate-model: {html.escape(', '.join(degenerate))}.</b> The "
                "reconstructions of these models do not depend on their input, so no attack can change them: "
                "their robustness scores mean nothing (see the sanity flags and the fidelity table).</p>"

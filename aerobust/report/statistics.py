@@ -1,8 +1,12 @@
-"""The numbers of every table: per-trial means and their spread, in the layouts of the paper's tables.
+"""The numbers of every table: image-level means with 95 % intervals, in the layouts of the paper's tables.
 
-Every "mean ± std" is taken over trials: the mean over images within a trial first, then the mean
-and the sample standard deviation (ddof=1) of those trial means; one trial has no std. Non-finite
-values (NaN, inf) take no part in a mean, and every cell says how many rows it averages (n and rows).
+The images are the independent units of an audit (its trials re-attack the same images with other
+targets and starts), so every cell is the mean over all finite rows with a 95 % cluster-bootstrap
+interval that resamples images, each carrying all of its trials (:func:`aerobust.stats.cluster_bootstrap`).
+``n`` counts the images with a value and ``rows`` all images of the cell; the spread over trials
+(std of the per-trial means, ddof=1) stays in the CSVs as ``trial_std``, labelled as such, since it
+says how repeatable the attack is, not how certain the mean is. Non-finite values (NaN, inf) take no
+part in a mean and are counted in ``nan_rows``.
 """
 from __future__ import annotations
 
@@ -11,33 +15,42 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..stats import cluster_bootstrap
 from .columns import (CLEAN_ATTACK, CLEAN_COLUMNS, FLOAT_COLUMNS, KNOWN_ATTACK_ORDER, METRICS_BY_COLUMN, STATISTICS, Metric)
 from .results_io import lambda_text
 
-def trial_statistics(results: pd.DataFrame, column: str,
-                     by: Sequence[str] = ("model", "attack", "lambda")) -> pd.DataFrame:
-    """Mean over images within each trial, then mean, std (ddof=1) and count of those trial means.
 
-    Returns one row per ``by`` group (in order of first appearance) with columns mean, std, trials,
-    n (the rows with a finite value, which the mean averages) and rows (all rows of the group).
-    Non-finite cells (target metrics of untargeted attacks, NaN from a broken model) take no part in
-    the mean and are the difference between n and rows; a group without any value has mean NaN.
+def cell_statistics(results: pd.DataFrame, column: str,
+                    by: Sequence[str] = ("model", "attack", "lambda")) -> pd.DataFrame:
+    """Per ``by`` group (in order of first appearance): mean, 95 % interval over images, counts, trial spread.
+
+    Columns: mean, low, high (cluster bootstrap over images), n (images with a finite value), rows
+    (images of the group), trial_std (std over trials of the per-trial image means; NaN for one
+    trial), trials, nan_rows (rows without a finite value). A group without any value has mean NaN.
     """
     by = list(by)
     values = results[column].astype(float)
-    frame = results[[*by, "trial"]].assign(value=values.where(np.isfinite(values)))
-    per_trial = frame.groupby([*by, "trial"], sort=False)["value"].mean()
-    grouped = per_trial.groupby(level=by, sort=False)
-    rows = frame.groupby(by, sort=False)["value"]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "trials": grouped.count(),
-                         "n": rows.count(), "rows": rows.size()})
+    frame = results[[*by, "trial", "image_id"]].assign(value=values.where(np.isfinite(values)))
+    records = {}
+    for key, group in frame.groupby(by, sort=False):
+        finite = group["value"].notna()
+        interval = cluster_bootstrap(group["value"].to_numpy(), group["image_id"].to_numpy())
+        per_trial = group.groupby("trial", sort=False)["value"].mean()
+        records[key] = {"mean": interval.mean, "low": interval.low, "high": interval.high,
+                        "n": int(group.loc[finite, "image_id"].nunique()), "rows": int(group["image_id"].nunique()),
+                        "trial_std": float(per_trial.std(ddof=1)) if per_trial.count() > 1 else float("nan"),
+                        "trials": int(per_trial.count()), "nan_rows": int((~finite).sum())}
+    index = pd.MultiIndex.from_tuples(list(records), names=by) if len(by) > 1 else \
+        pd.Index([k[0] if isinstance(k, tuple) else k for k in records], name=by[0])
+    return pd.DataFrame(list(records.values()), index=index,
+                        columns=["mean", "low", "high", "n", "rows", "trial_std", "trials", "nan_rows"])
 
 
 def _scaled(stats: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The STATISTICS columns, mean and std in the metric's display unit (percent for accuracies)."""
+    """The STATISTICS columns, mean, interval and trial spread in the metric's display unit (percent for accuracies)."""
     stats = stats[list(STATISTICS)].copy()
     if METRICS_BY_COLUMN.get(column, Metric(column, column, column)).percent:
-        stats[["mean", "std"]] *= 100.0
+        stats[["mean", "low", "high", "trial_std"]] *= 100.0
     return stats
 
 
@@ -58,12 +71,12 @@ def table1_metrics(results: pd.DataFrame, attack: str) -> list[str]:
 
 
 def _wide(results: pd.DataFrame, cells: Iterable[tuple[str, str]]) -> pd.DataFrame:
-    """Rows per model; columns (attack, metric column, lambda, mean|std) for the (attack, column) cells."""
+    """Rows per model; columns (attack, metric column, lambda, statistic) for the (attack, column) cells."""
     models = list(dict.fromkeys(results["model"]))
     blocks = []
     for attack, column in cells:
         rows = results[results["attack"] == attack]
-        stats = _scaled(trial_statistics(rows, column, by=("model", "lambda")), column)
+        stats = _scaled(cell_statistics(rows, column, by=("model", "lambda")), column)
         for lam in sorted(rows["lambda"].unique()):
             part = stats.xs(lam, level="lambda")
             part.columns = pd.MultiIndex.from_tuples([(attack, column, lambda_text(lam), s) for s in part.columns])
@@ -81,7 +94,7 @@ def clean_statistics(results: pd.DataFrame, column: str) -> pd.DataFrame:
 
     Taken from the attacks that recorded it. When every trial audited the same images, the clean value
     of an image is the same in every trial: it is counted once per (model, image), and the cell has no
-    std (a spread over trials of one repeated number would be a zero that says nothing). Otherwise it is
+    trial spread (a spread over trials of one repeated number would be a zero that says nothing). Otherwise it is
     counted once per (model, trial, image) and averaged like any other column. Columns are
     ("clean", column, "", statistic).
     """
@@ -91,7 +104,7 @@ def clean_statistics(results: pd.DataFrame, column: str) -> pd.DataFrame:
         rows = rows.drop_duplicates(["model", "image_id"]).assign(trial=0)
     else:
         rows = rows.drop_duplicates(["model", "trial", "image_id"])
-    stats = _scaled(trial_statistics(rows, column, by=("model",)), column)
+    stats = _scaled(cell_statistics(rows, column, by=("model",)), column)
     stats.columns = pd.MultiIndex.from_tuples([(CLEAN_ATTACK, column, "", s) for s in stats.columns])
     return stats
 
@@ -138,11 +151,11 @@ def table3_statistics(results: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def summary_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """Every metric that has values, per (model, attack, lambda): columns (metric, mean|std)."""
+    """Every metric that has values, per (model, attack, lambda): columns (metric, statistic)."""
     columns = [c for c in FLOAT_COLUMNS if results[c].notna().any() and c not in CLEAN_COLUMNS]
     parts = []
     for column in columns:
-        stats = _scaled(trial_statistics(results, column), column)
+        stats = _scaled(cell_statistics(results, column), column)
         # A column an attack never records (a target metric of an untargeted attack) is blank, not "0 of n".
         recorded = results.groupby("attack")[column].apply(lambda v: bool(v.notna().any()))
         not_recorded = ~stats.index.get_level_values("attack").map(recorded).astype(bool)

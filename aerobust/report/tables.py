@@ -1,8 +1,9 @@
 """Statistics tables as files: the paper's tables through the one writer, with labels, arrows and counts.
 
 A statistics frame (from :mod:`.statistics`) has columns (attack, metric, lambda, statistic) or
-(metric, statistic), statistic in mean / std / n / rows. The CSV keeps every number in its own
-column (``attack/metric/lambda/mean``); Markdown, LaTeX and HTML get "mean ± std" cells, readable
+(metric, statistic), statistic in mean / low / high / n / rows / trial_std / nan_rows. The CSV keeps
+every number in its own column (``attack/metric/lambda/mean``); Markdown, LaTeX and HTML get
+"mean [low, high]" cells (95 % interval over images; n counts images), readable
 headers with ↑ / ↓ where a direction is better, and the counts (the shared one in the caption).
 """
 from __future__ import annotations
@@ -57,10 +58,11 @@ def budget_note(manifest: dict | None) -> str:
 
 
 def spread_note(results: pd.DataFrame, manifest: dict | None = None) -> str:
-    """What a "mean ± std" cell is, with the audit's counts, and what lambda measures."""
-    return (f"Mean ± std over {results['trial'].nunique()} trials of the mean over "
-            f"{results['image_id'].nunique()} images (clean columns: mean over the images, which every trial "
-            f"shares). {budget_note(manifest)} Better: more robust under attack, more faithful when clean.")
+    """What a "mean [low, high]" cell is, with the audit's counts, and what lambda measures."""
+    return (f"Mean over {results['image_id'].nunique()} images x {results['trial'].nunique()} trials with its 95 % "
+            f"interval over images (cluster bootstrap: the images are the independent units; clean columns: one "
+            f"value per image). The spread over trials is in the CSV (trial_std). {budget_note(manifest)} "
+            f"Better: more robust under attack, more faithful when clean.")
 
 
 def _flat_columns(table: pd.DataFrame, separator: str) -> pd.DataFrame:
@@ -76,7 +78,7 @@ def write_statistics_table(stats: pd.DataFrame, out_dir, stem: str, decimals: in
     written = write_table(_flat_columns(stats, "/"), out_dir, stem, formats=("csv",))
     written.update(write_table(stats, out_dir, stem, formats=("md", "tex", "html"), float_format=f"{{:.{decimals}f}}",
                                caption=caption, labels=header_labels(stats), directions=header_directions(stats),
-                               direction_meaning=DIRECTION_MEANING))
+                               direction_meaning=DIRECTION_MEANING, count_unit="images"))
     return written
 
 

@@ -40,6 +40,8 @@ TABLE_FORMATS = ("csv", "md", "tex", "html")
 FIGURE_FORMATS = ("png", "pdf")
 LATEX_PACKAGES = ("booktabs",)
 STATISTICS = ("mean", "std", "low", "high", "n", "rows")
+# statistics kept in a statistics frame for the CSV that no human cell prints (the trial spread, NaN rows)
+CSV_ONLY_STATISTICS = ("trial_std", "nan_rows")
 ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
 DEFAULT_DIRECTION_MEANING = "more robust"
 MISSING = ("–", "--")  # (plain, LaTeX) text of a cell without a value
@@ -119,6 +121,7 @@ class _Layout:
     directions: Mapping
     direction_meaning: str
     common_count: tuple | None = None  # the (n, rows) most cells share, said once in the caption
+    count_unit: str = "rows"  # what n counts: rows, or the independent units (images) of a cell
 
     def header_label(self, column: _Column, level: int, latex: bool) -> str:
         raw = column.header[level]
@@ -137,7 +140,8 @@ class _Layout:
                        if raw in self.directions})
         notes = [f"{ARROWS[d][1 if latex else 0]}: {d} is {self.direction_meaning}" for d in used]
         if self.common_count is not None:
-            notes.append(f"n: the rows a mean averages; cells without n average {_count_text(*self.common_count)}")
+            notes.append(f"n: the {self.count_unit} a mean averages; cells without n average "
+                         f"{_count_text(*self.common_count)} {self.count_unit}")
         caption = self.caption if self.caption is None or not latex else latex_text(self.caption)
         if not notes:
             return caption
@@ -194,11 +198,11 @@ _NUMBER_LIKE = re.compile(r"^\s*[-+−]?(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, caption, label, labels,
-            directions, direction_meaning) -> _Layout:
+            directions, direction_meaning, count_unit: str = "rows") -> _Layout:
     columns: list[_Column] = []
     keys = [key if isinstance(key, tuple) else (key,) for key in table.columns]
     statistic_level = bool(keys) and len(keys[0]) > 1 and "mean" in {k[-1] for k in keys} and \
-        {k[-1] for k in keys} <= set(STATISTICS)
+        {k[-1] for k in keys} <= set(STATISTICS) | set(CSV_ONLY_STATISTICS)
     levels = (len(keys[0]) - 1 if statistic_level else len(keys[0])) if keys else 1
     if not isinstance(table.index, pd.RangeIndex):
         index = table.index.to_frame(index=False)
@@ -211,7 +215,7 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
             columns.append(_Column(header=("" if name is None else name,) + ("",) * (levels - 1), stub=True,
                                    numeric=False, cells=[_Cell(_key_text(v)) for v in values]))
     if statistic_level:
-        groups = list(dict.fromkeys(k[:-1] for k in keys))
+        groups = list(dict.fromkeys(k[:-1] for k in keys if k[-1] not in CSV_ONLY_STATISTICS))
         for group in groups:
             fmt = _format_for(group, number_formats, float_format)
             part = {stat: table[(*group, stat)] if (*group, stat) in table.columns else None for stat in STATISTICS}
@@ -250,7 +254,8 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
                 numeric_looking = any(texts) and all(_NUMBER_LIKE.match(t) for t in texts if t)
                 columns.append(_Column(header=key, numeric=numeric_looking, cells=[_Cell(t) for t in texts]))
     return _Layout(columns, levels, caption, label, labels or {}, directions or {},
-                   direction_meaning or DEFAULT_DIRECTION_MEANING, common_count if statistic_level else None)
+                   direction_meaning or DEFAULT_DIRECTION_MEANING, common_count if statistic_level else None,
+                   count_unit)
 
 
 def _key_text(value) -> str:
@@ -441,7 +446,7 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
                 formats: Iterable[str] = TABLE_FORMATS, float_format: str = "{:.4f}", *,
                 caption: str | None = None, label: str | None = None, labels: Mapping | None = None,
                 directions: Mapping[str, str] | None = None, direction_meaning: str | None = None,
-                number_formats: Mapping[str, str] | None = None) -> dict[str, Path]:
+                number_formats: Mapping[str, str] | None = None, count_unit: str = "rows") -> dict[str, Path]:
     """Write ``table`` as ``stem.csv/.md/.tex/.html`` under ``out_dir``; returns the paths by format.
 
     The CSV keeps full precision (and the index unless it is a plain RangeIndex). The human formats
@@ -454,6 +459,7 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
       header gets ↑ or ↓ and the caption says "↑: higher is DIRECTION_MEANING" (default "more robust").
     - ``number_formats``: ``{raw header value: "{:.2f}"}`` overriding ``float_format`` for the columns
       whose header holds that value (such columns are never shortened to whole numbers).
+    - ``count_unit``: what a statistics frame's ``n`` counts ("rows", or "images" for image-level cells).
     """
     unknown = {v for v in (directions or {}).values()} - set(ARROWS)
     if unknown:
@@ -471,7 +477,7 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
         elif fmt in ("md", "tex", "html"):
             if layout is None:
                 layout = _layout(table, float_format, number_formats or {}, caption, label, labels, directions,
-                                 direction_meaning)
+                                 direction_meaning, count_unit)
             path.write_text({"md": _to_markdown, "tex": _to_latex, "html": _to_html}[fmt](layout))
         else:
             raise ValueError(f"unknown table format {fmt}")
