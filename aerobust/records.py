@@ -40,6 +40,10 @@ _CLASSIFIER_HEADLINE = ("classifier_correct", "higher")
 _CLEAN_HEADLINE = (("clean_classifier_correct", "higher"), ("msssim_input_recon", "higher"),
                    ("mse_input_recon", "lower"))
 INTERVAL_NOTE = "95% percentile cluster bootstrap over images (trials nested), 2000 resamples, seed 0"
+# A clean MS-SSIM(x, x̃) below this marks a model whose robustness may be bought by ignoring its input
+# (the paper's MNIST models reconstruct at 0.7-0.9; the demo's collapsed VAEs near 0.5).
+LOW_FIDELITY_MSSSIM = 0.6
+FIDELITY_KEY = "clean msssim_input_recon λ=0"
 
 
 # --- the schema ------------------------------------------------------------------------------------
@@ -328,9 +332,51 @@ def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_p
         rows.append(row)
     table = pd.DataFrame(rows)
     ascending = directions[sort] == "lower"
-    table = table.sort_values("_sort", ascending=ascending, na_position="last", kind="stable").drop(columns="_sort")
-    table.insert(1, "rank", range(1, len(table) + 1))
+    table["rank"] = shared_ranks([{_cell_key(c): c for c in r["headline"]}.get(sort) for r in records],
+                                 higher_is_better=not ascending)
+    table["clean MS-SSIM(x, x̃)"] = [_fidelity_text(r, decimals) for r in records]
+    table["marks"] = [_marks(r) for r in records]
+    table = table.sort_values(["rank", "_sort"], ascending=[True, ascending], na_position="last",
+                              kind="stable").drop(columns="_sort")
+    leading = ["model", "rank", "clean MS-SSIM(x, x̃)", "marks"]
+    table = table[leading + [c for c in table.columns if c not in leading]]
     return table.reset_index(drop=True), sort
+
+
+def shared_ranks(cells: Sequence[dict | None], *, higher_is_better: bool) -> list[float]:
+    """Rank = 1 + the number of models separated ABOVE this one: whose 95 % interval lies wholly on the
+    better side of this model's interval. Models whose intervals overlap are not separated and share a
+    rank (a record holds no per-image values, so a paired test is not possible here: overlapping
+    intervals are the conservative reading). A model without the cell ranks last (NaN)."""
+    ranks = []
+    for cell in cells:
+        if cell is None or cell["mean"] is None:
+            ranks.append(float("nan"))
+            continue
+        above = sum(1 for other in cells if other is not None and other["mean"] is not None and
+                    (other["ci_low"] > cell["ci_high"] if higher_is_better else other["ci_high"] < cell["ci_low"]))
+        ranks.append(float(1 + above))
+    return ranks
+
+
+def _fidelity_cell(record: dict) -> dict | None:
+    return next((c for c in record["headline"] if _cell_key(c) == FIDELITY_KEY), None)
+
+
+def _fidelity_text(record: dict, decimals: int) -> str:
+    cell = _fidelity_cell(record)
+    return "not recorded" if cell is None or cell["mean"] is None else _interval_text(cell, decimals)
+
+
+def _marks(record: dict) -> str:
+    """What a reader must know before trusting the rank: degenerate model, low clean fidelity."""
+    marks = []
+    if any(f.get("flag") == "degenerate-model" for f in record["flags"]):
+        marks.append("degenerate: reconstructions ignore the input, robustness means nothing")
+    cell = _fidelity_cell(record)
+    if cell is not None and cell["mean"] is not None and cell["mean"] < LOW_FIDELITY_MSSSIM:
+        marks.append(f"low fidelity (clean MS-SSIM {cell['mean']:.2f} < {LOW_FIDELITY_MSSSIM})")
+    return "; ".join(marks)
 
 
 def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_protocols: bool = False) -> dict:
@@ -344,9 +390,11 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     out_dir = Path(out_dir)
     written = write_table(table.set_index("model"), out_dir, "leaderboard", formats=("csv", "md", "html"))
     direction = next(c["better"] for r in records for c in r["headline"] if _cell_key(c) == sort)
-    note = (f"Sorted by {sort} ({direction} = more robust). Cells: mean [95% interval]; {INTERVAL_NOTE}. "
-            "Accuracies in %. flags: sanity flags raised for the model (a flag means a number may overstate "
-            "robustness).")
+    note = (f"Ranked by {sort} ({direction} = more robust). Models whose 95% intervals on that cell overlap are "
+            f"not separated and share a rank. Read every rank beside the clean fidelity MS-SSIM(x, x̃) and the "
+            f"marks: a model more robust at lower fidelity may only be ignoring its input. Cells: mean [95% "
+            f"interval]; {INTERVAL_NOTE}. Accuracies in %. flags: sanity flags raised for the model (a flag means "
+            "a number may overstate robustness).")
     markdown = written["md"].read_text()
     written["md"].write_text(f"# aerobust leaderboard\n\n{note}\n\n{markdown}")
     written["html"].write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aerobust "

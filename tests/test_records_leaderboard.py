@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -87,11 +88,16 @@ def test_leaderboard_over_two_audits(audits, tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "leaderboard.csv")
-    assert set(table["model"]) == {"vae0", "vae1"} and list(table["rank"]) == [1, 2]
+    assert set(table["model"]) == {"vae0", "vae1"}
     key = "max-damage msssim_recon_advrecon λ=1"
     means = [float(cell.split(" ")[0]) for cell in table[key]]
     assert means == sorted(means, reverse=True)  # higher MS-SSIM under maximum damage = more robust first
-    assert "Sorted by" in (out / "leaderboard.md").read_text() and (out / "manifest.json").is_file()
+    # the second shares rank 1 unless its interval lies wholly below the first's
+    intervals = [[float(v) for v in cell.split("[")[1].rstrip("]").split(",")] for cell in table[key]]
+    separated = intervals[0][0] > intervals[1][1]
+    assert list(table["rank"]) == ([1, 2] if separated else [1, 1])
+    assert table["clean MS-SSIM(x, x̃)"].str.match(r"0\.\d{3} \[").all()  # fidelity beside every rank
+    assert "Ranked by" in (out / "leaderboard.md").read_text() and (out / "manifest.json").is_file()
     assert "<table" in (out / "leaderboard.html").read_text()
 
 
@@ -164,3 +170,19 @@ def test_fidelity_columns_enter_the_record_when_the_audit_writes_them(audits, tm
     (record,) = build_records(copy_dir)
     (cell,) = [c for c in record["headline"] if c["metric"] == "msssim_input_recon"]
     assert (cell["attack"], cell["better"], cell["images"], cell["rows"]) == ("clean", "higher", 4, 8)
+
+
+def test_shared_ranks_follow_the_intervals_and_marks_name_low_fidelity():
+    from aerobust.records import _marks, shared_ranks
+
+    def cell(mean, low, high):
+        return {"mean": mean, "ci_low": low, "ci_high": high}
+
+    cells = [cell(0.9, 0.85, 0.95), cell(0.88, 0.83, 0.93), cell(0.5, 0.45, 0.55), None]
+    ranks = shared_ranks(cells, higher_is_better=True)
+    assert ranks[:3] == [1, 1, 3] and np.isnan(ranks[3])
+    assert shared_ranks(cells[:3], higher_is_better=False) == [2, 2, 1]
+    fidelity = {"attack": "clean", "metric": "msssim_input_recon", "lambda": 0.0, **cell(0.5, 0.45, 0.55)}
+    record = {"headline": [fidelity], "flags": [{"flag": "degenerate-model"}]}
+    assert "low fidelity" in _marks(record) and "degenerate" in _marks(record)
+    assert _marks({"headline": [{**fidelity, "mean": 0.9}], "flags": []}) == ""
