@@ -428,3 +428,28 @@ def test_cli_bad_inputs_fail_in_one_line(cli_files, change, message):
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# -- verdicts follow the paired tests -----------------------------------------------------------------------------
+def test_an_auc_below_one_half_is_an_inverted_detector():
+    from aerobust.classifier_defense.report import auc_verdict
+
+    assert auc_verdict(0.28).startswith("inverted detector") and "1 - AUC = 0.720" in auc_verdict(0.28)
+    assert auc_verdict(0.55) == "barely better than chance"
+
+
+def test_a_stalled_adaptive_attack_gets_no_helps_verdict(classifier, small_ae, eval_images):
+    from aerobust.classifier_defense.purify import STALLED_FLAG, AdversarialSet
+
+    images, labels = eval_images
+    plain = generate_adversarials(classifier, small_ae, images, labels, attacks=["pgd"],
+                                  budgets={"linf": [0.15], "l2": []}, options=FAST, adaptive=False)[0]
+    # the same adaptive images at two budgets: an attack that stopped moving with its budget
+    sets = [AdversarialSet("pgd", "linf", budget, target, plain.images if target == "classifier" else images)
+            for budget in (0.1, 0.15) for target in ("classifier", "purifier")]
+    table = purification_table(classifier, small_ae, images, labels, sets)
+    assert (table["flags"] == STALLED_FLAG).all()
+    assert not table["verdict"].str.startswith("helps, also").any()
+    assert table["verdict"].str.contains("stalled").all() | table["verdict"].str.startswith("no help").all()
+    # the plain gain is a paired test with its interval: purification undoes plain PGD here
+    assert (table["purify_gain_low"] > 0).all() and (table["purify_gain_p_holm"] < 0.05).all()

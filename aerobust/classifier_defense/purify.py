@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -20,11 +21,14 @@ from tqdm.auto import tqdm
 from ..adapter import Autoencoder
 from ..classifiers import AutoencoderClassifier, predict_logits
 from ..runtime import atomic_write
+from ..stats import PERMUTATIONS, cluster_bootstrap, holm, sign_flip_test
 from ..threat import Threat
+from ..verdicts import Verdict, verdict
 from .attacks import AttackOptions, attack_classifier, get_attack
 
-# Accuracy differences below this are read as "no difference" in verdicts (a few images out of hundreds).
-VERDICT_MARGIN = 0.05
+# An adaptive attack whose accuracy is the same at every budget (of two or more) has stopped working:
+# the flag that withholds the "helps" verdict, like the audit's sanity flags.
+STALLED_FLAG = "adaptive-attack-stalled"
 
 
 def purifier(classifier: nn.Module, autoencoder: Autoencoder, *, eot_samples: int = 0,
@@ -77,14 +81,27 @@ def generate_adversarials(classifier: nn.Module, autoencoder: Autoencoder, image
     return sets
 
 
-def purification_verdict(adversarial: float, purified: float, adaptive: float | None) -> str:
-    if purified <= adversarial + VERDICT_MARGIN:
-        return "no help"
+def _accuracy_gain(gained: np.ndarray, images: np.ndarray, permutations: int) -> dict:
+    """Mean paired accuracy gain per image (0/1 correctness differences) with its interval and raw p-value."""
+    interval = cluster_bootstrap(gained, images)
+    p_value = sign_flip_test(gained, permutations=permutations) if np.any(gained) else 1.0
+    return {"difference": interval.mean, "low": interval.low, "high": interval.high, "p": p_value,
+            "identical": not np.any(gained)}
+
+
+def purification_verdict(plain: Verdict, adaptive: Verdict | None, stalled: bool) -> str:
+    """Helps only where the paired test establishes a gain; a stalled adaptive attack gets no verdict."""
+    if plain.winner != "purified":
+        return f"no help established: {plain.evidence()}"
     if adaptive is None:
-        return "helps against the plain attack; adaptive attack not run"
-    if adaptive <= adversarial + VERDICT_MARGIN:
-        return "helps only against non-adaptive attacks"
-    return "helps, also against this adaptive attack (stronger adaptive attacks may still break it)"
+        return f"helps against the plain attack ({plain.evidence()}); adaptive attack not run"
+    if stalled:
+        return (f"helps against the plain attack ({plain.evidence()}); no verdict against the adaptive attack: it "
+                f"stalled ({STALLED_FLAG}: the same accuracy at every budget)")
+    if adaptive.winner != "purified":
+        return f"helps only against non-adaptive attacks (adaptive: {adaptive.evidence()})"
+    return (f"helps, also against this adaptive attack ({adaptive.evidence()}); stronger adaptive attacks may "
+            "still break it")
 
 
 def purification_table(classifier: nn.Module, autoencoder: Autoencoder, images: torch.Tensor,
@@ -94,22 +111,61 @@ def purification_table(classifier: nn.Module, autoencoder: Autoencoder, images: 
     purified_model = purifier(classifier, autoencoder, eot_samples=eot_samples, seed=seed)
     labels = labels.to(images.device)
 
-    def acc(model, x):
-        return float((predict_logits(model, x, batch_size).argmax(1) == labels).float().mean())
+    def correct(model, x) -> np.ndarray:
+        return (predict_logits(model, x, batch_size).argmax(1) == labels).float().cpu().numpy()
 
-    clean_accuracy, purified_clean = acc(classifier, images), acc(purified_model, images)
+    clean_accuracy, purified_clean = correct(classifier, images).mean(), correct(purified_model, images).mean()
     adaptive = {(s.attack, s.budget): s for s in adversarial_sets if s.target == "purifier"}
-    rows = []
-    for plain in (s for s in adversarial_sets if s.target == "classifier"):
-        attacked, purified = acc(classifier, plain.images), acc(purified_model, plain.images)
+    plains = [s for s in adversarial_sets if s.target == "classifier"]
+    ids = np.arange(len(images))
+    # Every gain the table tests is one paired comparison of the Holm family (2 per row at most).
+    permutations = max(PERMUTATIONS, 40 * 2 * len(plains))
+    rows, gains = [], []
+    for plain in plains:
+        attacked, purified = correct(classifier, plain.images), correct(purified_model, plain.images)
         strong = adaptive.get((plain.attack, plain.budget))
-        adaptive_accuracy = None if strong is None else acc(purified_model, strong.images)
+        adaptive_correct = None if strong is None else correct(purified_model, strong.images)
+        gains.append((_accuracy_gain(purified - attacked, ids, permutations),
+                      None if adaptive_correct is None else _accuracy_gain(adaptive_correct - attacked, ids,
+                                                                            permutations)))
         rows.append({
             "attack": plain.attack, "norm": plain.norm, "budget": plain.budget, "n": len(images),
-            "clean_acc": clean_accuracy, "purified_clean_acc": purified_clean,
-            "adversarial_acc": attacked, "purified_acc": purified,
-            "adaptive_acc": float("nan") if adaptive_accuracy is None else adaptive_accuracy,
+            "clean_acc": float(clean_accuracy), "purified_clean_acc": float(purified_clean),
+            "adversarial_acc": float(attacked.mean()), "purified_acc": float(purified.mean()),
+            "adaptive_acc": float("nan") if adaptive_correct is None else float(adaptive_correct.mean()),
             "mean_perturbation": float(Threat(plain.budget, plain.norm).distance(images, plain.images).mean()),
-            "verdict": purification_verdict(attacked, purified, adaptive_accuracy),
         })
-    return pd.DataFrame(rows)
+    tested = [g for pair in gains for g in pair if g is not None]
+    for gain, adjusted in zip(tested, holm([g["p"] for g in tested]) if tested else []):
+        gain["p_holm"] = float(adjusted)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table.assign(verdict=pd.Series(dtype=str))
+    stalled_attacks = _stalled(table)
+    verdicts, flags = [], []
+    for row, (plain_gain, adaptive_gain) in zip(rows, gains):
+        plain = _gain_verdict(plain_gain, "plain", len(images))
+        strong = None if adaptive_gain is None else _gain_verdict(adaptive_gain, "adaptive", len(images))
+        stalled = (row["attack"], row["norm"]) in stalled_attacks
+        verdicts.append(purification_verdict(plain, strong, stalled))
+        flags.append(STALLED_FLAG if stalled else "")
+        for name, gain in (("purify_gain", plain_gain), ("adaptive_gain", adaptive_gain)):
+            row.update({name: np.nan, f"{name}_low": np.nan, f"{name}_high": np.nan, f"{name}_p_holm": np.nan}
+                       if gain is None else {name: gain["difference"], f"{name}_low": gain["low"],
+                                             f"{name}_high": gain["high"], f"{name}_p_holm": gain["p_holm"]})
+    return pd.DataFrame(rows).assign(flags=flags, verdict=verdicts)
+
+
+def _gain_verdict(gain: dict, kind: str, images: int) -> Verdict:
+    return verdict("purified", "attacked", f"accuracy under the {kind} attack", difference=gain["difference"],
+                   low=gain["low"], high=gain["high"], p_holm=gain["p_holm"], units=f"{images} images",
+                   identical=gain["identical"])
+
+
+def _stalled(table: pd.DataFrame) -> set:
+    """(attack, norm) whose adaptive accuracy is identical at two or more different budgets."""
+    stalled = set()
+    for key, group in table.dropna(subset=["adaptive_acc"]).groupby(["attack", "norm"]):
+        if group["budget"].nunique() >= 2 and group.groupby("budget")["adaptive_acc"].first().nunique() == 1:
+            stalled.add(key)
+    return stalled

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..report.writer import save_figure, write_table
 from ..runtime import write_manifest
 from .detect import DETECTION_SCORES
 from .ood import OOD_SCORES
+from .purify import STALLED_FLAG
 from .suite import DefendResults
 
 # ROC-AUC bands used in the summary's wording.
@@ -26,9 +28,16 @@ def auc_verdict(auc: float) -> str:
         return "separates well"
     if auc >= PARTIAL_AUC:
         return "separates partly"
-    if auc > 1 - PARTIAL_AUC:
+    if auc >= 0.5:
         return "barely better than chance"
-    return "inverted: the score is lower on these inputs"
+    # below 0.5 the score ranks the inputs the wrong way round: an inverted detector, whose flipped score
+    # would reach 1 - AUC
+    return f"inverted detector: the score is LOWER on these inputs (1 - AUC = {1 - auc:.3f})"
+
+
+def verdict_kind(text: str) -> str:
+    """The kind of a purification verdict, without its numbers ("helps only against non-adaptive attacks")."""
+    return re.split(r" \(|:", text, maxsplit=1)[0]
 
 
 def _auc_text(row, scores) -> str:
@@ -86,19 +95,30 @@ def findings_text(results: DefendResults) -> str:
                 lines.append(f"  - worst case over {', '.join(group['attack'])} at {norm} {budget:g}: attacked "
                              f"{group['adversarial_acc'].min():.3f}, purified {group['purified_acc'].min():.3f}, "
                              f"adaptive {group['adaptive_acc'].min():.3f}")
-            counts = part["verdict"].value_counts()
-            lines.append("- Verdicts: " + "; ".join(f"{v} ({n})" for v, n in counts.items()) + ".")
+            counts = part["verdict"].map(verdict_kind).value_counts()
+            lines.append("- Verdicts (paired tests over images, Holm-corrected over the purification table; the "
+                         "evidence is in the summary table): "
+                         + "; ".join(f"{v} ({n} settings)" for v, n in counts.items()) + ".")
             if counts.get("helps only against non-adaptive attacks", 0):
                 lines.append("- Purification helps only against attacks that ignore it wherever the verdict says "
                              "so; do not count it as robustness.")
+            stalled = part[part["flags"].str.contains(STALLED_FLAG, na=False)] if "flags" in part else part.iloc[:0]
+            for (attack, norm), group in stalled.groupby(["attack", "norm"]):
+                lines.append(f"- Flag {STALLED_FLAG}: the adaptive {attack} ({norm}) attack gives accuracy "
+                             f"{group['adaptive_acc'].iloc[0]:.3f} at every budget "
+                             f"({', '.join(f'{b:g}' for b in group['budget'])}); it stopped working, so it says "
+                             "nothing about adaptive robustness and no 'helps' verdict is given.")
         part = detection[detection["model"] == model] if len(detection) else detection
         for target, words in (("classifier", "plain"), ("purifier", "adaptive (purifier-aware)")):
             rows = part[part["attack_target"] == target] if len(part) else part
             if len(rows):
                 best = rows[[f"auc_{s}" for s in DETECTION_SCORES]].max(axis=1)
+                inverted = int((best < 0.5).sum())
                 lines.append(f"- Consistency detection vs {words} adversarials: best-score ROC-AUC median "
                              f"{best.median():.3f} (range {best.min():.3f}-{best.max():.3f}) over {len(rows)} settings; "
-                             "the detector was not attacked itself, so these are upper bounds.")
+                             "the detector was not attacked itself, so these are upper bounds."
+                             + (f" In {inverted} setting(s) even the best score is an inverted detector (AUC < 0.5: "
+                                "adversarial inputs score as MORE typical than clean ones)." if inverted else ""))
         part = results.ood[results.ood["model"] == model] if len(results.ood) else results.ood
         if len(part):
             lines.append("- OOD ROC-AUC (reconstruction error / prior likelihood): " + "; ".join(
