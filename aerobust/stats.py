@@ -225,3 +225,91 @@ def report_tables(results: pd.DataFrame, columns: Sequence[str]) -> dict[str, pd
                 "auddc": auddc_table(results)}
     tables.update({name: table for name, table in optional.items() if len(table)})
     return tables
+
+
+@dataclass(frozen=True)
+class HierarchicalDifference:
+    """Mean of ``first`` minus mean of ``second`` over training seeds and images, its interval and p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    seeds_first: int
+    seeds_second: int
+    images: int
+    images_dropped: int
+    identical: bool
+
+
+def hierarchical_paired_difference(first: np.ndarray, second: np.ndarray, *, confidence: float = CONFIDENCE,
+                                   resamples: int = 10000, seed: int = 0) -> HierarchicalDifference:
+    """Two models, each trained on several seeds, scored on the SAME images: is their difference real?
+
+    ``first`` (seeds_a x images) and ``second`` (seeds_b x images) hold per (training seed, image) values
+    (the mean over an image's trials), the columns being the same images in the same order. Seeds are
+    the top level (two training runs of one model differ by more than two images do), images the
+    second: each resample draws the images once (shared by both models: the pairing) and each model's
+    seeds independently (seed 0 of one model has nothing to do with seed 0 of another), and computes
+    the difference of the two means. The interval is the percentile interval of those differences and
+    the two-sided p-value twice the share of resampled differences on the far side of 0 (at least
+    ``1 / resamples``; enough resamples keep Holm's smallest threshold resolvable). With k seeds the
+    seed deviations are widened by sqrt(k / (k - 1)) before resampling (below). Image columns with
+    a non-finite value for either model are dropped and counted.
+    """
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if first.ndim != 2 or second.ndim != 2 or first.shape[1] != second.shape[1]:
+        raise AerobustError("the hierarchical difference needs two (seeds x images) arrays over the same images")
+    keep = np.isfinite(first).all(axis=0) & np.isfinite(second).all(axis=0)
+    first, second = first[:, keep], second[:, keep]
+    dropped = int((~keep).sum())
+    if first.shape[1] == 0 or len(first) == 0 or len(second) == 0:
+        nan = float("nan")
+        return HierarchicalDifference(nan, nan, nan, nan, len(first), len(second), 0, dropped, False)
+    observed = float(first.mean() - second.mean())
+    identical = first.shape == second.shape and bool(np.array_equal(first, second))
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, first.shape[1], size=(int(resamples), first.shape[1]))
+
+    differences = _resampled_seed_means(first, images, rng) - _resampled_seed_means(second, images, rng)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    far_side = min((differences <= 0).mean(), (differences >= 0).mean())
+    p_value = 1.0 if identical else float(min(1.0, max(2 * far_side, 1 / int(resamples))))
+    return HierarchicalDifference(observed, float(low), float(high), p_value, len(first), len(second),
+                                  first.shape[1], dropped, identical)
+
+
+def _resampled_seed_means(values: np.ndarray, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per resample (a row of ``images``, the image picks): the mean over resampled seeds of each seed's
+    mean over the picked images."""
+    resamples = len(images)
+    if len(values) > 1:
+        # Resampling k seeds shrinks their variance by (k - 1) / k (a 20 % loss at 5 seeds, which left
+        # simulated 95 % intervals covering 89 %); widening each seed's deviation from the seed mean by
+        # sqrt(k / (k - 1)) restores the unbiased seed variance.
+        center = values.mean(axis=0, keepdims=True)
+        values = center + (values - center) * math.sqrt(len(values) / (len(values) - 1))
+    per_seed = np.stack([row[images].mean(axis=1) for row in values])  # seeds x resamples
+    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    return per_seed[picks, np.arange(resamples)[:, None]].mean(axis=1)
+
+
+def hierarchical_interval(values: np.ndarray, *, confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                          seed: int = 0) -> Interval:
+    """Mean of a (training seeds x images) array with its percentile interval from resampling seeds, then
+    images (as :func:`hierarchical_paired_difference` does for one model). ``Interval.images`` counts
+    the images kept, ``rows`` the seeds; image columns with a non-finite value are dropped and counted
+    in ``nan_rows``."""
+    values = np.asarray(values, dtype=float)
+    keep = np.isfinite(values).all(axis=0)
+    dropped = int((~keep).sum())
+    values = values[:, keep]
+    if values.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, len(values), dropped)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, values.shape[1], size=(int(resamples), values.shape[1]))
+    means = _resampled_seed_means(values, images, rng)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(float(values.mean()), float(low), float(high), values.shape[1], len(values), dropped)
