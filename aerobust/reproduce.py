@@ -153,6 +153,11 @@ class ReproductionConfig:
                 raise AerobustError(f"{key} must be at least 1; got {getattr(self, key)}")
         if not self.lr > 0:
             raise AerobustError(f"the learning rate must be positive; got {self.lr}")
+        if self.other_row_seeds < 1 or self.length_seeds < 1:
+            raise AerobustError(f"--other-row-seeds and --length-seeds must be at least 1; got "
+                                f"{self.other_row_seeds} and {self.length_seeds}")
+        if any(epochs < 1 for epochs in self.training_lengths):
+            raise AerobustError(f"--training-lengths must be epoch counts of at least 1; got {list(self.training_lengths)}")
         resolve_msssim_settings(self.msssim)
 
 

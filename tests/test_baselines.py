@@ -314,6 +314,10 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     findings = written["findings"].read_text()
     assert "Holm-corrected over ALL claims" in findings and "blurriness" in findings and "Scope" in findings
     assert "every seed" not in findings
+    from tests.latex import check_tables, require_pdflatex
+
+    require_pdflatex()
+    assert check_tables(sorted((tmp_path / "out").glob("*.tex")), tmp_path / "latex") == []
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["threads"] == torch.get_num_threads() and manifest["config"]["seeds"] == [0, 1]
     history = (tmp_path / "runs" / "seed0" / "Ours" / "history.jsonl").read_text()

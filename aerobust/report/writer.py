@@ -14,8 +14,10 @@ an HTML fragment (for readers). The human formats share one layout:
   point; float columns that hold only whole numbers (lambda, counts) print without decimals;
 - ``directions`` puts ↑ / ↓ after a header ("higher / lower is more robust") and explains it in the caption.
 
-The LaTeX is a ``table`` float with ``\\caption``, ``\\label`` and booktabs rules; it needs only
-``\\usepackage{booktabs}`` (written as a comment at the top of every .tex file). A "mean ± std" cell spans
+The LaTeX is a ``table`` float with ``\\caption``, a unique ``\\label`` and booktabs rules; it needs only
+``\\usepackage{booktabs, graphicx}`` (written as a comment at the top of every .tex file). A table wider than
+the text width is scaled down to it (``\\resizebox``, only when wider); the audit report also writes
+Table 1 and Table 3 one attack per file, which fit a 6.5 in text width unscaled. A "mean ± std" cell spans
 two tabular columns (``r@{\\,}r``), so the means and the stds each align on their decimal points.
 
 Header labels and cells are plain text, escaped for LaTeX, unless they already hold LaTeX markup (math
@@ -25,6 +27,7 @@ A ``Label`` gives one header a plain-text and a LaTeX spelling.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import os
@@ -38,7 +41,7 @@ import pandas as pd
 
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 FIGURE_FORMATS = ("png", "pdf")
-LATEX_PACKAGES = ("booktabs",)
+LATEX_PACKAGES = ("booktabs", "graphicx")
 STATISTICS = ("mean", "std", "low", "high", "n", "rows")
 # statistics kept in a statistics frame for the CSV that no human cell prints (the trial spread, NaN rows)
 CSV_ONLY_STATISTICS = ("trial_std", "nan_rows")
@@ -122,6 +125,7 @@ class _Layout:
     direction_meaning: str
     common_count: tuple | None = None  # the (n, rows) most cells share, said once in the caption
     count_unit: str = "rows"  # what n counts: rows, or the independent units (images) of a cell
+    stem: str = "table"  # the file stem: the LaTeX caption of a table written without one
 
     def header_label(self, column: _Column, level: int, latex: bool) -> str:
         raw = column.header[level]
@@ -198,7 +202,7 @@ _NUMBER_LIKE = re.compile(r"^\s*[-+−]?(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, caption, label, labels,
-            directions, direction_meaning, count_unit: str = "rows") -> _Layout:
+            directions, direction_meaning, count_unit: str = "rows", stem: str = "table") -> _Layout:
     columns: list[_Column] = []
     keys = [key if isinstance(key, tuple) else (key,) for key in table.columns]
     statistic_level = bool(keys) and len(keys[0]) > 1 and "mean" in {k[-1] for k in keys} and \
@@ -255,7 +259,7 @@ def _layout(table: pd.DataFrame, float_format: str, number_formats: Mapping, cap
                 columns.append(_Column(header=key, numeric=numeric_looking, cells=[_Cell(t) for t in texts]))
     return _Layout(columns, levels, caption, label, labels or {}, directions or {},
                    direction_meaning or DEFAULT_DIRECTION_MEANING, common_count if statistic_level else None,
-                   count_unit)
+                   count_unit, stem)
 
 
 def _key_text(value) -> str:
@@ -358,12 +362,17 @@ WRAP_HEADER_CHARS = 12  # longer column labels wrap onto lines of about this man
 
 def _wrapped_header(text: str) -> str:
     """A long column label in a bottom-aligned, centred paragraph, so it does not set the column's width."""
-    words = re.sub(r"\\[A-Za-z]+|[${}\\^_]", "", text).split()
+    # a line can break at a space outside math only: "MSE($x, \\tilde{x}$)" is one word
+    unbroken = re.sub(r"\$[^$]*\$", lambda math_text: math_text.group(0).replace(" ", ""), text)
+    words = re.sub(r"\\[A-Za-z]+|[${}\\^_]", "", unbroken).split()
     visible = len(" ".join(words))
     if visible <= WRAP_HEADER_CHARS or len(words) < 2:
         return text
-    characters = max(max(len(word) for word in words), visible / math.ceil(visible / WRAP_HEADER_CHARS))
-    return f"\\parbox[b]{{{0.5 * characters + 0.5:.1f}em}}{{\\centering {text}}}"  # about 0.5 em per character
+    line = visible / math.ceil(visible / WRAP_HEADER_CHARS)
+    # about 0.5 em per character on a line; the longest word (no break inside it: "MSE(x, x̃)" stays whole)
+    # at 0.62 em per character, since capitals and math are wider than the average
+    width = max(0.62 * max(len(word) for word in words), 0.5 * line) + 0.5
+    return f"\\parbox[b]{{{width:.1f}em}}{{\\centering {text}}}"
 
 
 def _to_latex(layout: _Layout) -> str:
@@ -373,12 +382,14 @@ def _to_latex(layout: _Layout) -> str:
     lines = [f"% Written by aerobust. Needs \\usepackage{{{', '.join(LATEX_PACKAGES)}}} in the preamble.",
              "\\begin{table}[tbp]", "\\centering", "\\small",
              "\\setlength{\\tabcolsep}{4pt}  % tighter than the default 6pt: paper tables are dense"]
-    caption = layout.caption_text(True)
-    if caption:
-        lines.append(f"\\caption{{{caption}}}")
-    if layout.label:
-        lines.append(f"\\label{{{layout.label}}}")
-    lines += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+    # every float is citable: a table without a caption gets its stem as one
+    caption = layout.caption_text(True) or latex_text(layout.stem.replace("_", " ").capitalize() + ".")
+    lines.append(f"\\caption{{{caption}}}")
+    lines.append(f"\\label{{{layout.label}}}")
+    # A table wider than the text is scaled down to the text width (graphicx's \width is the natural width),
+    # one narrower is left at its size: every table fits the page; the per-attack panels stay readable.
+    lines += ["\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
+              f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
     for span_row in _header_rows(layout, True):
         cells, rules = [], []
         for span in span_row:
@@ -399,7 +410,7 @@ def _to_latex(layout: _Layout) -> str:
             if column.extra:
                 cells.append(latex_text(cell.extra).replace(r"$\pm$ ", r"$\pm$\,").replace("(n=", "($n$="))
         lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -452,8 +463,9 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
     The CSV keeps full precision (and the index unless it is a plain RangeIndex). The human formats
     follow the module doc. Keyword arguments:
 
-    - ``caption``: one sentence under which the table is cited; ``label``: the LaTeX label
-      (default ``tab:STEM`` when a caption is given; a table without caption gets no float label).
+    - ``caption``: one sentence under which the table is cited (LaTeX: the stem when none is given);
+      ``label``: the LaTeX label (default ``tab:STEM-HASH``, the hash of the table's content, so that
+      tables of two reports never share a label and a rerun writes the same bytes).
     - ``labels``: ``{raw header value: str | Label}``; unmapped headers print with "_" as spaces.
     - ``directions``: ``{raw header value: "higher" | "lower"}``, which way is better; each marked
       header gets ↑ or ↓ and the caption says "↑: higher is DIRECTION_MEANING" (default "more robust").
@@ -466,8 +478,9 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
         raise ValueError(f"directions must be 'higher' or 'lower', got {sorted(unknown)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if label is None and caption is not None:
-        label = f"tab:{stem}"
+    if label is None:
+        # unique across reports (two reports' summaries must not share tab:summary), yet the same bytes on a rerun
+        label = f"tab:{stem}-{hashlib.sha1(table.to_csv().encode()).hexdigest()[:8]}"
     layout = None
     written = {}
     for fmt in formats:
@@ -477,7 +490,7 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str,
         elif fmt in ("md", "tex", "html"):
             if layout is None:
                 layout = _layout(table, float_format, number_formats or {}, caption, label, labels, directions,
-                                 direction_meaning, count_unit)
+                                 direction_meaning, count_unit, stem)
             path.write_text({"md": _to_markdown, "tex": _to_latex, "html": _to_html}[fmt](layout))
         else:
             raise ValueError(f"unknown table format {fmt}")
