@@ -37,7 +37,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import pandas as pd
@@ -186,16 +186,20 @@ def is_main_process() -> bool:
 
 
 # -- sharded audit -----------------------------------------------------------------------------------
-def audit_pieces(n_blocks: int, n_images: int, world_size: int) -> list[tuple[int, int, int]]:
+def audit_pieces(n_blocks: int, n_images: int, world_size: int,
+                 whole: Collection[int] = ()) -> list[tuple[int, int, int]]:
     """The audit's work as ``(block, first image, end image)``; piece ``p`` belongs to rank ``p % world_size``.
 
     Whole blocks when the ranks divide them evenly; otherwise every block is cut into
     ``world_size / gcd(n_blocks, world_size)`` image ranges, which makes the number of pieces a
-    multiple of the number of ranks (each rank gets as many pieces, of nearly equal size).
+    multiple of the number of ranks (each rank gets as many pieces, of nearly equal size). Blocks in
+    ``whole`` (attacks fitted over the image set, such as ``universal``) are never cut: a range would
+    fit its own pattern and differ from one process.
     """
     shards = min(world_size // math.gcd(n_blocks, world_size), n_images)
     bounds = [round(s * n_images / shards) for s in range(shards + 1)]
-    return [(block, bounds[s], bounds[s + 1]) for block in range(n_blocks) for s in range(shards)]
+    return [(block, 0, n_images) if block in whole else (block, bounds[s], bounds[s + 1])
+            for block in range(n_blocks) for s in range(1 if block in whole else shards)]
 
 
 def _plan_rows(plan, start: int, stop: int):
@@ -246,11 +250,13 @@ def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags:
     """
     from tqdm.auto import tqdm
 
+    from .registry import ATTACKS
     from .results import block_stem
 
     world = audit.world
     blocks = audit.blocks()
     stems = [block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
+    whole = {b for b, (_, attack, _) in enumerate(blocks) if ATTACKS.get(attack).fits_over_image_set}
     pieces_dir = audit.blocks_dir / "pieces"
     n_images = len(plan.image_ids)
 
@@ -263,12 +269,12 @@ def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags:
         return (directory / f"{stem}.csv").is_file()
 
     def pending() -> list[tuple[int, int, int]]:
-        return [(b, start, stop) for b, start, stop in audit_pieces(len(blocks), n_images, world.size)
+        return [(b, start, stop) for b, start, stop in audit_pieces(len(blocks), n_images, world.size, whole)
                 if not done(audit.blocks_dir, stems[b]) and not done(*piece_stem(b, start, stop))]
 
     # Rank 0 decides what is left, so that every rank agrees even while others write.
     todo = world.on_main(pending)
-    mine = [piece for p, piece in enumerate(audit_pieces(len(blocks), n_images, world.size))
+    mine = [piece for p, piece in enumerate(audit_pieces(len(blocks), n_images, world.size, whole))
             if p % world.size == world.rank and piece in todo]
     pieces_dir.mkdir(parents=True, exist_ok=True)
     model_info = {}

@@ -185,6 +185,22 @@ def test_a_killed_rank_resumes_and_split_blocks_merge_to_one_process(tmp_path, c
     _assert_same_audit(tmp_path / "one", out)
 
 
+def test_blocks_fitted_over_the_image_set_are_never_cut():
+    pieces = audit_pieces(3, 7, 2, whole={1})
+    assert (1, 0, 7) in pieces and [p for p in pieces if p[0] == 1] == [(1, 0, 7)]
+    assert sorted({(start, stop) for block, start, stop in pieces if block != 1}) == [(0, 4), (4, 7)]
+
+
+def test_two_ranks_fit_the_universal_pattern_of_one_process(tmp_path, checkpoint):
+    # 3 blocks for 2 ranks would be cut into image ranges; universal fits one pattern over all images.
+    args = _audit_args(checkpoint, tmp_path / "two", "universal", "1,2,3", 6)
+    done = _torchrun(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert CliRunner().invoke(main, args[:-1] + [str(tmp_path / "one")], catch_exceptions=False).exit_code == 0
+    _assert_same_audit(tmp_path / "one", tmp_path / "two")
+    assert not (tmp_path / "two" / "blocks" / "pieces").exists()
+
+
 # -- data-parallel training against one process --------------------------------------------------------
 DEFENSE_ARCH = (("coupled-ks", "mlp-ae-32"), ("beta-tcvae", "mlp-vae-32"), ("ae", "mlp-ae-32"))
 BATCH = 8

@@ -57,6 +57,9 @@ class Attack:
     settings: tuple[str, ...] | None = None  # the options an overriding optimize() reads; None: the optimizer's
     needs_targets = False
     needs_classifier = False
+    # True when one image's result depends on the other images attacked with it (a pattern fitted over
+    # the set): such an attack must see the audit's whole image set at once, never an image range.
+    fits_over_image_set = False
 
     def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
                  step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,

@@ -260,6 +260,7 @@ class UniversalAttack(Attack):
 
     objective_name = "max-damage"
     settings = ("steps", "step_size", "schedule")
+    fits_over_image_set = True
 
     def __init__(self, *, restarts: int = 1, **options):
         super().__init__(restarts=restarts, **options)
