@@ -151,14 +151,18 @@ def _assert_same_audit(single_dir: Path, sharded_dir: Path):
     assert flags[0] == flags[1]
 
 
-def test_two_ranks_write_the_rows_and_tables_of_one_process(tmp_path, checkpoint):
-    # 3 attacks x 2 lambdas = 6 blocks: each rank takes 3 whole blocks.
-    args = _audit_args(checkpoint, tmp_path / "two", "latent,max-damage,latent-classifier", "1,3", 6)
+def _assert_two_ranks_audit_like_one_process(tmp_path: Path, checkpoint, attacks: str, lambdas: str):
+    args = _audit_args(checkpoint, tmp_path / "two", attacks, lambdas, 6)
     done = _torchrun(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert CliRunner().invoke(main, args[:-1] + [str(tmp_path / "one")], catch_exceptions=False).exit_code == 0
     _assert_same_audit(tmp_path / "one", tmp_path / "two")
     assert not (tmp_path / "two" / "blocks" / "pieces").exists()
+
+
+def test_two_ranks_write_the_rows_and_tables_of_one_process(tmp_path, checkpoint):
+    # 3 attacks x 2 lambdas = 6 blocks: each rank takes 3 whole blocks.
+    _assert_two_ranks_audit_like_one_process(tmp_path, checkpoint, "latent,max-damage,latent-classifier", "1,3")
 
 
 def test_a_killed_rank_resumes_and_split_blocks_merge_to_one_process(tmp_path, checkpoint):
@@ -193,12 +197,7 @@ def test_blocks_fitted_over_the_image_set_are_never_cut():
 
 def test_two_ranks_fit_the_universal_pattern_of_one_process(tmp_path, checkpoint):
     # 3 blocks for 2 ranks would be cut into image ranges; universal fits one pattern over all images.
-    args = _audit_args(checkpoint, tmp_path / "two", "universal", "1,2,3", 6)
-    done = _torchrun(args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert CliRunner().invoke(main, args[:-1] + [str(tmp_path / "one")], catch_exceptions=False).exit_code == 0
-    _assert_same_audit(tmp_path / "one", tmp_path / "two")
-    assert not (tmp_path / "two" / "blocks" / "pieces").exists()
+    _assert_two_ranks_audit_like_one_process(tmp_path, checkpoint, "universal", "1,2,3")
 
 
 # -- data-parallel training against one process --------------------------------------------------------
