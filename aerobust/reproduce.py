@@ -362,8 +362,8 @@ def attack_loss_figure(per_image: pd.DataFrame, models: list[str]):
         axis.set_xlabel("λ (L2 budget, pixel units)")
         axis.set_ylabel(labels[attack])
         axis.grid(alpha=0.3)
-    axes[0].text(0.02, 0.02, "codes of different scales (GMM prior ~10x the VAEs'):\nnot comparable across models",
-                 fontsize=6, color="#B00000", transform=axes[0].transAxes, va="bottom")
+    axes[0].text(0.98, 0.98, "codes of different scales (GMM prior ~10x the VAEs'):\nnot comparable across models",
+                 fontsize=6, color="#B00000", transform=axes[0].transAxes, va="top", ha="right")
     handles, names = axes[1].get_legend_handles_labels()
     figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=7)
     return figure
