@@ -19,6 +19,12 @@ from .common import device_option, quiet_option
               help="Also compare Ours with GMM-DAE after these epoch counts, comma-separated (e.g. 30,100,200).")
 @click.option("--length-seeds", type=click.IntRange(min=1), default=None,
               help="Training seeds per length of --training-lengths (default 3).")
+@click.option("--rows", "rows", default=None,
+              help="Train and audit only these rows, comma-separated labels (default every row). Invocations of "
+                   "different --seeds (each with the rows the full run trains for them) can share --runs; a "
+                   "final one with every seed resumes and tabulates them all.")
+@click.option("--legacy-images", type=click.IntRange(min=0), default=None,
+              help="Images of the comparison with the reference code's L-BFGS-B (default 20; 0 skips it).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs per model (default 30).")
 @click.option("--train-images", type=click.IntRange(min=100), default=None,
               help="mnist-5k training images used (default 4000, all).")
@@ -30,8 +36,8 @@ from .common import device_option, quiet_option
 @click.option("--msssim", default=None, help="MS-SSIM preset (default paper).")
 @device_option
 @quiet_option
-def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training_lengths, length_seeds, epochs,
-                      train_images, images, trials, steps, restarts, msssim, device, quiet):
+def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training_lengths, length_seeds, rows,
+                      legacy_images, epochs, train_images, images, trials, steps, restarts, msssim, device, quiet):
     """Train every row of the paper's Tables 1-3 on MNIST for several seeds, audit them, tabulate.
 
     Rows: VAE, beta-VAE, beta-TCVAE, LipschitzVAE, SE, AAVE, GMM-DAE, Augmented (cross block free and
@@ -52,7 +58,8 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
     config = ReproductionConfig.quick() if quick else ReproductionConfig()
     overrides = {"epochs": epochs, "train_images": train_images, "images": images, "trials": trials, "steps": steps,
                  "restarts": restarts, "msssim": msssim, "other_row_seeds": other_row_seeds,
-                 "length_seeds": length_seeds}
+                 "length_seeds": length_seeds, "legacy_images": legacy_images,
+                 "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())}
     for option, key, text in (("--seeds", "seeds", seeds), ("--training-lengths", "training_lengths", training_lengths)):
         if text is None:
             continue

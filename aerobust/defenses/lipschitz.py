@@ -72,12 +72,17 @@ class LipschitzLinear(nn.Linear):
         self.register_buffer("left_singular", F.normalize(torch.randn(out_features), dim=0))
 
     def effective_weight(self) -> torch.Tensor:
-        if self.constraint == "bjorck":
-            return self.scale * _bjorck(self.weight, _BJORCK_ITERATIONS)
-        if self.training:
+        """The constrained weight; in training mode one power-iteration step first (the forward pass's)."""
+        if self.constraint == "spectral" and self.training:
             with torch.no_grad():
                 right = F.normalize(self.weight.T @ self.left_singular, dim=0)
                 self.left_singular.copy_(F.normalize(self.weight @ right, dim=0))
+        return self._constrained_weight()
+
+    def _constrained_weight(self) -> torch.Tensor:
+        """The constrained weight from the current power-iteration state, which it never changes."""
+        if self.constraint == "bjorck":
+            return self.scale * _bjorck(self.weight, _BJORCK_ITERATIONS)
         sigma = (self.weight.T @ self.left_singular).norm().clamp_min(1e-12)
         return self.scale * self.weight / sigma
 
@@ -85,9 +90,13 @@ class LipschitzLinear(nn.Linear):
         return F.linear(x, self.effective_weight(), self.bias)
 
     def spectral_norm(self) -> float:
-        """Exact largest singular value of the effective weight (what the certificate uses)."""
+        """Exact largest singular value of the effective weight (what the certificate uses).
+
+        Reading it changes nothing: exporting a checkpoint (which records the constants) in the middle
+        of training must leave the run exactly where an uninterrupted one is, so a resume is bit-identical.
+        """
         with torch.no_grad():
-            return float(torch.linalg.matrix_norm(self.effective_weight().detach().double(), ord=2))
+            return float(torch.linalg.matrix_norm(self._constrained_weight().detach().double(), ord=2))
 
 
 def _lipschitz_stack(widths: Sequence[int], constraint: str, last_scale: float) -> nn.ModuleList:
