@@ -84,6 +84,9 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
     attack = ATTACKS.create("max-damage") if attack is None else attack
     if attack.objective.name != "max-damage":
         raise AerobustError(f"the margin bisects the maximum-damage attack; got the '{attack.objective.name}' objective")
+    if attack.fits_over_image_set:
+        raise AerobustError(f"the margin bisects each image's own budget; the '{attack.name}' attack fits one pattern "
+                            "over the whole image set and cannot give per-image margins: use max-damage")
     x = x.to(model.device)
     ids = torch.arange(len(x)) if image_ids is None else torch.as_tensor(image_ids).long().cpu()
     seeds = sample_seeds(seed, "margin", ids.tolist())

@@ -145,6 +145,9 @@ def test_margin_refuses_bad_settings():
     with pytest.raises(AerobustError, match="maximum-damage"):
         robustness_margins(wrap(_Linear(), device="cpu"), torch.zeros(1, 1, 4, 4), 1.0, lambda_max=1.0,
                            attack=ATTACKS.create("latent"))
+    with pytest.raises(AerobustError, match="'universal' attack fits one pattern"):
+        robustness_margins(wrap(_Linear(), device="cpu"), torch.zeros(1, 1, 4, 4), 1.0, lambda_max=1.0,
+                           attack=ATTACKS.create("universal"))
 
 
 def test_auddc_against_a_hand_computed_area():
