@@ -166,7 +166,8 @@ def test_arrows_mark_directions_and_the_caption_explains_them(tmp_path):
     assert parser.caption.endswith("↓: lower is more robust.")
     latex = written["tex"].read_text()
     assert r"accuracy $\uparrow$ & loss $\|x\|$ $\downarrow$ & images \\" in latex
-    assert r"\caption{Accuracy \& loss. $\uparrow$: higher is more robust" in latex and r"\label{tab:dir}" in latex
+    assert r"\caption{Accuracy \& loss. $\uparrow$: higher is more robust" in latex
+    assert re.search(r"\\label\{tab:dir-[0-9a-f]{8}\}", latex)  # unique: the stem and a hash of the content
     with pytest.raises(ValueError, match="higher"):
         write_table(table, tmp_path, "bad", directions={"loss": "down"})
 
@@ -216,7 +217,7 @@ def test_latex_compiles_with_pdflatex_and_booktabs(tmp_path):
     write_table(_statistics_table(), tmp_path, "t1", caption="Table 1.", directions={"msssim_a": "higher"},
                 labels={"msssim_b": Label("b", r"MS-SSIM($x, \tilde{x}_a$)")})
     write_table(pd.DataFrame({"model": ["a_b"], "lambda": [3.0], "message": ["50% of ε-ball " * 4]}), tmp_path, "flags")
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs,graphicx}\\begin{document}\n"
                                       "\\input{t1.tex}\n\\input{flags.tex}\n\\end{document}\n")
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
