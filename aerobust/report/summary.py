@@ -72,7 +72,7 @@ def lambda_sentence(results: pd.DataFrame, attack: str, lam: float, excluded: li
     if len(verdicts) == len(models) - 1 and all(v.winner == leader for v in verdicts):
         weakest = min(verdicts, key=lambda v: v.low)
         return (f"{where}, {leader} is the most robust, established against every other model by the paired tests "
-                f"(closest: {weakest.sentence()}) {scores}.")
+                f"(closest: {weakest.sentence().rstrip('.')}). Scores, {scores}.")
     unsettled = [v for v in verdicts if v.winner != leader]
     untested = len(models) - 1 - len(verdicts)
     parts = [v.sentence() for v in unsettled]

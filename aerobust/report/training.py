@@ -64,26 +64,39 @@ def history_summary(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 @styled
 def history_figure(histories: Mapping[str, pd.DataFrame]):
-    """One panel per loss term (unweighted, per epoch), one line per run; log scale where all values are positive."""
+    """One panel per loss term (unweighted, per epoch), one line per run in the same colour in every panel;
+    log scale where all values are positive.
+
+    A term is named by each run's own defense: two runs' "cv" can be different quantities (eq. 5's
+    covariance loss for GMM-DAE, eq. 10's joint covariance of (z, z_adv) for coupled-KS), so a panel that
+    holds several runs says so in its title, and the legend below names every run once.
+    """
+    import matplotlib
+
     terms = list(dict.fromkeys(t for history in histories.values() for t in loss_terms(history)))
+    colors = {run: matplotlib.colormaps["tab10"](k % 10) for k, run in enumerate(histories)}
     ncols = min(3, len(terms))
     nrows = math.ceil(len(terms) / ncols)
-    figure, axes = paper_figure(nrows, ncols, width="double", height=1.9 * nrows)
+    figure, axes = paper_figure(nrows, ncols, width="double", height=1.9 * nrows + 0.4)
     for axis, term in zip(axes.flat, terms):
-        positive = True
+        positive, runs = True, []
         for run, history in histories.items():
             if term in history:
-                axis.plot(history["epoch"], history[term], label=run)
+                axis.plot(history["epoch"], history[term], label=run, color=colors[run])
                 positive = positive and bool((history[term] > 0).all())
+                runs.append(run)
         if positive:
             axis.set_yscale("log")
-        axis.set_title(term.replace("_", " "))
+        shared = " (each run's own definition)" if len(runs) > 1 else f" ({runs[0]} only)" if len(histories) > 1 else ""
+        axis.set_title(term.replace("_", " ") + shared, fontsize=8)
         axis.set_xlabel("epoch")
-        axis.set_ylabel("loss term (unweighted)")
+        axis.set_ylabel("loss term, unweighted\n(batch mean; log scale)" if positive else
+                        "loss term, unweighted\n(batch mean)")
     for axis in list(axes.flat)[len(terms):]:
         axis.set_visible(False)
     if len(histories) > 1:
-        axes.flat[0].legend()
+        handles = [matplotlib.lines.Line2D([], [], color=colors[run]) for run in histories]
+        figure.legend(handles, list(histories), loc="outside lower center", ncol=min(len(histories), 5))
     return figure
 
 
