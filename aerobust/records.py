@@ -267,6 +267,56 @@ def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
     return found
 
 
+def protocol_of_manifest(manifest: dict) -> dict:
+    """The protocol block (with its id) of an audit's manifest: what must agree for two audits' numbers to compare.
+
+    A manifest written without some config keys (an older or hand-made one) reads them as unset."""
+    config = {"data": None, "split": None, "images": 0, "trials": 0, "seed": 0, "lambdas": [],
+              **(manifest.get("config") or {})}
+    return _protocol(config, manifest.get("attacks") or {}, manifest.get("metrics") or {})
+
+
+def differing_protocol_keys(protocols: Sequence[dict]) -> list[str]:
+    """The protocol keys (data, images, trials, lambdas, attack settings, MS-SSIM settings, ...) that differ."""
+    first = protocols[0]
+    keys = set().union(*protocols) - {"id"}
+    return sorted(k for k in keys if any(p.get(k) != first.get(k) for p in protocols))
+
+
+def _audit_folder_of(path: Path, record: dict) -> Path | None:
+    """Where the record's audit lives: the folder it names, else the one it sits in (records/<model>/record.json)."""
+    for candidate in (Path(record["source"].get("audit_dir") or ""), path.parent.parent.parent):
+        if str(candidate) not in ("", ".") and (candidate / "results.csv").is_file():
+            return candidate
+    return None
+
+
+def verify_record(path: Path, record: dict) -> str:
+    """Refuse a record whose numbers cannot be trusted; returns how far it was verified (for the table).
+
+    The protocol id must be the hash of the protocol block (a hand-edited block, e.g. trials changed
+    under the old id, no longer matches). When the audit folder is there, its ``results.csv`` must have
+    the hash the record names and the record's headline must equal the one rebuilt from those results
+    (a hand-edited mean does not). Without the folder only the protocol id can be checked, and the
+    leaderboard says so.
+    """
+    protocol = record["protocol"]
+    if _canonical_hash({k: v for k, v in protocol.items() if k != "id"}) != protocol["id"]:
+        raise AerobustError(f"{path}: its protocol block does not hash to its protocol id (the record was edited); "
+                            "rebuild it from its audit folder with `aerobust audit` / write_records")
+    folder = _audit_folder_of(path, record)
+    if folder is None:
+        return "protocol id only (audit folder not found)"
+    if _sha256_bytes((folder / "results.csv").read_bytes()) != record["source"].get("results_sha256"):
+        raise AerobustError(f"{path}: {folder}/results.csv is not the results this record was built from "
+                            "(hash differs); rebuild the record from that audit folder")
+    rebuilt = {r["model"]["label"]: r["headline"] for r in build_records(folder)}
+    if rebuilt.get(record["model"]["label"]) != record["headline"]:
+        raise AerobustError(f"{path}: its headline numbers differ from those of {folder}/results.csv (the record "
+                            "was edited); rebuild it from that audit folder")
+    return "results hash and headline"
+
+
 def _cell_key(cell: dict) -> str:
     return f"{cell['attack']} {cell['metric']} λ={cell['lambda']:g}"
 
@@ -299,8 +349,10 @@ def default_sort_key(records: Sequence[dict]) -> str:
 
 
 def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_protocols: bool = False,
-                      decimals: int = 3) -> tuple[pd.DataFrame, str]:
-    """One row per record, sorted by the headline cell ``sort`` (most robust first); returns (table, key)."""
+                      decimals: int = 3, verified: Sequence[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """One row per record, ranked by the headline cell ``sort`` (most robust first); returns (table, key).
+
+    ``verified``: per record, how far :func:`verify_record` checked it (a column of the table)."""
     if not records:
         raise AerobustError("the leaderboard needs at least one record")
     protocols = list(dict.fromkeys(r["protocol"]["id"] for r in records))
@@ -326,6 +378,8 @@ def leaderboard_table(records: Sequence[dict], *, sort: str | None = None, mix_p
                "AUDDC": "" if record["auddc"] is None else f"{record['auddc']['value']:.{decimals}f}"}
         if mix_protocols:
             row["protocol"] = record["protocol"]["id"][:12]
+        if verified is not None:
+            row["verified"] = verified[len(rows)]
         row.update({key: _interval_text(cells[key], decimals) if key in cells else "" for key in keys})
         sort_cell = cells.get(sort)
         row["_sort"] = np.nan if sort_cell is None or sort_cell["mean"] is None else sort_cell["mean"]
@@ -386,7 +440,13 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
 
     loaded = load_records(paths)
     records = [record for _, record in loaded]
-    table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols)
+    identities = [(r["model"]["label"], r["model"]["weights_sha256"], r["protocol"]["id"],
+                   r["source"].get("results_sha256")) for r in records]
+    repeated = sorted({identity[0] for identity in identities if identities.count(identity) > 1})
+    if repeated:
+        raise AerobustError(f"the same record is given more than once ({', '.join(repeated)}); pass each record once")
+    verified = [verify_record(path, record) for path, record in loaded]
+    table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols, verified=verified)
     out_dir = Path(out_dir)
     written = write_table(table.set_index("model"), out_dir, "leaderboard", formats=("csv", "md", "html"))
     direction = next(c["better"] for r in records for c in r["headline"] if _cell_key(c) == sort)

@@ -186,3 +186,51 @@ def test_shared_ranks_follow_the_intervals_and_marks_name_low_fidelity():
     record = {"headline": [fidelity], "flags": [{"flag": "degenerate-model"}]}
     assert "low fidelity" in _marks(record) and "degenerate" in _marks(record)
     assert _marks({"headline": [{**fidelity, "mean": 0.9}], "flags": []}) == ""
+
+
+def test_leaderboard_refuses_edited_and_repeated_records_and_says_what_it_verified(audits, tmp_path):
+    runner = CliRunner()
+    source = sorted(audits[0].rglob("record.json"))[0]
+    record = json.loads(source.read_text())
+    # a mean edited by hand, the audit folder still there: the rebuilt headline differs
+    edited = copy.deepcopy(record)
+    edited["headline"][0]["mean"] = 0.999
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    result = runner.invoke(main, ["leaderboard", str(tmp_path / "edited.json"), "--out", str(tmp_path / "lb1")])
+    assert result.exit_code == 2 and "headline numbers differ" in result.output
+    # trials changed under the old protocol id: the block no longer hashes to its id
+    relabelled = copy.deepcopy(record)
+    relabelled["protocol"]["trials"] = 10
+    (tmp_path / "relabelled.json").write_text(json.dumps(relabelled))
+    result = runner.invoke(main, ["leaderboard", str(tmp_path / "relabelled.json"), "--out", str(tmp_path / "lb2")])
+    assert result.exit_code == 2 and "does not hash to its protocol id" in result.output
+    # the same record twice
+    result = runner.invoke(main, ["leaderboard", str(source), str(source), "--out", str(tmp_path / "lb3")])
+    assert result.exit_code == 2 and "more than once" in result.output
+    # a record away from its audit folder is ranked, and the table says how little was checked
+    moved = copy.deepcopy(record)
+    moved["source"]["audit_dir"] = str(tmp_path / "gone")
+    (tmp_path / "away").mkdir()
+    (tmp_path / "away" / "record.json").write_text(json.dumps(moved))
+    result = runner.invoke(main, ["leaderboard", str(tmp_path / "away" / "record.json"), str(audits[1]),
+                                  "--out", str(tmp_path / "lb4")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    verified = pd.read_csv(tmp_path / "lb4" / "leaderboard.csv").set_index("model")["verified"]
+    assert verified["vae0"].startswith("protocol id only") and verified["vae1"] == "results hash and headline"
+
+
+def test_compare_refuses_other_budgets_unless_mixing_is_asked(audits, tmp_path):
+    import shutil
+
+    other = tmp_path / "linf-audit"
+    shutil.copytree(audits[1], other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    for settings in manifest["attacks"].values():
+        settings["budget"] = "linf-255"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    runner = CliRunner()
+    refused = runner.invoke(main, ["compare", str(audits[0]), str(other), "--out", str(tmp_path / "c1")])
+    assert refused.exit_code == 2 and "different protocols" in refused.output and "attacks" in refused.output
+    mixed = runner.invoke(main, ["compare", str(audits[0]), str(other), "--out", str(tmp_path / "c2"),
+                                 "--mix-protocols"])
+    assert mixed.exit_code == 0, mixed.output

@@ -47,16 +47,18 @@ def report_command(results_dir, out_dir, table2):
 @click.argument("results_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=OutputFolder(), required=True,
               help="Where to write the comparison.")
-def compare_command(results_dirs, out_dir):
+@click.option("--mix-protocols", is_flag=True,
+              help="Compare audits of different protocols anyway (budgets, attack settings, MS-SSIM settings).")
+def compare_command(results_dirs, out_dir, mix_protocols):
     """Compare several audits in one table (models from all of them).
 
-    The audits must have scored MS-SSIM with identical settings; otherwise their numbers are not
-    comparable and the command stops. A model name found in several audits is suffixed with its
-    audit directory.
+    The audits must share one protocol (data, images, trials, seed, lambdas, budgets, attack settings and
+    MS-SSIM settings: the leaderboard's rule); otherwise their numbers are not comparable and the command
+    stops, unless --mix-protocols. A model name found in several audits is suffixed with its audit directory.
 
     \b
     Examples:
       aerobust compare audit-ae audit-gmm-dae audit-coupled --out comparison
     """
-    written = write_comparison(list(results_dirs), out_dir)
+    written = write_comparison(list(results_dirs), out_dir, mix_protocols=mix_protocols)
     click.echo(f"wrote {len(written)} files; open {written['report.html']}")

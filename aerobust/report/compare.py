@@ -14,17 +14,18 @@ from .page import html_page
 from .results_io import AuditResults, load_results
 from .statistics import table1_statistics
 
-def compare(dirs: Sequence) -> pd.DataFrame:
+def compare(dirs: Sequence, *, mix_protocols: bool = False) -> pd.DataFrame:
     """One Table-1 layout over several audit directories (models of all of them).
 
-    Raises AerobustError when the audits scored with different MS-SSIM settings.
+    Raises AerobustError when the audits ran under different protocols (budgets, attack settings,
+    MS-SSIM settings, data, lambdas: the leaderboard's rule) unless ``mix_protocols``.
     """
-    return table1_statistics(_combined(dirs)[0])
+    return table1_statistics(_combined(dirs, mix_protocols)[0])
 
 
-def write_comparison(dirs: Sequence, out_dir) -> dict[str, Path]:
+def write_comparison(dirs: Sequence, out_dir, *, mix_protocols: bool = False) -> dict[str, Path]:
     """Tables, Fig. 2 and an HTML page over several audits, with the shared metric settings."""
-    results, audits, settings = _combined(dirs)
+    results, audits, settings = _combined(dirs, mix_protocols)
     out_dir = Path(out_dir)
     for audit in audits:
         refuse_audit_dir(audit.directory, out_dir)
@@ -35,7 +36,8 @@ def write_comparison(dirs: Sequence, out_dir) -> dict[str, Path]:
     written["report.html"] = out_dir / "report.html"
     written["report.html"].write_text(page)
     written["manifest.json"] = write_manifest(
-        out_dir, command="compare", config={"results_dirs": [str(a.directory.resolve()) for a in audits]},
+        out_dir, command="compare", config={"results_dirs": [str(a.directory.resolve()) for a in audits],
+                                            "mix_protocols": mix_protocols},
         seed=None, device="none", metrics=settings)
     return flatten_paths(written)
 
@@ -56,7 +58,9 @@ def _scored_sample(audit: AuditResults) -> dict:
             "trials": sorted(set(audit.results["trial"].tolist()))}
 
 
-def _combined(dirs: Sequence):
+def _combined(dirs: Sequence, mix_protocols: bool = False):
+    from ..records import differing_protocol_keys, protocol_of_manifest
+
     if len(dirs) < 1:
         raise AerobustError("compare needs at least one audit directory")
     audits = [load_results(d) for d in dirs]
@@ -78,6 +82,13 @@ def _combined(dirs: Sequence):
             raise AerobustError(
                 f"{audit.directory} scored other {', '.join(differing)} than {audits[0].directory}, so their means "
                 "and counts are not comparable; compare audits run with the same --data, --images, --trials, --seed")
+    # the remaining protocol (budgets, attack settings, lambdas, seed), by the leaderboard's rule
+    protocols = [protocol_of_manifest(audit.manifest) for audit in audits]
+    if len({p["id"] for p in protocols}) > 1 and not mix_protocols:
+        raise AerobustError(
+            f"the audits ran under different protocols (differing: {', '.join(differing_protocol_keys(protocols))}); "
+            "their numbers are not comparable. Rerun them under one protocol, or pass --mix-protocols to compare "
+            "them anyway")
     frames = []
     seen: dict[str, int] = {}
     for audit in audits:
