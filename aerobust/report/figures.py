@@ -42,6 +42,27 @@ FIGURE_CAPTIONS = {
 }
 
 
+# What lambda measures on an axis, per budget unit (aerobust.threat.BUDGETS), and how one value of it reads.
+BUDGET_AXIS_LABELS = {
+    "l2": "λ: absolute L2 radius (pixel units)",
+    "rms": "λ: per-pixel RMS change (pixel units)",
+    "linf": "λ: L-inf radius (pixel units)",
+    "linf-255": "λ: L-inf radius (/255, 8-bit levels)",
+}
+BUDGET_NORM_NAMES = {"l2": "L2", "rms": "RMS", "linf": "L-inf", "linf-255": "L-inf"}
+
+
+def attack_budget(manifest: dict | None, attack: str) -> str:
+    """The budget unit an attack's lambdas were given in (absolute L2 before budgets were recorded)."""
+    return (((manifest or {}).get("attacks") or {}).get(attack) or {}).get("budget") or "l2"
+
+
+def lambda_with_unit(lam, budget: str) -> str:
+    """One lambda as a reader needs it: "16/255 (L-inf)" for 8-bit levels, "1 (L2)" for an absolute radius."""
+    value = f"{lambda_text(float(lam))}/255" if budget == "linf-255" else lambda_text(float(lam))
+    return f"{value} ({BUDGET_NORM_NAMES.get(budget, budget)})"
+
+
 def attack_loss_label(attack: str, manifest: dict | None = None) -> str:
     """The y-label of an attack's loss: the built-in description, else what the attack recorded about itself."""
     if attack in ATTACK_LOSS_LABELS:
@@ -101,7 +122,7 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
             line, = axis.plot(rows["lambda"], rows["mean"], marker="o", label=model)
             axis.fill_between(rows["lambda"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2,
                               linewidth=0)
-        axis.set_xlabel("λ (attack budget)")
+        axis.set_xlabel(BUDGET_AXIS_LABELS.get(attack_budget(manifest, attack), "λ (attack budget)"))
         axis.set_ylabel(attack_loss_label(attack, manifest))
         if attack == LATENT_ATTACK and scales is not None:
             axis.text(0.02, 0.02, "codes of different scales:\nnot comparable across models", fontsize=6,
@@ -110,7 +131,7 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
 
 
 @styled
-def robustness_fidelity_figure(results: pd.DataFrame):
+def robustness_fidelity_figure(results: pd.DataFrame, manifest: dict | None = None):
     """Robustness against clean fidelity: per attack, each model's Table-1 robustness score per lambda
     (y) at its clean MS-SSIM(x, x̃) (x), both with their 95 % intervals over images. A model's points
     (one per lambda) are joined in lambda order and the smallest and largest lambda are named at the
@@ -134,7 +155,7 @@ def robustness_fidelity_figure(results: pd.DataFrame):
             color = bars[0].get_color()
             for position in {0, len(rows) - 1}:
                 row = rows.iloc[position]
-                axis.annotate(f"λ={lambda_text(row['lambda'])}", (x[position], row["mean"]), fontsize=6,
+                axis.annotate(f"λ = {lambda_with_unit(row['lambda'], attack_budget(manifest, attack))}", (x[position], row["mean"]), fontsize=6,
                               xytext=(5, -3 if position == 0 else 3), textcoords="offset points", color=color)
         present = fidelity.dropna()
         if len(present):
@@ -161,10 +182,11 @@ def example_scores(grid: np.ndarray, metric_settings) -> float:
 
 @styled
 def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 3, offset: int = 0,
-                        metric_settings=None):
+                        metric_settings=None, budget: str = "l2"):
     """Fig. 3: per model ``per_model`` rows of input | clean reconstruction | adversarial input | its
     reconstruction | target, starting at example ``offset`` (so that grids of several lambdas show
-    different images); with ``metric_settings`` the example's MS-SSIM score under its adversarial reconstruction."""
+    different images); with ``metric_settings`` the example's MS-SSIM score under its adversarial reconstruction;
+    ``budget``: the unit lambda was given in, shown in the title."""
     rows = []
     for (model, a, l), array in examples.items():
         if a == attack and l == lam:
@@ -199,5 +221,5 @@ def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 
         if model != previous_model:
             axes[row][0].set_ylabel(model, fontweight="bold")
             previous_model = model
-    figure.suptitle(f"{attack_title(attack)}, λ = {lam}")
+    figure.suptitle(f"{attack_title(attack)}, λ = {lambda_with_unit(lam, budget)}")
     return figure
