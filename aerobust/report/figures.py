@@ -14,6 +14,7 @@ from .columns import EXAMPLE_COLUMNS, LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFI
     attack_title
 from .results_io import lambda_text
 from .statistics import clean_statistics, ordered_attacks, table1_metrics, cell_statistics
+from ..threat import BUDGETS, lambda_with_unit
 from .style import paper_figure, styled
 
 # What the attack loss of each built-in attack is, with its unit and which way is a stronger attack.
@@ -42,25 +43,9 @@ FIGURE_CAPTIONS = {
 }
 
 
-# What lambda measures on an axis, per budget unit (aerobust.threat.BUDGETS), and how one value of it reads.
-BUDGET_AXIS_LABELS = {
-    "l2": "λ: absolute L2 radius (pixel units)",
-    "rms": "λ: per-pixel RMS change (pixel units)",
-    "linf": "λ: L-inf radius (pixel units)",
-    "linf-255": "λ: L-inf radius (/255, 8-bit levels)",
-}
-BUDGET_NORM_NAMES = {"l2": "L2", "rms": "RMS", "linf": "L-inf", "linf-255": "L-inf"}
-
-
-def attack_budget(manifest: dict | None, attack: str) -> str:
-    """The budget unit an attack's lambdas were given in (absolute L2 before budgets were recorded)."""
-    return (((manifest or {}).get("attacks") or {}).get(attack) or {}).get("budget") or "l2"
-
-
-def lambda_with_unit(lam, budget: str) -> str:
-    """One lambda as a reader needs it: "16/255 (L-inf)" for 8-bit levels, "1 (L2)" for an absolute radius."""
-    value = f"{lambda_text(float(lam))}/255" if budget == "linf-255" else lambda_text(float(lam))
-    return f"{value} ({BUDGET_NORM_NAMES.get(budget, budget)})"
+def attack_budget(manifest: dict | None, attack: str) -> str | None:
+    """The budget unit the audit recorded for ``attack`` (None before budgets were recorded: the paper's L2)."""
+    return (((manifest or {}).get("attacks") or {}).get(attack) or {}).get("budget")
 
 
 def attack_loss_label(attack: str, manifest: dict | None = None) -> str:
@@ -122,7 +107,8 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
             line, = axis.plot(rows["lambda"], rows["mean"], marker="o", label=model)
             axis.fill_between(rows["lambda"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2,
                               linewidth=0)
-        axis.set_xlabel(BUDGET_AXIS_LABELS.get(attack_budget(manifest, attack), "λ (attack budget)"))
+        axis.set_xlabel(f"λ: {BUDGETS.get(attack_budget(manifest, attack) or 'l2', ('', 'attack budget'))[1]}",
+                        fontsize=7)
         axis.set_ylabel(attack_loss_label(attack, manifest))
         if attack == LATENT_ATTACK and scales is not None:
             axis.text(0.02, 0.02, "codes of different scales:\nnot comparable across models", fontsize=6,
@@ -155,7 +141,7 @@ def robustness_fidelity_figure(results: pd.DataFrame, manifest: dict | None = No
             color = bars[0].get_color()
             for position in {0, len(rows) - 1}:
                 row = rows.iloc[position]
-                axis.annotate(f"λ = {lambda_with_unit(row['lambda'], attack_budget(manifest, attack))}", (x[position], row["mean"]), fontsize=6,
+                axis.annotate(f"λ = {lambda_with_unit(lambda_text(row['lambda']), attack_budget(manifest, attack))}", (x[position], row["mean"]), fontsize=6,
                               xytext=(5, -3 if position == 0 else 3), textcoords="offset points", color=color)
         present = fidelity.dropna()
         if len(present):
@@ -182,11 +168,10 @@ def example_scores(grid: np.ndarray, metric_settings) -> float:
 
 @styled
 def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 3, offset: int = 0,
-                        metric_settings=None, budget: str = "l2"):
+                        metric_settings=None, budget: str | None = None):
     """Fig. 3: per model ``per_model`` rows of input | clean reconstruction | adversarial input | its
     reconstruction | target, starting at example ``offset`` (so that grids of several lambdas show
-    different images); with ``metric_settings`` the example's MS-SSIM score under its adversarial reconstruction;
-    ``budget``: the unit lambda was given in, shown in the title."""
+    different images); with ``metric_settings`` the example's MS-SSIM score under its adversarial reconstruction."""
     rows = []
     for (model, a, l), array in examples.items():
         if a == attack and l == lam:
