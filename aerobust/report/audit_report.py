@@ -81,8 +81,8 @@ FIDELITY_NOTE = ("Clean: MS-SSIM and MSE between x and its reconstruction x̃ (n
 
 def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> dict[str, object]:
     """Intervals, paired tests (two or more models), universal share, AUDDC with its curve figure."""
-    from ..distortion import distortion_curves, distortion_figure
-    from ..stats import report_tables
+    from ..distortion import distortion_curves
+    from .analyses import distortion_figure, report_tables
 
     written: dict[str, object] = {name: write_table(table, out_dir, f"{prefix}{name}")
                                   for name, table in report_tables(results, FLOAT_COLUMNS).items()}
