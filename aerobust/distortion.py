@@ -81,20 +81,3 @@ def auddc_table(results: pd.DataFrame, attack: str = "latent") -> pd.DataFrame:
         out.append({"model": model, "attack": attack, "auddc": auddc(curve["lambda"], curve["output_distortion"]),
                     "lambdas": ", ".join(f"{v:g}" for v in curve["lambda"]), "rows": int(curve["rows"].sum())})
     return pd.DataFrame(out, columns=["model", "attack", "auddc", "lambdas", "rows"])
-
-
-def distortion_figure(curves: pd.DataFrame):
-    """Relative output distortion against the budget fraction, one line per model."""
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    for model, curve in curves.groupby("model", sort=False):
-        axis.plot(curve["budget_fraction"], curve["relative_output"], marker="o", label=str(model))
-    attack = curves["attack"].iloc[0] if len(curves) else ""
-    axis.set_xlabel("λ / λ_max")
-    axis.set_ylabel("‖x̃_a − x_t‖ / ‖x̃ − x_t‖")
-    axis.set_title(f"distortion-distortion curve ({attack} attack)")
-    axis.set_ylim(bottom=0)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    return figure

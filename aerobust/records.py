@@ -435,6 +435,7 @@ def _marks(record: dict) -> str:
 
 def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_protocols: bool = False) -> dict:
     """Markdown, HTML and CSV leaderboard of the records under ``paths``, with a manifest; returns the paths."""
+    from .report.page import table_page
     from .report.writer import write_table
     from .runtime import write_manifest
 
@@ -457,9 +458,7 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
             "a number may overstate robustness).")
     markdown = written["md"].read_text()
     written["md"].write_text(f"# aerobust leaderboard\n\n{note}\n\n{markdown}")
-    written["html"].write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>aerobust "
-                               f"leaderboard</title></head><body><h1>aerobust leaderboard</h1><p>{note}</p>"
-                               f"{written['html'].read_text()}</body></html>\n")
+    written["html"].write_text(table_page("aerobust leaderboard", note, written["html"].read_text()))
     # The leaderboard folder keeps the records it ranks, so that it can be checked and rebuilt alone.
     for index, record in enumerate(records):
         path = out_dir / "records" / f"{index + 1:02d}-{_file_stem(record['model']['label'])}" / RECORD_FILE

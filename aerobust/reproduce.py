@@ -36,7 +36,7 @@ from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
 from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
 from .registry import ATTACKS
-from .report.style import paper_figure, styled
+from .report.reproduction import attack_loss_over_seeds_figure
 from .report.writer import save_figure, write_table
 from .results import block_stem
 from .runtime import resolve_device, write_manifest
@@ -336,44 +336,17 @@ def ordering_verdicts(per_image: pd.DataFrame, *, resamples: int = 20000) -> pd.
 
 
 # -- figures, fidelity, certificate, legacy protocol ------------------------------------------------------
-@styled
-def attack_loss_figure(per_image: pd.DataFrame, models: list[str]):
-    """Fig. 2 over seeds: attack loss against lambda with its 95 % interval (seeds, then images); Ours in
-    black and thicker; one legend with every row under both panels."""
-    figure, axes = paper_figure(1, 2, width="double", height=3.2)
-    axes = axes[0]
-    titles = {"latent": "(a) latent-space attack (eq. 12)", "max-damage": "(b) maximum-damage attack (eq. 13)"}
-    labels = {"latent": "‖g(x_a) − g(x_t)‖₂, code units\n(lower = stronger attack)",
-              "max-damage": "‖f(g(x_a)) − f(g(x))‖₂, pixel units\n(higher = stronger attack)"}
-    colors = dict(zip([m for m in models if m != OURS], plt_colors(len(models))))
-    for axis, attack in zip(axes, ("latent", "max-damage")):
+def attack_loss_curves(per_image: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """Fig. 2's data over seeds: per model, attack and lambda the mean attack loss and its 95 % interval
+    (training seeds, then images); NaN where a cell has no data."""
+    rows = []
+    for attack in ("latent", "max-damage"):
         for model in models:
-            intervals = [hierarchical_interval(seed_image_matrix(per_image, model, attack, "attack_loss", lam))
-                         for lam in LAMBDAS]
-            means = np.array([i.mean for i in intervals])
-            if np.isnan(means).all():
-                continue
-            ours = model == OURS
-            line, = axis.plot(LAMBDAS, means, marker="o", label=model, color="black" if ours else colors[model],
-                              linewidth=2.4 if ours else 1.2, zorder=3 if ours else 2)
-            axis.fill_between(LAMBDAS, [i.low for i in intervals], [i.high for i in intervals],
-                              color=line.get_color(), alpha=0.12, linewidth=0)
-        axis.set_title(titles[attack], fontsize=9)
-        axis.set_xlabel("λ (L2 budget, pixel units)")
-        axis.set_ylabel(labels[attack])
-        axis.grid(alpha=0.3)
-    axes[0].text(0.98, 0.98, "codes of different scales (GMM prior ~10x the VAEs'):\nnot comparable across models",
-                 fontsize=6, color="#B00000", transform=axes[0].transAxes, va="top", ha="right")
-    handles, names = axes[1].get_legend_handles_labels()
-    figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=7)
-    return figure
-
-
-def plt_colors(count: int) -> list:
-    """``count`` distinct colours for the rows other than Ours (which is black)."""
-    import matplotlib
-
-    return [matplotlib.colormaps["tab10"](k % 10) for k in range(count)]
+            for lam in LAMBDAS:
+                interval = hierarchical_interval(seed_image_matrix(per_image, model, attack, "attack_loss", lam))
+                rows.append({"model": model, "attack": attack, "lambda": lam, "mean": interval.mean,
+                             "low": interval.low, "high": interval.high})
+    return pd.DataFrame(rows, columns=["model", "attack", "lambda", "mean", "low", "high"])
 
 
 def _fidelity_row(label: str, seed: int, result, steps_per_epoch: int, test, features, reference, msssim) -> dict:
@@ -604,7 +577,9 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
                         ("lipschitz_certificate", certificate), ("legacy_protocol", legacy),
                         ("sanity_flags", flag_counts), *([("training_length", lengths)] if lengths is not None else [])):
         written[stem] = write_table(table, out_dir, stem, formats=("csv", "md"))["csv"]
-    written["fig2"] = save_figure(attack_loss_figure(per_image, [r.label for r in ROWS]), out_dir, "fig2_attack_loss")
+    curves = attack_loss_curves(per_image, [r.label for r in ROWS])
+    written["fig2"] = save_figure(attack_loss_over_seeds_figure(curves, [r.label for r in ROWS], OURS), out_dir,
+                                  "fig2_attack_loss")
     wall = time.perf_counter() - started
     written["findings"] = out_dir / "findings.md"
     written["findings"].write_text(findings_text(config, orderings, fidelity, certificate, legacy, msssim, wall,

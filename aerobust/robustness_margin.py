@@ -120,27 +120,6 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
     return MarginResult(margins, float(r), float(lambda_max), criterion, config)
 
 
-def margin_figure(margins: "pd.DataFrame", lambda_max: float):
-    """Empirical CDF of the margins per model; censored images (no break up to lambda_max) never reach 1."""
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    for model, rows in margins.groupby("model", sort=False):
-        values = np.sort(rows["margin"].to_numpy())
-        finite = values[np.isfinite(values)]
-        fraction = np.arange(1, len(finite) + 1) / len(values)
-        axis.step(np.concatenate([[0.0], finite, [lambda_max]]),
-                  np.concatenate([[0.0], fraction, [fraction[-1] if len(fraction) else 0.0]]), where="post",
-                  label=f"{model} ({len(values) - len(finite)} of {len(values)} > λ_max)")
-    axis.set_xlabel("r-robustness margin λ (L2)")
-    axis.set_ylabel("fraction of images broken")
-    axis.set_xlim(0, lambda_max)
-    axis.set_ylim(0, 1)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    return figure
-
-
 def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int = 10, samples: int = 64,
                 device: str = "auto") -> "pd.DataFrame":
     """Margins of every model of an audit config on the audit's own images; writes tables, figure, manifest.
@@ -152,6 +131,7 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
 
     from .audit import Audit, _Plan
     from .datasets import load_dataset
+    from .report.analyses import margin_figure
     from .report.writer import save_figure, write_table
     from .runtime import write_manifest
 

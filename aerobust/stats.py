@@ -214,19 +214,6 @@ def universal_share(results: pd.DataFrame, *, column: str = "l2_recon_advrecon",
                                       "ci_high", "images", "rows"])
 
 
-def report_tables(results: pd.DataFrame, columns: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """The statistics tables of a report: intervals of every cell and, where they apply, paired tests
-    between models (two or more models), the universal attack's share of per-image damage, and AUDDC."""
-    from .distortion import auddc_table
-
-    present = [c for c in columns if results[c].notna().any()]
-    tables = {"intervals": interval_table(results, present)}
-    optional = {"paired_tests": paired_comparisons(results, present), "universal_share": universal_share(results),
-                "auddc": auddc_table(results)}
-    tables.update({name: table for name, table in optional.items() if len(table)})
-    return tables
-
-
 @dataclass(frozen=True)
 class HierarchicalDifference:
     """Mean of ``first`` minus mean of ``second`` over training seeds and images, its interval and p-value."""

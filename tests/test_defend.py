@@ -432,7 +432,7 @@ def test_cli_bad_inputs_fail_in_one_line(cli_files, change, message):
 
 # -- verdicts follow the paired tests -----------------------------------------------------------------------------
 def test_an_auc_below_one_half_is_an_inverted_detector():
-    from aerobust.classifier_defense.report import auc_verdict
+    from aerobust.report.defend import auc_verdict
 
     assert auc_verdict(0.28).startswith("inverted detector") and "1 - AUC = 0.720" in auc_verdict(0.28)
     assert auc_verdict(0.55) == "barely better than chance"

@@ -54,9 +54,23 @@ def test_readme_demo_figures_equal_the_committed_report():
 PER_ROW_FILES = ("results.csv", "margins.csv", "per_seed.csv", "legacy_protocol.csv")
 
 
-def _report_values(folder: Path) -> set[str]:
-    """Every number of a report folder's CSVs and manifests (and its generated findings), in the ways prose
-    quotes them: 1 to 4 decimals, unsigned, and as a percentage."""
+def _summaries(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """The aggregates prose quotes of raw rows: means over training seeds, and quantiles over images
+    (min, 5 %, median, max) per cell, keyed by the table's text columns (and lambda)."""
+    keys = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    summaries = []
+    if "seed" in frame.columns and keys:
+        summaries.append(frame.drop(columns="seed").groupby(keys).mean(numeric_only=True))
+    if "image_id" in frame.columns:
+        cells = frame.drop(columns="image_id").groupby(keys + [c for c in ("lambda",) if c in frame.columns])
+        summaries += [cells.quantile(q, numeric_only=True) for q in (0, 0.05, 0.5, 1)]
+    return summaries
+
+
+def _report_values(folder: Path, quoting: Path | None = None) -> set[str]:
+    """Every number of a report folder's CSVs and manifests (and its generated findings, unless it is the
+    ``quoting`` document itself), in the ways prose quotes them: 1 to 4 decimals, unsigned, and as a
+    percentage; raw per-row files only through their means over seeds and quantiles over images."""
     texts: set[str] = set()
 
     def add(value: float):
@@ -64,9 +78,13 @@ def _report_values(folder: Path) -> set[str]:
             texts.update(f"{v:.{d}f}" for d in range(0, 5))
 
     for csv in folder.rglob("*.csv"):
+        frame = pd.read_csv(csv)
+        # an audit's results.csv is summarised by the report tables beside it
+        for summary in _summaries(frame) if csv.name != "results.csv" else []:
+            for value in summary.to_numpy(float).ravel():
+                add(float(value))
         if csv.name in PER_ROW_FILES:  # thousands of raw rows would match almost any number by chance
             continue
-        frame = pd.read_csv(csv)
         for column in frame.columns:
             values = pd.to_numeric(frame[column], errors="coerce").dropna()
             for value in values:
@@ -74,7 +92,8 @@ def _report_values(folder: Path) -> set[str]:
             for cell in frame[column].dropna().astype(str):  # numbers inside text cells ("0.45 [0.43, 0.47]")
                 for number in re.findall(r"[-+]?\d+\.?\d*", cell):
                     add(float(number))
-    for generated in list(folder.rglob("manifest.json")) + list(folder.rglob("findings.md")):
+    findings = [path for path in folder.rglob("findings.md") if path != quoting]  # never a document's own numbers
+    for generated in list(folder.rglob("manifest.json")) + findings:
         for number in re.findall(r"[-+]?\d+\.\d+", generated.read_text()):
             add(float(number))
     return texts
@@ -95,10 +114,22 @@ def test_the_number_check_catches_a_number_that_no_table_holds(tmp_path):
         ["0.512"]
 
 
+def test_the_number_check_reads_seed_means_and_image_quantiles_never_the_document_itself(tmp_path):
+    pd.DataFrame({"model": ["a", "a"], "seed": [0, 1], "msssim": [0.5, 0.7]}).to_csv(tmp_path / "fidelity.csv",
+                                                                                    index=False)
+    pd.DataFrame({"model": ["a"] * 3, "lambda": [1.0] * 3, "image_id": [4, 5, 6], "ratio": [0.91, 0.93, 0.99]}) \
+        .to_csv(tmp_path / "legacy_protocol.csv", index=False)
+    findings = tmp_path / "findings.md"
+    findings.write_text("mean over seeds 0.600, median ratio 0.93, max 0.99; an invented 0.777\n")
+    values = _report_values(tmp_path, quoting=findings)
+    assert [n for n in _quoted_numbers(findings.read_text()) if n not in values] == ["0.777"]
+    assert "0.777" in _report_values(tmp_path)  # another document of the folder may quote the findings
+
+
 def test_report_readmes_and_findings_quote_only_numbers_of_their_committed_csvs():
     missing = {}
     for readme in sorted((ROOT / "reports").glob("*/README.md")) + [ROOT / "reports" / "reproduction" / "findings.md"]:
-        values = _report_values(readme.parent)
+        values = _report_values(readme.parent, quoting=readme)
         lost = [number for number in _quoted_numbers(readme.read_text()) if number not in values]
         if lost:
             missing[str(readme.relative_to(ROOT))] = lost

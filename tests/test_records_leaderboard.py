@@ -16,7 +16,7 @@ from aerobust.audit import Audit, AuditConfig, ModelSpec
 from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.records import leaderboard_table, load_schema, schema_errors, validate_record
-from aerobust.stats import report_tables
+from aerobust.report.analyses import report_tables
 from tests.conftest import MNIST_TEST_SPEC
 
 NEW_ATTACKS = ("latent", "latent-kl", "latent-skl", "max-kl", "jacobian", "universal", "max-damage")

@@ -354,3 +354,24 @@ def test_results_written_before_budgets_read_lambda_as_the_radius(audit_dir, tmp
     frame.drop(columns="radius").to_csv(old / "results.csv", index=False)
     results = load_results(old).results
     assert (results["radius"] == results["lambda"]).all() and len(results) == len(frame)
+
+
+def test_figures_name_lambda_in_its_budget_unit(audit_dir):
+    """An L-inf budget in 8-bit levels reads "16/255" on every figure, never a bare "16"."""
+    from aerobust.report.figures import attack_budget, attack_loss_figure, example_grid_figure, \
+        robustness_fidelity_figure
+    from aerobust.threat import lambda_with_unit
+
+    audit = load_results(audit_dir)
+    manifest = {"attacks": {attack: {"budget": "linf-255"} for attack in audit.results["attack"].unique()}}
+    assert attack_budget(manifest, "latent") == "linf-255" and attack_budget({}, "latent") is None
+    assert lambda_with_unit("16", "linf-255") == "16/255 (L-inf)" and lambda_with_unit("0.5", None) == "0.5 (L2)"
+    loss = attack_loss_figure(audit.results, manifest)
+    assert all("8-bit levels" in axis.get_xlabel() for axis in loss.axes if axis.get_visible())
+    fidelity = robustness_fidelity_figure(audit.results, manifest)
+    labels = [text.get_text() for axis in fidelity.axes for text in axis.texts]
+    assert labels and all(re.fullmatch(r"λ = [\d.e+-]+/255 \(L-inf\)", label) for label in labels), labels
+    examples = audit.examples()
+    model, attack, lam = next(iter(examples))
+    grid = example_grid_figure(examples, attack, lam, budget="linf-255")
+    assert grid._suptitle.get_text().endswith(f"λ = {lambda_with_unit(lam, 'linf-255')}")

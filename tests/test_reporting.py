@@ -266,7 +266,7 @@ def test_paper_style_sets_print_sizes_without_touching_global_defaults():
 
 def test_defend_report_writes_readable_tables_and_figures(tmp_path):
     """The defend report from small synthetic results: grouped AUC tables, PNG + PDF figures, log-scale OOD bins."""
-    from aerobust.classifier_defense.report import _ood_bins, write_defend_report
+    from aerobust.report.defend import _ood_bins, write_defend_report
     from aerobust.classifier_defense.suite import DefendResults
 
     generator = np.random.default_rng(0)

@@ -8,7 +8,8 @@ import click
 
 from ..classifiers import BUILTIN_CLASSIFIERS
 from ..classifier_defense import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, prepare_defend,
-                                  run_defend, write_defend_report)
+                                  run_defend)
+from ..report.defend import write_defend_report
 from .common import (AerobustGroup, OutputFolder, UserError, device_option, download_option, parse_float_list,
                      plugin_option, quiet_option, seed_option, trust_unhashed_option)
 

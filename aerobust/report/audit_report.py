@@ -64,7 +64,7 @@ def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str =
         caption=f"Every metric per model, attack and λ (empty: the attack does not record it). {spread}")
     written["fig2_attack_loss"] = save_figure(attack_loss_figure(results, manifest), out_dir,
                                               f"{prefix}fig2_attack_loss")
-    written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results), out_dir,
+    written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results, manifest), out_dir,
                                                     f"{prefix}robustness_vs_fidelity")
     written.update(_statistics_outputs(results, out_dir, prefix))
     return written
@@ -81,8 +81,8 @@ FIDELITY_NOTE = ("Clean: MS-SSIM and MSE between x and its reconstruction x̃ (n
 
 def _statistics_outputs(results: pd.DataFrame, out_dir: Path, prefix: str) -> dict[str, object]:
     """Intervals, paired tests (two or more models), universal share, AUDDC with its curve figure."""
-    from ..distortion import distortion_curves, distortion_figure
-    from ..stats import report_tables
+    from ..distortion import distortion_curves
+    from .analyses import distortion_figure, report_tables
 
     written: dict[str, object] = {name: write_table(table, out_dir, f"{prefix}{name}")
                                   for name, table in report_tables(results, FLOAT_COLUMNS).items()}

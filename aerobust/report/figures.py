@@ -117,7 +117,7 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
 
 
 @styled
-def robustness_fidelity_figure(results: pd.DataFrame):
+def robustness_fidelity_figure(results: pd.DataFrame, manifest: dict | None = None):
     """Robustness against clean fidelity: per attack, each model's Table-1 robustness score per lambda
     (y) at its clean MS-SSIM(x, x̃) (x), both with their 95 % intervals over images. A model's points
     (one per lambda) are joined in lambda order and the smallest and largest lambda are named at the
@@ -141,7 +141,7 @@ def robustness_fidelity_figure(results: pd.DataFrame):
             color = bars[0].get_color()
             for position in {0, len(rows) - 1}:
                 row = rows.iloc[position]
-                axis.annotate(f"λ={lambda_text(row['lambda'])}", (x[position], row["mean"]), fontsize=6,
+                axis.annotate(f"λ = {lambda_with_unit(lambda_text(row['lambda']), attack_budget(manifest, attack))}", (x[position], row["mean"]), fontsize=6,
                               xytext=(5, -3 if position == 0 else 3), textcoords="offset points", color=color)
         present = fidelity.dropna()
         if len(present):

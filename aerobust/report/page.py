@@ -114,6 +114,17 @@ def _figure(path: Path, alt: str, caption: str) -> str:
     return f"<figure>{_image_tag(path, alt)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
+def _page_head(title: str) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>")
+
+
+def table_page(title: str, note: str, fragment: str) -> str:
+    """A page of one table in the report's style (the leaderboard): title, a note on how to read it, and the
+    writer's HTML fragment, scrolling sideways rather than running past the page."""
+    return f"{_page_head(title)}<p class='note'>{html.escape(note)}</p><div class='scroll'>{fragment}</div></body></html>\n"
+
+
 def html_page(title: str, written: dict, settings: dict | None, sources, results: pd.DataFrame,
               flags: pd.DataFrame | None, command: str) -> str:
     """The page: summary, contents, protocol and versions, flags, tables, figures, then the full settings."""
@@ -180,8 +191,7 @@ def html_page(title: str, written: dict, settings: dict | None, sources, results
                          + html.escape(json.dumps(source["config"], indent=2, sort_keys=True)) + "</pre></details>")
     sections.append(("settings", "Settings", appendix))
     toc = "".join(f"<li><a href='#{anchor}'>{html.escape(heading)}</a></li>" for anchor, heading, _ in sections)
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    parts = [_page_head(title),
              f"<section id='summary' class='summary'><h2>Summary</h2><ul>{summary}</ul></section>", warning,
              f"<nav class='toc' id='contents'><h2>Contents</h2><ol>{toc}</ol></nav>"]
     parts += [f"<section id='{anchor}'><h2>{html.escape(heading)}</h2>{body}</section>"

@@ -1,4 +1,5 @@
-"""Tables, figures, a plain-language summary and the manifest of a defend run (pure: never re-runs anything)."""
+"""Tables, figures, a plain-language summary and the manifest of a defend run (``aerobust defend``), a view over
+its :class:`~aerobust.classifier_defense.DefendResults` (pure: never re-runs anything)."""
 from __future__ import annotations
 
 import math
@@ -9,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report.style import COLORS, paper_figure, styled
-from ..report.writer import save_figure, write_table
+from ..classifier_defense.detect import DETECTION_SCORES
+from ..classifier_defense.ood import OOD_SCORES
+from ..classifier_defense.purify import STALLED_FLAG
+from ..classifier_defense.suite import DefendResults
 from ..runtime import write_manifest
-from .detect import DETECTION_SCORES
-from .ood import OOD_SCORES
-from .purify import STALLED_FLAG
-from .suite import DefendResults
+from .style import COLORS, paper_figure, styled
+from .writer import save_figure, write_table
 
 # ROC-AUC bands used in the summary's wording.
 STRONG_AUC, PARTIAL_AUC = 0.9, 0.7
