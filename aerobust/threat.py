@@ -31,6 +31,16 @@ BUDGETS = {
     "linf": ("linf", "absolute L-inf radius in pixel units ([0, 1] images)"),
     "linf-255": ("linf", "L-inf radius in 8-bit levels: lambda / 255"),
 }
+# How a figure or table writes a lambda of each budget unit: "λ = 16/255 (L-inf)" rather than a bare 16.
+LAMBDA_UNITS = {"l2": ("", "L2"), "rms": ("", "per-pixel RMS"), "linf": ("", "L-inf"), "linf-255": ("/255", "L-inf")}
+
+
+def lambda_with_unit(lam_text: str, budget: str | None) -> str:
+    """``"16"``, ``"linf-255"`` -> ``"16/255 (L-inf)"``; an unknown or missing budget is the paper's L2."""
+    suffix, norm = LAMBDA_UNITS.get(budget or "l2", ("", budget))
+    return f"{lam_text}{suffix} ({norm})"
+
+
 # Relative slack allowed on the norm bound of a returned point (float32 rounding of the projection).
 NORM_RTOL = 1e-5
 # Absolute slack per pixel: x_adv - x of pixels near 1 is exact only to float32 spacing there (6e-8), which

@@ -10,7 +10,7 @@ from ..errors import AerobustError
 from ..metrics import resolve_msssim_settings
 from ..runtime import write_manifest
 from .columns import FLOAT_COLUMNS
-from .figures import attack_loss_figure, example_grid_figure, robustness_fidelity_figure
+from .figures import attack_budget, attack_loss_figure, example_grid_figure, robustness_fidelity_figure
 from .flags import sanity_flags_table
 from .page import html_page
 from .results_io import load_results
@@ -119,7 +119,8 @@ def build_report(results_dir, out_dir=None, table2: bool = False) -> dict[str, P
             continue
         # each grid starts at other examples, so that the grids of an audit do not all show the same images
         figure = example_grid_figure(examples, attack, lam, per_model=EXAMPLES_PER_MODEL,
-                                     offset=EXAMPLES_PER_MODEL * len(figures), metric_settings=scoring)
+                                     offset=EXAMPLES_PER_MODEL * len(figures), metric_settings=scoring,
+                                     budget=attack_budget(audit.manifest, attack))
         if figure is not None:
             figures[key] = save_figure(figure, out_dir, key)
     written.update(figures)

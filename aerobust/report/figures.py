@@ -14,6 +14,7 @@ from .columns import EXAMPLE_COLUMNS, LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFI
     attack_title
 from .results_io import lambda_text
 from .statistics import clean_statistics, ordered_attacks, table1_metrics, cell_statistics
+from ..threat import BUDGETS, lambda_with_unit
 from .style import paper_figure, styled
 
 # What the attack loss of each built-in attack is, with its unit and which way is a stronger attack.
@@ -40,6 +41,11 @@ FIGURE_CAPTIONS = {
         "target x_t (targeted attacks); under each x̃_a its own score, the Table-1 robustness metric of that "
         "example (computed from the saved images with the audit's MS-SSIM settings)."),
 }
+
+
+def attack_budget(manifest: dict | None, attack: str) -> str | None:
+    """The budget unit the audit recorded for ``attack`` (None before budgets were recorded: the paper's L2)."""
+    return (((manifest or {}).get("attacks") or {}).get(attack) or {}).get("budget")
 
 
 def attack_loss_label(attack: str, manifest: dict | None = None) -> str:
@@ -101,7 +107,8 @@ def attack_loss_figure(results: pd.DataFrame, manifest: dict | None = None):
             line, = axis.plot(rows["lambda"], rows["mean"], marker="o", label=model)
             axis.fill_between(rows["lambda"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2,
                               linewidth=0)
-        axis.set_xlabel("λ (attack budget)")
+        axis.set_xlabel(f"λ: {BUDGETS.get(attack_budget(manifest, attack) or 'l2', ('', 'attack budget'))[1]}",
+                        fontsize=7)
         axis.set_ylabel(attack_loss_label(attack, manifest))
         if attack == LATENT_ATTACK and scales is not None:
             axis.text(0.02, 0.02, "codes of different scales:\nnot comparable across models", fontsize=6,
@@ -161,7 +168,7 @@ def example_scores(grid: np.ndarray, metric_settings) -> float:
 
 @styled
 def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 3, offset: int = 0,
-                        metric_settings=None):
+                        metric_settings=None, budget: str | None = None):
     """Fig. 3: per model ``per_model`` rows of input | clean reconstruction | adversarial input | its
     reconstruction | target, starting at example ``offset`` (so that grids of several lambdas show
     different images); with ``metric_settings`` the example's MS-SSIM score under its adversarial reconstruction."""
@@ -199,5 +206,5 @@ def example_grid_figure(examples: dict, attack: str, lam: str, per_model: int = 
         if model != previous_model:
             axes[row][0].set_ylabel(model, fontweight="bold")
             previous_model = model
-    figure.suptitle(f"{attack_title(attack)}, λ = {lam}")
+    figure.suptitle(f"{attack_title(attack)}, λ = {lambda_with_unit(lam, budget)}")
     return figure
