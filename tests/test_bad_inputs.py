@@ -137,7 +137,11 @@ CASES = {
     "audit out is a file": (lambda p: audit(p) + ["--out", p["file"]], "is a file"),
     # options
     "audit attack option not an int": (lambda p: audit(p, "--attack-option", "max-damage.steps=abc"),
-                                       "rejects the options"),
+                                       "steps must be a whole number"),
+    "audit attack option steps not whole": (lambda p: audit(p, "--attack-option", "max-damage.steps=2.5"),
+                                            "steps must be a whole number"),
+    "audit attack option step size infinite": (lambda p: audit(p, "--attack-option", "*.step_size=inf"),
+                                               "step_size must be"),
     "audit attack option without attack": (lambda p: audit(p, "--attack-option", "steps=3"), "ATTACK.KEY=VALUE"),
     "audit resize 0": (lambda p: audit(p, "--resize", "0"), "cannot resize images to 0"),
     "audit resize -3": (lambda p: audit(p, "--resize", "-3"), "cannot resize images to -3"),

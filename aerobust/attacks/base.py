@@ -6,6 +6,7 @@ A custom attack subclasses :class:`Attack` and overrides ``optimize(problem) -> 
 """
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Sequence
 
@@ -25,10 +26,11 @@ class Attack:
     """An optimizer over a threat for an objective; subclasses set ``objective_name``.
 
     Options (plain keywords, all recorded in ``config()``):
-      optimizer: "pgd" (batched projected gradient, default), "lbfgs-legacy" (scipy L-BFGS-B per
+      optimizer: "pgd" (batched projected gradient, default), "apgd" (adaptive step size and
+        momentum, Croce & Hein 2020; reads steps and random_start only), "lbfgs-legacy" (scipy L-BFGS-B per
         image, the reference protocol) or "fgsm" (one full-radius step).
       steps, restarts: PGD iterations and random restarts (worst case kept per sample); restarts
-        defaults to 2 for PGD and 1 for FGSM and the legacy protocol (which had one start).
+        defaults to 2 for PGD and 1 for APGD, FGSM and the legacy protocol (which had one start).
         The PGD default, 100 steps x 2 restarts, reached the same median loss as 200 x 3 on the
         reference MLP AE (bench/audit_speed.py) at a third of the cost.
       step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
@@ -89,9 +91,10 @@ class Attack:
         if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
             raise AerobustError(f"batch_size must be 'auto' or at least 1, got {batch_size}")
         for key, value in (("steps", steps), ("restarts", restarts)):
-            if int(value) < 1:
-                raise AerobustError(f"{key} must be at least 1, got {value}")
-        if not step_size > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() \
+                    or int(value) < 1:
+                raise AerobustError(f"{key} must be a whole number of at least 1, got {value!r}")
+        if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
             raise AerobustError(f"step_size must be > 0 (a fraction of lambda), got {step_size}")
         if early_stop is not None and int(early_stop) < 1:
             raise AerobustError("early_stop must be None or a patience of at least 1 step")

@@ -64,7 +64,7 @@ class LatentClassifierAttack(Attack):
     Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
     Arguments:
         targeted (bool): aim at a reproducible other class instead of away from the label. (Default: False)
-        optimizer (str): "pgd", "fgsm" or "lbfgs-legacy" (aerobust list optimizers). (Default: "pgd")
+        optimizer (str): "pgd", "apgd", "fgsm" or "lbfgs-legacy" (aerobust list optimizers). (Default: "pgd")
         steps (int): optimizer iterations. (Default: 100)
         restarts (int): random starts; the worst case per sample is kept. (Default: 2 for PGD)
         step_size (float): first PGD step as a fraction of lambda. (Default: 0.25)

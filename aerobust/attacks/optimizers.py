@@ -1,4 +1,4 @@
-"""Built-in optimizers: batched PGD, FGSM, and the reference protocol's per-image L-BFGS-B.
+"""Built-in optimizers: batched PGD, adaptive PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B.
 
 Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
 settings (steps, step size, schedule, ...), ``problem`` the flat batch. They are registered in
@@ -139,6 +139,94 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
             keep_best(active.values(active.x + current), current)
     return OptimizationResult(problem.threat.apply(x, best_delta, workspace=workspace), history, zero_gradient,
                               nan_gradient)
+
+
+# APGD's constants (Croce & Hein 2020, "Reliable evaluation of adversarial robustness ..."): the
+# first step is twice the radius, the momentum weight 0.75, and at a checkpoint the step halves
+# unless at least 75% of the steps since the previous checkpoint improved on their predecessor.
+APGD_FIRST_STEP = 2.0
+APGD_MOMENTUM = 0.75
+APGD_SUCCESS_SHARE = 0.75
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The steps at which APGD may halve its step size: fractions 0.22, then growing gaps (>= 0.06)."""
+    fractions = [0.0, 0.22]
+    while fractions[-1] < 1.0:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    # rounded first: 0.22 * 100 is 22.000000000000004 in floating point, not past step 22
+    steps_at = (math.ceil(round(f * steps, 9)) for f in fractions[1:])
+    return sorted({step for step in steps_at if step < steps})
+
+
+@_optimizer("apgd", "steps", "random_start")
+def apgd(attack, problem: AttackProblem) -> OptimizationResult:
+    """Adaptive PGD: momentum steps whose size halves, per sample, when progress stalls.
+
+    At each checkpoint (:func:`apgd_checkpoints`) a sample halves its step size and restarts from
+    its best point when fewer than ``APGD_SUCCESS_SHARE`` of the steps since the last checkpoint
+    improved on their predecessor, or when its step was not halved at the last checkpoint and its
+    best value has not moved since. Steps are normalized (L2) or signed (L-inf) gradients scaled
+    by the sample's radius, projected exactly onto the threat (L2 ball ∩ box, or L-inf box).
+    One forward+backward per step plus one forward for the last iterate, as PGD.
+    """
+    x, objective, batch = problem.x, problem.objective, len(problem)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    bounds = (-x, 1 - x)
+    radius = problem.threat.radii(x)
+    delta = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    previous = delta.clone()
+    eta = torch.full((batch,), APGD_FIRST_STEP, device=x.device)
+    history = torch.full((batch, attack.steps), float("nan"), device=x.device)
+    best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
+    best_delta, best_grad = delta.clone(), torch.zeros_like(x)
+    nan_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    successes = torch.zeros(batch, device=x.device)
+    reduced_last = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    best_at_checkpoint = best_values.clone()
+    checkpoints, last_checkpoint = apgd_checkpoints(attack.steps), 0
+    values_before = None
+
+    for step in range(attack.steps):
+        values, grad = problem.loss_and_grad(delta)
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if step == 0:
+            zero_gradient = grad.flatten(1).norm(dim=1) == 0
+        history[:, step] = values
+        if values_before is not None:
+            successes += objective.stronger(values, values_before).float()
+        values_before = values
+        improved = objective.stronger(values, best_values)
+        best_values = torch.where(improved, values, best_values)
+        best_delta = torch.where(improved.view(shape), delta, best_delta)
+        best_grad = torch.where(improved.view(shape), grad, best_grad)
+        if step in checkpoints:
+            stalled = successes < APGD_SUCCESS_SHARE * (step - last_checkpoint)
+            unmoved = ~reduced_last & (best_values == best_at_checkpoint)
+            reduce = stalled | unmoved
+            eta = torch.where(reduce, eta / 2, eta)
+            # restart from the best point, without momentum
+            delta = torch.where(reduce.view(shape), best_delta, delta)
+            grad = torch.where(reduce.view(shape), best_grad, grad)
+            previous = torch.where(reduce.view(shape), delta, previous)
+            reduced_last, best_at_checkpoint = reduce, best_values.clone()
+            successes.zero_()
+            last_checkpoint = step
+        direction, _, bad = _direction(grad, attack.norm)
+        nan_gradient |= bad
+        length = (eta * radius).view(shape)
+        target = problem.threat.project(x, delta - direction * length, bounds)
+        if step == 0:
+            moved = target
+        else:
+            moved = problem.threat.project(
+                x, delta + APGD_MOMENTUM * (target - delta) + (1 - APGD_MOMENTUM) * (delta - previous), bounds)
+        previous, delta = delta, moved
+    with torch.no_grad():
+        values = problem.values(x + delta)
+    improved = objective.stronger(values, best_values)
+    best_delta = torch.where(improved.view(shape), delta, best_delta)
+    return OptimizationResult(problem.threat.apply(x, best_delta), history, zero_gradient, nan_gradient)
 
 
 @_optimizer("fgsm", "random_start")

@@ -1,0 +1,112 @@
+"""APGD against PGD: counted forward passes per attacked sample and per-sample loss vs PGD 200x3.
+
+Three small models trained here with ``aerobust.training.train`` on mnist-5k (padded to 32) for
+--epochs epochs (the conv AE --conv-epochs), seed --seed: mlp-ae-32 (plain MSE), conv-ae-32x3 on one channel (plain MSE) and
+mlp-vae-32 (the vae defense). On --images shared MNIST test images at lambda --lam (L2), trial 0,
+each of the latent, max-damage and latent-classifier attacks runs three times on the same images
+and targets: APGD (--apgd-steps x 1 restart), PGD 100x2 (the default) and PGD 200x3.
+
+* evaluations: images passed through the model's encoder during the sweep (a forward pre-hook counts
+  rows; each forward+backward step counts once), divided by the attacked samples. Sanity checks off.
+* loss ratio: per sample, APGD's loss against PGD 200x3's, oriented so that >= 1 means APGD is at
+  least as strong (max-damage maximizes, the other two minimize); median and 5th percentile.
+
+Last line: one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from aerobust.adapter import wrap
+from aerobust.attacks import choose_targets
+from aerobust.classifiers import train_latent_classifier
+from aerobust.datasets import load_dataset
+from aerobust.registry import ATTACKS
+from aerobust.training import train
+from common import MNIST_TEST
+
+MODELS = {"mlp-ae": ("ae", "mlp-ae-32", {}), "conv-ae": ("ae", "conv-ae-32x3", {"input_shape": (1, 32, 32)}),
+          "mlp-vae": ("vae", "mlp-vae-32", {})}
+ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
+
+
+def counted_sweep(name, options, model, x, labels, targets, head, seed):
+    """The sweep's result and the encoder rows it used per attacked sample."""
+    rows = [0]
+    encoder = next(module for module in model.modules() if len(list(module.children())) == 0)
+    handle = encoder.register_forward_pre_hook(lambda module, args: rows.__setitem__(0, rows[0] + len(args[0])))
+    try:
+        attack = ATTACKS.create(name, sanity_checks=False, **options)
+        result = attack.sweep(model, x, [LAMBDA], 1, seed, targets=targets if attack.needs_targets else None,
+                              labels=labels, classifier=head if attack.needs_classifier else None,
+                              image_ids=torch.arange(len(x)))
+    finally:
+        handle.remove()
+    return result, rows[0] / len(x)
+
+
+def main():
+    global LAMBDA
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--lam", type=float, default=3.0)
+    parser.add_argument("--apgd-steps", type=int, default=49)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of the MLP AE and the VAE")
+    parser.add_argument("--conv-epochs", type=int, default=8, help="training epochs of the conv AE (it "
+                        "learns slower: after 2 epochs its output ignored the input)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    LAMBDA = args.lam
+    torch.set_num_threads(args.threads)
+    data = load_dataset("mnist-5k", "train", pad_to=32)
+    pool = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32)
+    x, labels = pool.images[:args.images], pool.labels[:args.images]
+    targets = pool.images[choose_targets(labels, 1, args.seed, pool_labels=pool.labels,
+                                         image_ids=torch.arange(args.images), pool_size=len(pool))]
+    runs = {"apgd": {"optimizer": "apgd", "steps": args.apgd_steps, "restarts": 1},
+            "pgd100x2": {"steps": 100, "restarts": 2}, "pgd200x3": {"steps": 200, "restarts": 3}}
+    out = {}
+    start_all = time.perf_counter()
+    for label, (defense, arch, arch_kwargs) in MODELS.items():
+        epochs = args.conv_epochs if label == "conv-ae" else args.epochs
+        trained = train(defense, arch, data, epochs=epochs, batch_size=128, lr=1e-3, seed=args.seed,
+                        device="cpu", quiet=True, arch_kwargs=arch_kwargs)
+        model = wrap(trained.model.eval(), device="cpu")
+        print(label, "counting rows entering", next(m for m in model.modules() if not list(m.children())), flush=True)
+        head = train_latent_classifier(model, data.images, data.labels, seed=args.seed)
+        for name in ATTACK_NAMES:
+            result, evaluations, seconds = {}, {}, {}
+            for run, options in runs.items():
+                start = time.perf_counter()
+                result[run], evaluations[run] = counted_sweep(name, options, model, x, labels, targets, head, args.seed)
+                seconds[run] = round(time.perf_counter() - start, 2)
+            mine, strong = result["apgd"].attack_loss.flatten(), result["pgd200x3"].attack_loss.flatten()
+            ratio = mine / strong if result["apgd"].maximize else strong / mine
+            # 0/0 (both attacks left the loss at exactly zero, e.g. a collapsed model) has no ratio:
+            # counted apart, never folded into the median
+            defined = torch.isfinite(ratio)
+            ratio = ratio[defined]
+            out[f"{label}/{name}"] = {
+                "evaluations_per_sample": evaluations["apgd"],
+                "evaluations_per_sample_pgd100x2": evaluations["pgd100x2"],
+                "evaluations_per_sample_pgd200x3": evaluations["pgd200x3"],
+                "loss_vs_pgd200x3": round(float(ratio.median()), 4) if len(ratio) else None,
+                "loss_vs_pgd200x3_p05": round(float(ratio.quantile(0.05)), 4) if len(ratio) else None, "samples": len(ratio),
+                "samples_without_ratio": int((~defined).sum()),
+                "seconds": seconds}
+            print(label, name, json.dumps(out[f"{label}/{name}"]), flush=True)
+    print(json.dumps({"bench": "apgd_strength", "images": args.images, "lambda": args.lam,
+                      "apgd_steps": args.apgd_steps, "epochs": args.epochs,
+                      "conv_epochs": args.conv_epochs, "threads": args.threads,
+                      "load_average": os.getloadavg(), "seconds": round(time.perf_counter() - start_all, 1),
+                      "results": out}))
+
+
+if __name__ == "__main__":
+    main()
