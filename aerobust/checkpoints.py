@@ -225,8 +225,8 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
                   device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None,
-                  data_shape=None, trust_unhashed: bool = False, trust_factory: bool = False
-                  ) -> tuple[Autoencoder, dict]:
+                  data_shape=None, trust_unhashed: bool = False, trust_factory: bool = False,
+                  pixel_range=None, posterior: str = "logvar") -> tuple[Autoencoder, dict]:
     """Build an Autoencoder from ``--model NAME``, ``--model FILE.py:factory`` / ``package.module:factory``
     (called with ``arch_kwargs``) or ``--checkpoint``.
 
@@ -234,6 +234,8 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
     ``trust_factory`` lets a checkpoint's sidecar name a factory (see :func:`load_checkpoint`).
     Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
     ``trust_unhashed`` admits checkpoints whose sidecar has no weights hash (see :func:`load_checkpoint`).
+    ``pixel_range`` and ``posterior`` are passed to :func:`wrap`; the description records the range and
+    posterior reading in effect, so every manifest says which space the model was fed.
     """
     if (model is None) == (checkpoint is None):
         raise AerobustError("give exactly one of --model NAME|FILE.py:factory|package.module:factory or --checkpoint FILE")
@@ -248,4 +250,6 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
                 "arch_kwargs": dict(arch_kwargs or {})}
     if input_shape is None and getattr(module, "input_shape", None) is None:
         input_shape = data_shape
-    return wrap(module, input_shape=input_shape, device=device), info
+    wrapped = wrap(module, input_shape=input_shape, device=device, pixel_range=pixel_range, posterior=posterior)
+    info.update(pixel_range=list(wrapped.pixel_range), posterior=wrapped.posterior_spread)
+    return wrapped, info
