@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .diffusers_models import IMAGE_AUTOENCODERS, DiffusersAutoencoder
 from .errors import AerobustError, ShapeError
 from .runtime import frozen_modules, resolve_device
 
@@ -257,6 +258,8 @@ def wrap(model, *, input_shape: Sequence[int] | None = None, device: str | torch
     """
     if isinstance(model, Autoencoder):
         return model
+    if type(model).__module__.startswith("diffusers.") and type(model).__name__ in IMAGE_AUTOENCODERS:
+        model = DiffusersAutoencoder(model)  # their [-1, 1] range, latent scaling and size rules
     if isinstance(model, (tuple, list)):
         if len(model) != 2 or not all(callable(part) for part in model):
             raise AerobustError("pass an (encoder, decoder) pair of callables, a module with encode/decode, "

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .adapter import Autoencoder, wrap
+from .diffusers_models import DiffusersAutoencoder, is_diffusers_spec, load_diffusers_autoencoder
 from .errors import AerobustError, CheckpointError
 from .registry import ARCHITECTURES, load_plugin
 from .runtime import package_versions
@@ -212,6 +213,8 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
     if not isinstance(arguments, dict):
         raise AerobustError(f"{option}: the architecture arguments must be a KEY=VALUE mapping, got "
                             f"{type(arguments).__name__}")
+    if is_diffusers_spec(source):
+        return load_diffusers_autoencoder(source, arguments)
     if is_factory_spec(source):
         return module_from_factory(source, option, arguments)
     factory = ARCHITECTURES.get(source)
@@ -245,11 +248,13 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
                 "weights_verified": "weights_sha256" in sidecar}
     else:
         module = build_architecture(model, dict(arch_kwargs or {}))
-        kind = "factory" if is_factory_spec(model) else "registry"
-        info = {"source": kind, kind if kind == "factory" else "architecture": model,
+        kind = "diffusers" if is_diffusers_spec(model) else "factory" if is_factory_spec(model) else "registry"
+        info = {"source": kind, kind if kind != "registry" else "architecture": model,
                 "arch_kwargs": dict(arch_kwargs or {})}
     if input_shape is None and getattr(module, "input_shape", None) is None:
         input_shape = data_shape
     wrapped = wrap(module, input_shape=input_shape, device=device, pixel_range=pixel_range, posterior=posterior)
     info.update(pixel_range=list(wrapped.pixel_range), posterior=wrapped.posterior_spread)
+    if isinstance(module, DiffusersAutoencoder):
+        info["diffusers_model"] = module.describe()
     return wrapped, info
