@@ -149,3 +149,49 @@ def test_resolve_model_records_range_and_reading(tmp_path):
     torch.testing.assert_close(model.reconstruct(x), x)
     _, overridden = resolve_model(f"{factory}:build", device="cpu", pixel_range="0,1")
     assert overridden["pixel_range"] == [0.0, 1.0]
+
+
+SIGNED_FACTORY = '''
+import torch
+from torch import nn
+
+class Signed(nn.Module):
+    """Identity in [-1, 1] that refuses images outside it."""
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+    def encode(self, x):
+        if float(x.detach().min()) < -1 or float(x.detach().max()) > 1:
+            raise ValueError("this model takes images in [-1, 1]")
+        return x.flatten(1) * self.scale
+    def decode(self, z):
+        return z.reshape(-1, 1, 32, 32)
+
+def build():
+    return Signed()
+'''
+
+
+def test_cli_audit_with_declared_range_has_perfect_clean_fidelity(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    factory = tmp_path / "signed.py"
+    factory.write_text(SIGNED_FACTORY)
+    out = tmp_path / "audit"
+    done = subprocess.run([sys.executable, "-m", "aerobust", "audit", "--model", f"{factory}:build",
+                           "--pixel-range", "-1,1", "--data", "mnist-5k", "--pad", "32", "--images", "2",
+                           "--attacks", "latent", "--attack-option", "latent.steps=2", "--lambdas", "0.5",
+                           "--trials", "1", "--quiet", "--no-report", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.read_csv(out / "results.csv")
+    assert len(rows) == 2 and (rows["msssim_input_recon"] > 1 - 1e-5).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["build"]["pixel_range"] == [-1.0, 1.0]
+    bad = subprocess.run([sys.executable, "-m", "aerobust", "audit", "--model", f"{factory}:build",
+                          "--pixel-range", "1,-1", "--data", "mnist-5k", "--pad", "32", "--images", "2",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "reversed" in bad.stderr
