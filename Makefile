@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 install:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q -e '.[test,diffusers]'
 	@# --no-deps: torchattacks pins requests~=2.25.1 but never imports requests (see setup.cfg)
 	@$(PY) -c "import torchattacks" 2>/dev/null || $(PY) -m pip install -q --no-deps 'torchattacks>=3.5'
 

@@ -24,10 +24,46 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .diffusers_models import IMAGE_AUTOENCODERS, DiffusersAutoencoder
 from .errors import AerobustError, ShapeError
 from .runtime import frozen_modules, resolve_device
 
-_ENCODER_OUTPUTS = "a tensor, a (mu, logvar) pair, a torch.distributions.Distribution or an object with latent_dist"
+_ENCODER_OUTPUTS = "a tensor, a (mu, logvar) pair (or (mu, std) / (mu, var) with posterior=), a torch.distributions.Distribution or an object with latent_dist"
+
+
+POSTERIOR_SPREADS = ("logvar", "std", "var")
+
+
+def parse_pixel_range(value) -> tuple[float, float]:
+    """``(low, high)`` from a pair or a ``"low,high"`` string; refuses an empty or reversed range."""
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise AerobustError(f"pixel range {value!r} is not two numbers; give it as low,high (e.g. -1,1)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise AerobustError(f"pixel range ({low}, {high}) is empty or reversed; give low,high with low < high")
+    return low, high
+
+
+def _gaussian_logvar(dist: torch.distributions.Distribution) -> torch.Tensor | None:
+    """Log-variance of a diagonal Gaussian (``Normal`` or ``Independent(Normal)``); None otherwise."""
+    while isinstance(dist, torch.distributions.Independent):
+        dist = dist.base_dist
+    if isinstance(dist, torch.distributions.Normal):
+        return 2 * dist.scale.log()
+    return None
+
+
+def _spread_to_logvar(spread: torch.Tensor, reading: str) -> torch.Tensor:
+    """The second element of an encoder's ``(mu, spread)`` tuple as a log-variance."""
+    if reading == "logvar":
+        return spread
+    if bool((spread < 0).any()):
+        raise AerobustError(f"the encoder's second output has negative values, so it is not a {reading}; "
+                            "pass posterior='logvar' (--posterior logvar) if it is a log-variance")
+    return spread.log() if reading == "var" else 2 * spread.log()
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -51,9 +87,14 @@ class Autoencoder(nn.Module):
     """
 
     def __init__(self, encoder: Callable, decoder: Callable, input_shape: Sequence[int],
-                 device: str | torch.device = "auto", source: nn.Module | None = None):
+                 device: str | torch.device = "auto", source: nn.Module | None = None,
+                 pixel_range: Sequence[float] = (0.0, 1.0), posterior: str = "logvar"):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.pixel_range = parse_pixel_range(pixel_range)
+        if posterior not in POSTERIOR_SPREADS:
+            raise AerobustError(f"unknown posterior reading {posterior!r}; use one of {', '.join(POSTERIOR_SPREADS)}")
+        self.posterior_spread = posterior
         if source is not None:
             parts = {"model": source}
         else:
@@ -84,15 +125,22 @@ class Autoencoder(nn.Module):
 
     # -- the model's outputs ---------------------------------------------------------------------
     def _posterior(self, x: torch.Tensor):
-        """Returns (mean, logvar or None, sampler or None) in the code's own shape."""
-        out = self._parts[0](x)
+        """Returns (mean, logvar or None, sampler or None) in the code's own shape.
+
+        ``x`` is in [0, 1] image space; the encoder sees it in the model's own pixel range.
+        """
+        out = self._parts[0](self._to_model_range(x))
         out = getattr(out, "latent_dist", out)
+        latents = getattr(out, "latents", None)
+        if not isinstance(out, torch.Tensor) and isinstance(latents, torch.Tensor):
+            out = latents  # e.g. diffusers' AutoencoderTinyOutput
         if isinstance(out, torch.distributions.Distribution):
-            return out.mean, None, out
+            return out.mean, _gaussian_logvar(out), out
         if isinstance(out, (tuple, list)):
             if len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
-                raise AerobustError(f"the encoder returned a tuple that is not (mu, logvar); return {_ENCODER_OUTPUTS}")
-            return out[0], out[1], None
+                raise AerobustError(f"the encoder returned a tuple that is not (mu, {self.posterior_spread}); "
+                                    f"return {_ENCODER_OUTPUTS}")
+            return out[0], _spread_to_logvar(out[1], self.posterior_spread), None
         if isinstance(out, torch.Tensor):
             return out, None, None
         mean = getattr(out, "mean", None)
@@ -100,6 +148,14 @@ class Autoencoder(nn.Module):
             logvar = getattr(out, "logvar", None)
             return mean, logvar if isinstance(logvar, torch.Tensor) else None, None
         raise AerobustError(f"the encoder returned {type(out).__name__}; return {_ENCODER_OUTPUTS}")
+
+    def _to_model_range(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self.pixel_range
+        return x if (low, high) == (0.0, 1.0) else low + (high - low) * x
+
+    def _from_model_range(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self.pixel_range
+        return x if (low, high) == (0.0, 1.0) else (x - low) / (high - low)
 
     def _flat(self, code: torch.Tensor) -> torch.Tensor:
         return code.reshape(code.shape[0], -1)
@@ -132,6 +188,7 @@ class Autoencoder(nn.Module):
         if not isinstance(out, torch.Tensor):
             raise AerobustError(f"the decoder returned {type(out).__name__}; it must return a tensor "
                                 "or an object with a .sample tensor")
+        out = self._from_model_range(out)
         if tuple(out.shape[1:]) != self.input_shape:
             raise ShapeError(
                 f"the decoder returned shape {tuple(out.shape)} but the input shape is "
@@ -158,9 +215,7 @@ class Autoencoder(nn.Module):
     def posterior(self, x: torch.Tensor):
         """Flat (mu, logvar) for VAEs with a Gaussian head; (mean, None) otherwise."""
         self._check_input(x)
-        mean, logvar, sampler = self._posterior(x)
-        if isinstance(sampler, torch.distributions.Normal):
-            logvar = 2 * sampler.stddev.log()
+        mean, logvar, _ = self._posterior(x)
         return self._flat(mean), None if logvar is None else self._flat(logvar)
 
     def sample_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -182,18 +237,29 @@ class Autoencoder(nn.Module):
 
     def extra_repr(self):
         return (f"input_shape={self.input_shape}, code_shape={self.code_shape}, latent_dim={self.latent_dim}, "
-                f"stochastic={self.is_stochastic}, device={self.device}")
+                f"stochastic={self.is_stochastic}, pixel_range={self.pixel_range}, "
+                f"posterior={self.posterior_spread}, device={self.device}")
 
 
-def wrap(model, *, input_shape: Sequence[int] | None = None, device: str | torch.device = "auto") -> Autoencoder:
+def wrap(model, *, input_shape: Sequence[int] | None = None, device: str | torch.device = "auto",
+         pixel_range: Sequence[float] | None = None, posterior: str = "logvar") -> Autoencoder:
     """Wrap ``model`` as an Autoencoder; see the module docstring for the accepted forms.
 
     ``input_shape`` is ``(C, H, W)`` without the batch; it may be omitted when the model (or, for a
     pair, the encoder) has an ``input_shape`` attribute; ``aerobust audit`` and ``train`` pass the
     shape of the data for models without one.
+
+    ``pixel_range`` is the ``(low, high)`` range the model's images live in (``(-1, 1)`` for
+    diffusers' autoencoders); it defaults to the model's ``pixel_range`` attribute, else ``(0, 1)``.
+    Attacks, budgets and metrics stay in [0, 1]: the wrapper maps inputs into the model's range
+    and reconstructions back. ``posterior`` says how an encoder's tuple ``(mu, s)`` is read:
+    ``s`` is a log-variance (``"logvar"``, the default), a standard deviation (``"std"``) or a
+    variance (``"var"``).
     """
     if isinstance(model, Autoencoder):
         return model
+    if type(model).__module__.startswith("diffusers.") and type(model).__name__ in IMAGE_AUTOENCODERS:
+        model = DiffusersAutoencoder(model)  # their [-1, 1] range, latent scaling and size rules
     if isinstance(model, (tuple, list)):
         if len(model) != 2 or not all(callable(part) for part in model):
             raise AerobustError("pass an (encoder, decoder) pair of callables, a module with encode/decode, "
@@ -215,4 +281,7 @@ def wrap(model, *, input_shape: Sequence[int] | None = None, device: str | torch
         input_shape = getattr(shape_source, "input_shape", None)
     if input_shape is None:
         raise AerobustError("the model has no input_shape attribute; pass input_shape=(C, H, W) to wrap()")
-    return Autoencoder(encoder, decoder, input_shape, device=device, source=source)
+    if pixel_range is None:
+        pixel_range = getattr(shape_source, "pixel_range", (0.0, 1.0))
+    return Autoencoder(encoder, decoder, input_shape, device=device, source=source,
+                       pixel_range=pixel_range, posterior=posterior)

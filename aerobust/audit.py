@@ -41,6 +41,8 @@ class ModelSpec:
     checkpoint: str | None = None
     model_args: dict = dataclasses.field(default_factory=dict)  # keywords for the architecture or factory
     trust_factory: bool = False  # a checkpoint whose sidecar names a factory may run it
+    pixel_range: str | None = None  # "low,high" the model's images live in; None: its attribute, else 0,1
+    posterior: str = "logvar"  # how an encoder's (mu, s) tuple is read: logvar, std or var
 
     @classmethod
     def parse(cls, text: str, kind: str) -> "ModelSpec":
@@ -232,7 +234,8 @@ class Audit:
         seed_everything(self.config.seed)
         model, info = resolve_model(spec.model, spec.checkpoint, device=self.device, arch_kwargs=spec.model_args,
                                     data_shape=pool.image_shape, trust_unhashed=self.trust_unhashed,
-                                    trust_factory=spec.trust_factory)
+                                    trust_factory=spec.trust_factory, pixel_range=spec.pixel_range,
+                                    posterior=spec.posterior)
         if tuple(pool.image_shape) != tuple(model.input_shape):
             shape = "x".join(map(str, pool.image_shape))
             wanted = "x".join(map(str, model.input_shape))

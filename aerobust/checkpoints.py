@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .adapter import Autoencoder, wrap
+from .diffusers_models import DiffusersAutoencoder, is_diffusers_spec, load_diffusers_autoencoder
 from .errors import AerobustError, CheckpointError
 from .registry import ARCHITECTURES, load_plugin
 from .runtime import package_versions
@@ -212,6 +213,8 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
     if not isinstance(arguments, dict):
         raise AerobustError(f"{option}: the architecture arguments must be a KEY=VALUE mapping, got "
                             f"{type(arguments).__name__}")
+    if is_diffusers_spec(source):
+        return load_diffusers_autoencoder(source, arguments)
     if is_factory_spec(source):
         return module_from_factory(source, option, arguments)
     factory = ARCHITECTURES.get(source)
@@ -225,8 +228,8 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,
                   device: str | torch.device = "auto", input_shape=None, arch_kwargs: dict | None = None,
-                  data_shape=None, trust_unhashed: bool = False, trust_factory: bool = False
-                  ) -> tuple[Autoencoder, dict]:
+                  data_shape=None, trust_unhashed: bool = False, trust_factory: bool = False,
+                  pixel_range=None, posterior: str = "logvar") -> tuple[Autoencoder, dict]:
     """Build an Autoencoder from ``--model NAME``, ``--model FILE.py:factory`` / ``package.module:factory``
     (called with ``arch_kwargs``) or ``--checkpoint``.
 
@@ -234,6 +237,8 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
     ``trust_factory`` lets a checkpoint's sidecar name a factory (see :func:`load_checkpoint`).
     Returns the wrapped model and a description (for manifests): its source and the sidecar, if any.
     ``trust_unhashed`` admits checkpoints whose sidecar has no weights hash (see :func:`load_checkpoint`).
+    ``pixel_range`` and ``posterior`` are passed to :func:`wrap`; the description records the range and
+    posterior reading in effect, so every manifest says which space the model was fed.
     """
     if (model is None) == (checkpoint is None):
         raise AerobustError("give exactly one of --model NAME|FILE.py:factory|package.module:factory or --checkpoint FILE")
@@ -243,9 +248,13 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
                 "weights_verified": "weights_sha256" in sidecar}
     else:
         module = build_architecture(model, dict(arch_kwargs or {}))
-        kind = "factory" if is_factory_spec(model) else "registry"
-        info = {"source": kind, kind if kind == "factory" else "architecture": model,
+        kind = "diffusers" if is_diffusers_spec(model) else "factory" if is_factory_spec(model) else "registry"
+        info = {"source": kind, kind if kind != "registry" else "architecture": model,
                 "arch_kwargs": dict(arch_kwargs or {})}
     if input_shape is None and getattr(module, "input_shape", None) is None:
         input_shape = data_shape
-    return wrap(module, input_shape=input_shape, device=device), info
+    wrapped = wrap(module, input_shape=input_shape, device=device, pixel_range=pixel_range, posterior=posterior)
+    info.update(pixel_range=list(wrapped.pixel_range), posterior=wrapped.posterior_spread)
+    if isinstance(module, DiffusersAutoencoder):
+        info["diffusers_model"] = module.describe()
+    return wrapped, info

@@ -203,13 +203,25 @@ def test_cli_train_and_bad_input(tmp_path):
 
     for args, message in [(["--defense", "ae", "--coupling", "0.5"], "has no option coupling"),
                           (["--defense", "nope"], "unknown defenses 'nope'"),
-                          (["--defense", "vae"], "variational architecture"),
+                          (["--defense", "vae", "--arch", "mlp-ae-32"], "--arch mlp-vae-32 (or omit --arch)"),
+                          (["--defense", "lipschitz-vae", "--arch", "mlp-vae-32"], "--arch mlp-vae-lipschitz-32 (or omit --arch)"),
+                          (["--defense", "ae", "--arch", "mlp-vae-32"], "--arch mlp-ae-32 (or omit --arch)"),
                           (["--defense", "coupled-ks", "--option", "weighting=best"], "weighting")]:
         bad = runner.invoke(main, ["train", *args, "--pad", "32", "--limit", "100", "--epochs", "1", "--quiet",
                                    "--out", str(tmp_path / "bad")])
         assert bad.exit_code == 2, bad.output
         assert message in bad.output and "Traceback" not in bad.output
         assert len(bad.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("defense,architecture", [("lipschitz-vae", "mlp-vae-lipschitz-32"), ("vae", "mlp-vae-32")])
+def test_cli_train_without_arch_uses_the_defense_architecture(tmp_path, defense, architecture):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--defense", defense, "--pad", "32", "--limit", "100", "--epochs", "1",
+                                       "--batch-size", "50", "--arch-option", "hidden=[16, 16]", "--quiet",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "model.json").read_text())["architecture"] == architecture
 
 
 def test_fidelity_samples_and_frechet_distance(small_set, mnist_test, tmp_path):

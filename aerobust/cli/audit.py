@@ -88,12 +88,14 @@ def model_and_data_options(function):
     return function
 
 
-def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False) -> list[ModelSpec]:
+def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False, pixel_range: str | None = None,
+                posterior: str = "logvar") -> list[ModelSpec]:
     """``--model`` (with ``--model-arg``) and ``--checkpoint`` values as specs; bad ones are one-line errors."""
     if model_args and not models:
         raise UserError("--model-arg applies to --model; checkpoints rebuild their model from the sidecar")
     specs = [ModelSpec.parse(m, "model") for m in models] + [ModelSpec.parse(c, "checkpoint") for c in checkpoints]
     for spec in specs:
+        spec.pixel_range, spec.posterior = pixel_range, posterior
         if spec.model is not None:
             spec.model_args = dict(parse_pairs(model_args, "--model-arg"))
         else:
@@ -109,10 +111,15 @@ def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False)
 @audit_options
 @click.option("--out", required=True, type=OutputFolder(), help="Results folder (resumable).")
 @click.option("--no-report", is_flag=True, help="Write results only; build the report later.")
+@click.option("--pixel-range", default=None, metavar="LOW,HIGH",
+              help="Range the models' images live in, e.g. -1,1 (default: the model's pixel_range, else 0,1); "
+              "attacks and metrics stay in [0, 1].")
+@click.option("--posterior", type=click.Choice(["logvar", "std", "var"]), default="logvar", show_default=True,
+              help="How an encoder's (mu, s) tuple is read.")
 @trust_unhashed_option
 def audit_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, download, attacks,
                   lambdas, budget, images, trials, attack_options, msssim, seed, device, quiet, out, no_report,
-                  trust_unhashed):
+                  pixel_range, posterior, trust_unhashed):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -131,7 +138,7 @@ def audit_command(models, model_args, checkpoints, trust_factory, data, split, p
       aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
                      --attacks random-search --out rs
     """
-    specs = model_specs(models, checkpoints, model_args, trust_factory)
+    specs = model_specs(models, checkpoints, model_args, trust_factory, pixel_range, posterior)
     config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
                      msssim, seed)
     try:

@@ -4,16 +4,19 @@ from __future__ import annotations
 import click
 
 from ..datasets import load_dataset
+from ..defenses import Defense
 from ..distributed import is_main_process
+from ..registry import DEFENSES
 from .common import (OutputFolder, UserError, device_option, download_option, parse_pairs,
                      plugin_option, quiet_option, seed_option)
 
 @click.command("train")
 @click.option("--defense", required=True, help="Defense name (aerobust list defenses): ae, gmm-dae, augmented, "
               "coupled-ks, vae, beta-vae, beta-tcvae.")
-@click.option("--arch", default="mlp-ae-32", show_default=True,
+@click.option("--arch", default=None,
               help="Registered architecture (aerobust list architectures), FILE.py:factory or "
-              "package.module:factory; the mlp-* ones are built for the data's image shape.")
+              "package.module:factory; the mlp-* ones are built for the data's image shape. "
+              "Default: the architecture the defense declares (mlp-ae-32, mlp-vae-32, mlp-vae-lipschitz-32).")
 @click.option("--data", "data_spec", default="mnist-5k", show_default=True,
               help="Dataset spec: mnist-5k, digits, mnist, idx:DIR, npz:FILE, folder:DIR ...")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test", "all"]))
@@ -72,6 +75,8 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
         if key in defense_options:
             raise UserError(f"option {key} is given twice (as --{key.replace('_', '-')} and --option)")
         defense_options[key] = value
+    if arch is None:
+        arch = getattr(DEFENSES.get(defense), "architecture", Defense.architecture)
     arch_kwargs = dict(parse_pairs(arch_options, "--arch-option"))
     if latent_dim is not None:
         arch_kwargs["latent_dim"] = latent_dim

@@ -48,6 +48,8 @@ class Defense:
 
     name: ClassVar[str] = "defense"
     variational: ClassVar[bool] = False  # True: the encoder must return (mu, logvar)
+    # The registered architecture `train` builds when no --arch is given (named in wrong-model errors).
+    architecture: ClassVar[str] = "mlp-ae-32"
     options: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, **values):
@@ -65,11 +67,11 @@ class Defense:
     def check_model(self, model: Autoencoder) -> None:
         if self.variational and not model.is_stochastic:
             raise AerobustError(f"defense '{self.name}' trains variational autoencoders; the model's encoder "
-                                "returns a single code. Use a variational architecture (e.g. --arch mlp-vae-32) "
+                                f"returns a single code. Use --arch {self.architecture} (or omit --arch) "
                                 "or an encoder that returns (mu, logvar)")
         if not self.variational and model.is_stochastic:
             raise AerobustError(f"defense '{self.name}' trains deterministic autoencoders but the model is "
-                                "variational; use a deterministic architecture (e.g. --arch mlp-ae-32) or a "
+                                f"variational; use --arch {self.architecture} (or omit --arch) or a "
                                 "VAE defense (vae, beta-vae, beta-tcvae)")
 
     def setup(self, model: Autoencoder, *, dataset_size: int, batch_size: int,

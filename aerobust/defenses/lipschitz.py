@@ -200,13 +200,14 @@ class LipschitzVAEDefense(VAEDefense):
     """LipschitzVAE (Barrett et al.): the VAE objective on a Lipschitz-bounded encoder/decoder."""
 
     name = "lipschitz-vae"
+    architecture = "mlp-vae-lipschitz-32"
     options = {"beta": Option(float, 1.0, "weight of the KL term")}
 
     def check_model(self, model):
         super().check_model(model)
         if lipschitz_module(model) is None:
-            raise AerobustError("defense 'lipschitz-vae' needs a Lipschitz-bounded architecture: use "
-                                "--arch mlp-vae-lipschitz-32")
+            raise AerobustError(f"defense '{self.name}' needs a Lipschitz-bounded architecture: use "
+                                f"--arch {self.architecture} (or omit --arch)")
 
     def setup(self, model, *, dataset_size, batch_size, generator):
         super().setup(model, dataset_size=dataset_size, batch_size=batch_size, generator=generator)

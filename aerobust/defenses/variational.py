@@ -22,6 +22,7 @@ class VAEDefense(Defense):
 
     name = "vae"
     variational = True
+    architecture = "mlp-vae-32"
     options = {"beta": Option(float, 1.0, "weight of the KL term")}
 
     def validate(self):
