@@ -1,6 +1,7 @@
 """The ensemble attack (attacks/ensemble.py) and `aerobust audit --ensemble` on a tiny model and real MNIST."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -8,7 +9,7 @@ from click.testing import CliRunner
 from aerobust.attacks import choose_targets
 from aerobust.attacks.ensemble import ENSEMBLE_MEMBERS, EnsembleAttack
 from aerobust.attacks.optimizers import REFERENCE_CODE_LBFGS
-from aerobust.audit import Audit
+from aerobust.audit import Audit, run_audit
 from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.registry import ATTACKS
@@ -47,7 +48,6 @@ def test_the_worst_case_is_at_least_as_strong_as_every_member(small_ae, mnist_te
     assert strictly(result.attack_loss[won != 0], default.attack_loss[won != 0]).all()
     radii = torch.tensor(result.radii)[:, None, None]
     assert (result.delta_norm <= radii * (1 + 1e-5) + 1e-6).all()
-    assert sum(result.config["member_wins"].values()) == won.numel()
     assert result.config["ensemble"]["configs"]["reference-lbfgs"]["optimizer"] == "lbfgs-legacy"
 
 
@@ -75,9 +75,16 @@ def test_audit_records_the_ensemble_and_refuses_to_resume_with_another(tmp_path,
     for other in (2, None):
         with pytest.raises(AerobustError, match="ensemble_restarts differ"):
             Audit(_config(checkpoint, ensemble_restarts=other), out, device="cpu", quiet=True).run()
-    # The same command resumes: every block is done, so the table is read back unchanged.
-    again = Audit(_config(checkpoint), out, device="cpu", quiet=True).run()
+    # The same command resumes: every block is done, so the table is read back unchanged, and the report
+    # counts the wins of each member.
+    again = run_audit(_config(checkpoint), out, device="cpu", quiet=True)
     assert again["attack_member"].tolist() == results["attack_member"].tolist()
+    wins = pd.read_csv(out / "report" / "ensemble_wins.csv")
+    assert wins["rows"].tolist() == [len(results)]
+    for member in ENSEMBLE_MEMBERS:
+        assert wins[f"{member} wins"].item() == (results["attack_member"] == member).sum()
+        assert wins[f"{member} share"].item() == pytest.approx((results["attack_member"] == member).mean())
+    assert "Which member of the --ensemble" in (out / "report" / "report.html").read_text()
 
 
 def test_cli_ensemble_flag_and_its_bad_input(tmp_path, checkpoint):

@@ -96,8 +96,7 @@ class EnsembleAttack:
         flags = ([{**flag, "member": "default+extra-restarts"} for flag in widened.flags]
                  + [{**flag, "member": "reference-lbfgs"} for flag in reference.flags])
         config = {**self.config(), **{key: widened.config[key] for key in _SWEEP_KEYS if key in widened.config},
-                  "member_sweeps": {"default+extra-restarts": widened.config, "reference-lbfgs": reference.config},
-                  "member_wins": {name: int((member == index).sum()) for index, name in enumerate(ENSEMBLE_MEMBERS)}}
+                  "member_sweeps": {"default+extra-restarts": widened.config, "reference-lbfgs": reference.config}}
         return EnsembleResult(
             x_adv=pick(widened.x_adv, reference.x_adv), attack_loss=pick(widened.attack_loss, reference.attack_loss),
             delta_norm=pick(widened.delta_norm, reference.delta_norm), history=history, lambdas=widened.lambdas,
