@@ -76,6 +76,9 @@ class AuditConfig:
     classifier_epochs: int = 30
     classifier_images: int = 4000
     examples: int = 6
+    # None: each attack as configured; N: per sample the worst case over the attack, the same with N more
+    # restarts and the reference L-BFGS-B (attacks/ensemble.py); the ``attack_member`` column names the winner.
+    ensemble_restarts: int | None = None
 
     def validate(self):
         """Refuse what would put two results under one key (file name, table label) or cannot run."""
@@ -98,6 +101,8 @@ class AuditConfig:
             raise AerobustError("no attack to run: give --attacks at least one name (see aerobust list attacks)")
         for name in self.attacks:
             ATTACKS.get(name)
+        if self.ensemble_restarts is not None and self.ensemble_restarts < 0:
+            raise AerobustError(f"--ensemble-restarts must be >= 0, got {self.ensemble_restarts}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -154,8 +159,12 @@ class _Plan:
 
 
 
-def _create_attack(name: str, options: dict):
+def _create_attack(name: str, options: dict, ensemble_restarts: int | None):
+    from .attacks.ensemble import EnsembleAttack
+
     try:
+        if ensemble_restarts is not None:
+            return EnsembleAttack(name, options, ensemble_restarts)
         return ATTACKS.create(name, **options)
     except (TypeError, ValueError) as exc:  # an option the attack does not take, or a value of the wrong type
         raise AerobustError(f"attack '{name}' rejects the options {options} ({exc}); see --attack-option") from None
@@ -175,7 +184,8 @@ class Audit:
         self.quiet = quiet
         self.download = download
         self.trust_unhashed = trust_unhashed
-        self.attacks = {name: _create_attack(name, config.attack_options.get(name, {})) for name in config.attacks}
+        self.attacks = {name: _create_attack(name, config.attack_options.get(name, {}), config.ensemble_restarts)
+                        for name in config.attacks}
         from .metrics import AUTO_MSSSIM, resolve_msssim_settings
 
         if config.msssim != AUTO_MSSSIM:
@@ -335,6 +345,10 @@ class Audit:
             frame.insert(7, "target_label", -1)
         frame["radius"] = result.radii[0]  # lambda in absolute units of the attack's norm (see its budget)
         frame = frame.reindex(columns=RESULT_COLUMNS)
+        if getattr(result, "member", None) is not None:
+            from .attacks.ensemble import ENSEMBLE_MEMBERS
+
+            frame["attack_member"] = np.asarray(ENSEMBLE_MEMBERS)[result.member[0].reshape(-1).cpu().numpy()]
         k = min(self.config.examples, n)
         blank = torch.full_like(x[:k], float("nan"))
         example = torch.stack([

@@ -54,7 +54,7 @@ def audit_options(function):
 
 
 def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options, msssim,
-            seed):
+            seed, ensemble_restarts: int | None = None):
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()]
     options = _parse_attack_options(attack_options, attack_names)
     if budget != "l2":  # the default unit stays out of the config, so earlier audits still resume
@@ -63,7 +63,7 @@ def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, 
     return AuditConfig(
         models=models, data=data, split=split, pad_to=pad, resize=resize, attacks=attack_names,
         lambdas=parse_float_list(lambdas, "--lambdas"), images=images, trials=trials, seed=seed,
-        attack_options=options, msssim=msssim)
+        attack_options=options, msssim=msssim, ensemble_restarts=ensemble_restarts)
 
 
 def model_and_data_options(function):
@@ -116,10 +116,16 @@ def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False,
               "attacks and metrics stay in [0, 1].")
 @click.option("--posterior", type=click.Choice(["logvar", "std", "var"]), default="logvar", show_default=True,
               help="How an encoder's (mu, s) tuple is read.")
+@click.option("--ensemble", is_flag=True,
+              help="Score each sample by the worst case over the attack as configured, the same with "
+              "--ensemble-restarts more random starts, and the reference L-BFGS-B protocol (L2 only); the "
+              "attack_member column of results.csv names the member that won.")
+@click.option("--ensemble-restarts", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Extra random restarts of the --ensemble's second member.")
 @trust_unhashed_option
 def audit_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, download, attacks,
                   lambdas, budget, images, trials, attack_options, msssim, seed, device, quiet, out, no_report,
-                  pixel_range, posterior, trust_unhashed):
+                  pixel_range, posterior, ensemble, ensemble_restarts, trust_unhashed):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -140,7 +146,7 @@ def audit_command(models, model_args, checkpoints, trust_factory, data, split, p
     """
     specs = model_specs(models, checkpoints, model_args, trust_factory, pixel_range, posterior)
     config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
-                     msssim, seed)
+                     msssim, seed, ensemble_restarts if ensemble else None)
     try:
         results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download,
                             trust_unhashed=trust_unhashed)

@@ -96,6 +96,9 @@ TABLE_SECTIONS = (
      "holds: p_holm < 0.05."),
     ("universal_share", "Universal perturbation against per-image maximum damage",
      "share = mean ‖x̃_a − x̃_r‖ of the universal attack / that of the max-damage attack, same rows."),
+    ("ensemble_wins", "Which member of the --ensemble gave each row's worst case",
+     "default: the attack as configured; extra-restarts: the same with more random starts; reference-lbfgs: the "
+     "reference code's L-BFGS-B. Ties go to the earlier member, so a win is a strictly stronger point."),
     ("auddc", "AUDDC (area under the distortion-distortion curve)", "Higher = more robust; needs λ = 0 "
      "in the grid. The curve is in the figures."),
 )
