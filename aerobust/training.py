@@ -33,6 +33,7 @@ from .datasets import ImageSet
 from .defenses import Defense
 from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
+from .output_folder import check_output_folder, claim_output_folder
 from .registry import DEFENSES
 from .runtime import atomic_write, resolve_device, write_manifest
 
@@ -201,6 +202,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"batch_size must be at least 2 (the regularizers need batch statistics); got {batch_size}")
     if not lr > 0:
         raise AerobustError(f"the learning rate must be positive; got {lr}")
+    if out_dir is not None:
+        check_output_folder(out_dir, "train")
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
     # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.
@@ -226,13 +229,14 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     if out_path is not None:
         if resume:
             history = _load_run_state(out_path, module, optimizer, config)
+            world.on_main(lambda: claim_output_folder(out_path, "train"))
             if history:  # repairs exports that a kill left one epoch behind the run state
                 world.on_main(lambda: _export_epoch(out_path, module, config, defense_obj, history, dev))
         else:
             if has_training_run(out_path) or (out_path / MODEL_FILE).is_file():
                 raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
                                     "choose another --out")
-            out_path.mkdir(parents=True, exist_ok=True)
+            world.on_main(lambda: claim_output_folder(out_path, "train"))
             # epoch 0: a kill in epoch 1 resumes
             world.on_main(lambda: _write_run_state(out_path, module, optimizer, config, history))
     elif resume:
