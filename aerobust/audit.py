@@ -184,9 +184,12 @@ class Audit:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _fingerprint(self, plan: _Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
         """What the saved blocks depend on: the config, the content of every model and of the data, threads."""
+        # Factory-built models add the digest of their code; registered ones keep the older fingerprint.
+        code = {label: info["code_sha256"] for label, (_, info) in models.items() if info.get("code_sha256")}
         return json.loads(json.dumps({
             "config": self.config.to_dict(),
             "models": {label: info["weights_sha256"] for label, (_, info) in models.items()},
+            **({"code": code} if code else {}),
             "data": plan.digest(),
             "compute": {"torch_threads": torch.get_num_threads(),
                         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
@@ -212,6 +215,9 @@ class Audit:
                 raise AerobustError(
                     f"model '{label}' changed since {self.out_dir} was audited (weights sha256 now {digest[:12]}, "
                     f"was {str(previous.get('models', {}).get(label))[:12]}); audit the new weights into a new --out")
+        if previous.get("code") != fingerprint.get("code"):
+            raise AerobustError(f"the code of a factory-built model changed since {self.out_dir} was audited "
+                                "(the factory file's sha256 differs); audit the new model into a new --out")
         if previous.get("data") != fingerprint["data"]:
             raise AerobustError(f"the audited data ({self.config.data}) changed since {self.out_dir} was audited "
                                 f"(content sha256 now {fingerprint['data'][:12]}, was {str(previous.get('data'))[:12]}); "

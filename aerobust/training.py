@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapter import wrap
-from .checkpoints import build_architecture, is_factory_spec, save_checkpoint
+from .checkpoints import build_architecture, factory_code_sha256, is_factory_spec, save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
 from .distributed import DataParallelObjective, join_world
@@ -43,8 +43,8 @@ HISTORY_FILE = "history.jsonl"
 _RUN_STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
 # torch_threads: another count changes the weights in the last bits, so a resumed run would mix two.
-_RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data",
-                "torch_threads")
+_RESUME_KEYS = ("defense", "defense_options", "architecture", "architecture_code_sha256", "arch_kwargs",
+                "batch_size", "lr", "seed", "data", "torch_threads")
 
 
 @dataclasses.dataclass
@@ -216,6 +216,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     steps_per_epoch = len(data) // batch_size
     config = {
         "defense": defense_obj.name, "defense_options": defense_obj.config, "architecture": arch_name,
+        "architecture_code_sha256": factory_code_sha256(arch_name) if isinstance(arch, str) else None,
         "arch_kwargs": arch_kwargs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "optimizer": "adam", "torch_threads": torch.get_num_threads(),
         "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape), "ids_sha256": _ids_digest(data.ids)},
