@@ -34,8 +34,8 @@ from .checkpoints import resolve_model
 from .datasets import load_dataset
 from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
-from .output_folder import check_output_folder, claim_output_folder
 from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
+from .output_folder import check_output_folder, claim_output_folder
 from .registry import ATTACKS
 from .report.style import paper_figure, styled
 from .report.writer import save_figure, write_table
