@@ -21,6 +21,7 @@ from .checkpoints import resolve_model
 from .datasets import ImageSet, load_dataset
 from .distributed import is_main_process, join_world, run_sharded_audit
 from .errors import AerobustError
+from .output_folder import check_output_folder, claim_output_folder
 from .registry import ATTACKS
 from .report import read_labelled_csv
 from .results import RESULT_COLUMNS, block_stem, file_safe, lambda_text
@@ -195,9 +196,12 @@ class Audit:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _fingerprint(self, plan: _Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
         """What the saved blocks depend on: the config, the content of every model and of the data, threads."""
+        # Factory-built models add the digest of their code; registered ones keep the older fingerprint.
+        code = {label: info["code_sha256"] for label, (_, info) in models.items() if info.get("code_sha256")}
         return json.loads(json.dumps({
             "config": self.config.to_dict(),
             "models": {label: info["weights_sha256"] for label, (_, info) in models.items()},
+            **({"code": code} if code else {}),
             "data": plan.digest(),
             "compute": {"torch_threads": torch.get_num_threads(),
                         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
@@ -205,6 +209,7 @@ class Audit:
 
     def _claim_out_dir(self, fingerprint: dict):
         """Refuse to mix two different audits in one folder, naming what changed; else record the fingerprint."""
+        claim_output_folder(self.out_dir, "audit")
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / FINGERPRINT_FILE
         if not path.is_file():
@@ -222,6 +227,9 @@ class Audit:
                 raise AerobustError(
                     f"model '{label}' changed since {self.out_dir} was audited (weights sha256 now {digest[:12]}, "
                     f"was {str(previous.get('models', {}).get(label))[:12]}); audit the new weights into a new --out")
+        if previous.get("code") != fingerprint.get("code"):
+            raise AerobustError(f"the code of a factory-built model changed since {self.out_dir} was audited "
+                                "(the factory file's sha256 differs); audit the new model into a new --out")
         if previous.get("data") != fingerprint["data"]:
             raise AerobustError(f"the audited data ({self.config.data}) changed since {self.out_dir} was audited "
                                 f"(content sha256 now {fingerprint['data'][:12]}, was {str(previous.get('data'))[:12]}); "
@@ -368,6 +376,7 @@ class Audit:
         from .attacks.sanity import degenerate_model_flag
 
         cfg = self.config
+        check_output_folder(self.out_dir, "audit")
         seed_everything(cfg.seed)
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
         from .metrics import msssim_settings_for
@@ -375,8 +384,6 @@ class Audit:
         self.msssim = msssim_settings_for(cfg.msssim, pool.image_shape)
         plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
         models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
-        self._claim_out_dir(self._fingerprint(plan, models))
-        atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
         x = plan.images.to(self.device)
         clean, model_flags = {}, []
         for spec in cfg.models:
@@ -384,6 +391,9 @@ class Audit:
             degenerate = degenerate_model_flag(x, clean[spec.label]["recon"], clean[spec.label]["msssim_input_recon"])
             if degenerate is not None:
                 model_flags.append({"model": spec.label, "attack": "*", "lambda": None, **degenerate})
+        # Written once the data, the models and their clean pass went through: a refused audit leaves nothing.
+        self._claim_out_dir(self._fingerprint(plan, models))
+        atomic_write(self.out_dir / "plan.json", lambda p: p.write_text(json.dumps(plan.as_dict()) + "\n"))
         if self.world.distributed:  # torchrun: the ranks share the blocks, rank 0 merges (distributed.py)
             return run_sharded_audit(self, plan, pool, models, clean, model_flags)
         model_info = {}

@@ -172,6 +172,26 @@ def _import_factory_module(location: str, spec: str, option: str):
                             f"({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+def factory_code_sha256(source: str) -> str | None:
+    """sha256 of the file holding a factory (the code that builds the model); None for a registered name.
+
+    Weights alone do not identify a model built by user code: the same parameters under another
+    activation are another model, so a resumed audit or training run compares this digest too.
+    """
+    if not is_factory_spec(source):
+        return None
+    location = source.rpartition(":")[0]
+    if location.endswith(".py") or os.sep in location or "/" in location:
+        path = Path(location)
+    else:
+        module = sys.modules.get(location) or importlib.import_module(location)
+        path = Path(getattr(module, "__file__", None) or "")
+    if not path.is_file():
+        raise AerobustError(f"the code of factory {source} cannot be read ({path}), so its model has no identity; "
+                            "give FILE.py:factory or a module installed from files")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [""])[0]
 
@@ -245,12 +265,15 @@ def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None
     if checkpoint is not None:
         module, sidecar = load_checkpoint(checkpoint, trust_unhashed=trust_unhashed, trust_factory=trust_factory)
         info = {"source": "checkpoint", "checkpoint": str(checkpoint), "sidecar": sidecar,
-                "weights_verified": "weights_sha256" in sidecar}
+                "weights_verified": "weights_sha256" in sidecar,
+                "code_sha256": factory_code_sha256(str(sidecar["architecture"]))}
     else:
         module = build_architecture(model, dict(arch_kwargs or {}))
         kind = "diffusers" if is_diffusers_spec(model) else "factory" if is_factory_spec(model) else "registry"
+        # a diffusers model is identified by its class and weights (diffusers_model below), not by user code
         info = {"source": kind, kind if kind != "registry" else "architecture": model,
-                "arch_kwargs": dict(arch_kwargs or {})}
+                "arch_kwargs": dict(arch_kwargs or {}),
+                "code_sha256": None if kind == "diffusers" else factory_code_sha256(model)}
     if input_shape is None and getattr(module, "input_shape", None) is None:
         input_shape = data_shape
     wrapped = wrap(module, input_shape=input_shape, device=device, pixel_range=pixel_range, posterior=posterior)

@@ -49,6 +49,10 @@ from .errors import DistributedError
 
 # Ranks wait for each other at the end of an audit; an uneven share must not trip gloo's 30 min default.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
+# Joining is another matter: a rank whose peers never start (or whose MASTER_ADDR resolves nowhere) must not
+# wait for the collective timeout. Seconds; the --join-timeout option sets the variable.
+JOIN_TIMEOUT_VARIABLE = "AEROBUST_JOIN_TIMEOUT"
+DEFAULT_JOIN_TIMEOUT_S = 300
 
 
 # -- the world -------------------------------------------------------------------------------------
@@ -98,8 +102,8 @@ class World:
         return value
 
 
-def _integer(env, name: str, minimum: int) -> int:
-    text = env.get(name)
+def _integer(env, name: str, minimum: int, default: str | None = None) -> int:
+    text = env.get(name, default)
     if text is None or not text.strip().lstrip("-").isdigit() or int(text) < minimum:
         raise DistributedError(f"the torch.distributed environment is misconfigured: {name}={text!r} (need an "
                                f"integer >= {minimum}); launch with torchrun --nproc_per_node=N -m aerobust ..., "
@@ -148,13 +152,21 @@ def join_world(device: torch.device) -> tuple[World, torch.device]:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(device)
+        join_timeout = _integer(os.environ, JOIN_TIMEOUT_VARIABLE, 1, str(DEFAULT_JOIN_TIMEOUT_S))
+        address, port = os.environ["MASTER_ADDR"], _integer(os.environ, "MASTER_PORT", 1)
         try:
-            dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT)
-        except (RuntimeError, ValueError) as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DistributedError(f"rank {world.rank} of {world.size} cannot join the {backend} process group at "
-                                   f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({first_line}); "
-                                   "check that every rank was started by the same torchrun command") from None
+            # The store is where ranks meet: its timeout bounds the join, the group's bounds each collective.
+            store = dist.TCPStore(address, port, world.size, is_master=world.rank == 0,
+                                  timeout=datetime.timedelta(seconds=join_timeout), wait_for_workers=True)
+            dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size,
+                                    timeout=COLLECTIVE_TIMEOUT)
+        except (RuntimeError, ValueError, OSError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DistributedError(
+                f"rank {world.rank} of {world.size} did not join the {backend} process group at MASTER_ADDR={address} "
+                f"MASTER_PORT={port} within {join_timeout} s ({first_line}); start all WORLD_SIZE={world.size} ranks "
+                f"with one torchrun command (same MASTER_ADDR, MASTER_PORT), or raise --join-timeout "
+                f"({JOIN_TIMEOUT_VARIABLE})") from None
         atexit.register(_leave_world)
     elif dist.get_world_size() != world.size or dist.get_rank() != world.rank:
         raise DistributedError(f"a process group of {dist.get_world_size()} ranks is already running here, but "

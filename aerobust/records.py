@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AerobustError
+from .output_folder import claim_output_folder
 
 SCHEMA_NAME = "aerobust-record"
 SCHEMA_VERSION = 1
@@ -449,6 +450,7 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     verified = [verify_record(path, record) for path, record in loaded]
     table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols, verified=verified)
     out_dir = Path(out_dir)
+    claim_output_folder(out_dir, "leaderboard", {"records": sorted(str(path.resolve()) for path, _ in loaded)})
     written = write_table(table.set_index("model"), out_dir, "leaderboard", formats=("csv", "md", "html"))
     direction = next(c["better"] for r in records for c in r["headline"] if _cell_key(c) == sort)
     note = (f"Ranked by {sort} ({direction} = more robust). Models whose 95% intervals on that cell overlap are "

@@ -35,6 +35,7 @@ from .datasets import load_dataset
 from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
 from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
+from .output_folder import check_output_folder, claim_output_folder
 from .registry import ATTACKS
 from .report.reproduction import attack_loss_over_seeds_figure
 from .report.writer import save_figure, write_table
@@ -502,6 +503,7 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
     out_dir, runs_dir = Path(out_dir), Path(runs_dir)
     if runs_dir.resolve().is_relative_to(out_dir.resolve()):
         raise AerobustError("--runs must lie outside --out: checkpoints and audit blocks are not part of the report")
+    check_output_folder(out_dir, "reproduce")
     dev = resolve_device(device)
     msssim = resolve_msssim_settings(config.msssim)
     train_set = load_dataset("mnist-5k", "train", pad_to=32, limit=config.train_images)
@@ -561,7 +563,7 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
                    if flags else pd.DataFrame(columns=["flag", "count"]))
 
     written = {}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out_dir, "reproduce")
     interval = ("Cells: mean [95 % interval] over training seeds, then images (hierarchical bootstrap), the paper's "
                 "value in parentheses.")
     tables = {"table1_mnist": (robustness_table(per_image, fidelity, TABLE1_ROWS, TABLE1_CELLS, PAPER_TABLE1),

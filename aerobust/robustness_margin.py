@@ -133,8 +133,12 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
     from .datasets import load_dataset
     from .report.analyses import margin_figure
     from .report.writer import save_figure, write_table
+    from .output_folder import check_output_folder, claim_output_folder
     from .runtime import write_manifest
 
+    manifest_config = {**config.to_dict(), "r": r, "lambda_max": lambda_max, "iterations": iterations,
+                       "samples": samples}
+    check_output_folder(out_dir, "margin", manifest_config)
     audit = Audit(config, out_dir, device=device, quiet=True)
     attack = ATTACKS.create("max-damage", **config.attack_options.get("max-damage", {}))
     pool = load_dataset(config.data, config.split, pad_to=config.pad_to, resize=config.resize)
@@ -149,12 +153,11 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
         summaries.append({"model": spec.label, **result.summary()})
     margins = pd.concat(frames, ignore_index=True)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out_dir, "margin", manifest_config)
     margins.to_csv(out_dir / "margins.csv", index=False)
     write_table(pd.DataFrame(summaries).set_index("model"), out_dir, "margin_summary")
     save_figure(margin_figure(margins, lambda_max), out_dir, "fig_margins")
-    write_manifest(out_dir, command="margin", config={**config.to_dict(), "r": r, "lambda_max": lambda_max,
-                                                      "iterations": iterations, "samples": samples},
+    write_manifest(out_dir, command="margin", config=manifest_config,
                    seed=config.seed, device=audit.device, models=models, attack=result.config["attack"],
                    resolution=result.config["resolution"], plan=plan.as_dict())
     return margins

@@ -28,11 +28,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapter import wrap
-from .checkpoints import build_architecture, is_factory_spec, save_checkpoint
+from .checkpoints import build_architecture, factory_code_sha256, is_factory_spec, save_checkpoint
 from .datasets import ImageSet
 from .defenses import Defense
 from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
+from .output_folder import check_output_folder, claim_output_folder
 from .registry import DEFENSES
 from .runtime import atomic_write, resolve_device, write_manifest
 
@@ -42,8 +43,8 @@ HISTORY_FILE = "history.jsonl"
 _RUN_STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
 # torch_threads: another count changes the weights in the last bits, so a resumed run would mix two.
-_RESUME_KEYS = ("defense", "defense_options", "architecture", "arch_kwargs", "batch_size", "lr", "seed", "data",
-                "torch_threads")
+_RESUME_KEYS = ("defense", "defense_options", "architecture", "architecture_code_sha256", "arch_kwargs",
+                "batch_size", "lr", "seed", "data", "torch_threads")
 
 
 @dataclasses.dataclass
@@ -201,6 +202,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"batch_size must be at least 2 (the regularizers need batch statistics); got {batch_size}")
     if not lr > 0:
         raise AerobustError(f"the learning rate must be positive; got {lr}")
+    if out_dir is not None:
+        check_output_folder(out_dir, "train")
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
     # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.
@@ -213,6 +216,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     steps_per_epoch = len(data) // batch_size
     config = {
         "defense": defense_obj.name, "defense_options": defense_obj.config, "architecture": arch_name,
+        "architecture_code_sha256": factory_code_sha256(arch_name) if isinstance(arch, str) else None,
         "arch_kwargs": arch_kwargs, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "optimizer": "adam", "torch_threads": torch.get_num_threads(),
         "data": {"name": data.name, "n": len(data), "shape": list(data.image_shape), "ids_sha256": _ids_digest(data.ids)},
@@ -226,13 +230,14 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     if out_path is not None:
         if resume:
             history = _load_run_state(out_path, module, optimizer, config)
+            world.on_main(lambda: claim_output_folder(out_path, "train"))
             if history:  # repairs exports that a kill left one epoch behind the run state
                 world.on_main(lambda: _export_epoch(out_path, module, config, defense_obj, history, dev))
         else:
             if has_training_run(out_path) or (out_path / MODEL_FILE).is_file():
                 raise AerobustError(f"{out_path} already holds a training run; pass --resume to continue it or "
                                     "choose another --out")
-            out_path.mkdir(parents=True, exist_ok=True)
+            world.on_main(lambda: claim_output_folder(out_path, "train"))
             # epoch 0: a kill in epoch 1 resumes
             world.on_main(lambda: _write_run_state(out_path, module, optimizer, config, history))
     elif resume:

@@ -1,9 +1,11 @@
 """The ``aerobust`` command line."""
 from __future__ import annotations
 
+import os
+
 import click
 
-from ..distributed import refuse_world_for
+from ..distributed import DEFAULT_JOIN_TIMEOUT_S, JOIN_TIMEOUT_VARIABLE, refuse_world_for
 from ..runtime import DEFAULT_THREADS, set_threads
 from .common import AerobustGroup, plugin_option
 from .defend import defend_group
@@ -29,6 +31,12 @@ def _apply_threads(ctx, param, value):
     return value
 
 
+def _apply_join_timeout(ctx, param, value):
+    if value is not None:  # the one place join_world reads it (aerobust/distributed.py)
+        os.environ[JOIN_TIMEOUT_VARIABLE] = str(value)
+    return value
+
+
 def _threads_option(envvar: str | None) -> click.Option:
     return click.Option(["--threads"], type=click.IntRange(min=1), envvar=envvar, show_envvar=envvar is not None,
                         expose_value=False, is_eager=True, callback=_apply_threads, help=THREADS_HELP)
@@ -37,6 +45,10 @@ def _threads_option(envvar: str | None) -> click.Option:
 @click.group(cls=AerobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aerobust")
 @plugin_option
+@click.option("--join-timeout", type=click.IntRange(min=1), expose_value=False, is_eager=True,
+              callback=_apply_join_timeout, metavar="SECONDS",
+              help=f"Under torchrun: how long a rank waits for its peers to join [default: {DEFAULT_JOIN_TIMEOUT_S}, "
+                   f"or the environment variable {JOIN_TIMEOUT_VARIABLE}].")
 @click.pass_context
 def main(ctx):
     """Audit the adversarial robustness of autoencoders and train defenses.

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import math
 import tempfile
 import traceback
@@ -37,6 +39,23 @@ def _exit_line(exc: SystemExit) -> UserError:
                      "raise an exception instead of exiting")
 
 
+# Failures of the disk or of permissions that a user meets while a command writes, not bugs to trace.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST,
+                 errno.EISDIR}
+
+
+def _write_failure_line(exc: OSError) -> UserError:
+    where = f" {exc.filename}" if exc.filename else ""
+    return UserError(f"cannot write{where} ({exc.strerror or os.strerror(exc.errno)}); every file finished before it "
+                     "is kept: free space or fix the folder's permissions, then rerun the same command to resume "
+                     "(training with --resume)")
+
+
+def _is_torch_write_failure(exc: RuntimeError) -> bool:
+    # torch.save reports a full disk as a RuntimeError of its zip writer, without an errno.
+    return "PytorchStreamWriter failed" in str(exc) or "inline_container" in str(exc)
+
+
 class AerobustGroup(click.Group):
     """Turns every AerobustError, usage error and stray sys.exit below it into one line with exit code 2."""
 
@@ -59,6 +78,14 @@ class AerobustGroup(click.Group):
             raise _usage_line(exc) from None
         except SystemExit as exc:
             raise _exit_line(exc) from None
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            raise _write_failure_line(exc) from None
+        except RuntimeError as exc:
+            if not _is_torch_write_failure(exc):
+                raise
+            raise _write_failure_line(OSError(errno.ENOSPC, "the disk is full or the file cannot be written")) from None
 
 
 def _load_plugins(ctx, param, paths):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..classifiers import BUILTIN_CLASSIFIERS
+from ..output_folder import check_output_folder, claim_output_folder
 from ..classifier_defense import (ANALYSES, PRIORS, AttackOptions, DefendConfig, config_record, prepare_defend,
                                   run_defend)
 from ..report.defend import write_defend_report
@@ -78,12 +79,14 @@ def _run(ctx: click.Context, analyses, **opts):
         attack_options=AttackOptions(pgd_steps=opts["pgd_steps"], cw_steps=opts["cw_steps"],
                                      lbfgs_iterations=opts["lbfgs_iterations"]))
     config.validate()
+    check_output_folder(opts["out"], "defend")
     inputs = prepare_defend(
         model=opts["model"], checkpoint=opts["checkpoint"], classifier=opts["classifier"],
         classifier_weights=opts["classifier_weights"], classifier_epochs=opts["classifier_epochs"],
         save_classifier_to=opts["save_classifier"], data=opts["data"], eval_data=opts["eval_data"], pad=opts["pad"],
         resize=opts["resize"], download=opts["download"], limit=opts["limit"], device=opts["device"],
         seed=opts["seed"], trust_unhashed=opts["trust_unhashed"], quiet=opts["quiet"])
+    claim_output_folder(opts["out"], "defend")
     results = run_defend(inputs.classifier, {"model": inputs.autoencoder}, inputs.evaluation, fit_set=inputs.train,
                          config=config, trained_priors={"model": inputs.trained_prior},
                          cache_dir=Path(opts["out"]) / "cache", quiet=opts["quiet"])

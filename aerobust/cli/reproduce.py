@@ -68,6 +68,10 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
         except ValueError:
             raise UserError(f"{option} takes integers separated by commas, e.g. 0,1,2; got '{text}'") from None
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    written = reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
-                        command="aerobust reproduce" + (" --quick" if quick else ""))
+    try:
+        written = reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
+                            command="aerobust reproduce" + (" --quick" if quick else ""))
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; finished training epochs and audit blocks are kept in {runs_dir}: rerun the "
+                        "same command to resume") from None
     click.echo(f"wrote {written['findings']} and the tables next to it")

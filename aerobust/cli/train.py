@@ -87,8 +87,12 @@ def train_command(defense, arch, data_spec, split, limit, pad, resize, channels,
         arch_kwargs["input_shape"] = list(data.image_shape)
     from ..training import train
 
-    result = train(defense, arch, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                   out_dir=out_dir, resume=resume, quiet=quiet, arch_kwargs=arch_kwargs, **defense_options)
+    try:
+        result = train(defense, arch, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                       out_dir=out_dir, resume=resume, quiet=quiet, arch_kwargs=arch_kwargs, **defense_options)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; the finished epochs are saved in {out_dir}: rerun the same command with "
+                        "--resume to continue") from None
     last = result.history[-1]
     if is_main_process():  # under torchrun, one summary line (rank 0's)
         click.echo(f"trained {defense} on {len(data)} images for {last['epoch']} epochs: total loss {last['total']:.4g}; "

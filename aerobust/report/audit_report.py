@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..errors import AerobustError
 from ..metrics import resolve_msssim_settings
+from ..output_folder import claim_output_folder
 from ..runtime import write_manifest
 from .columns import FLOAT_COLUMNS
 from .ensemble import ensemble_wins
@@ -107,6 +108,7 @@ def build_report(results_dir, out_dir=None, table2: bool = False) -> dict[str, P
     audit = load_results(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else audit.directory / "report"
     refuse_audit_dir(audit.directory, out_dir)
+    claim_output_folder(out_dir, "report", {"results_dir": str(audit.directory.resolve())})
     settings = resolve_msssim_settings(audit.metric_settings).as_dict() if audit.metric_settings else None
     written = write_tables_and_figures(audit.results, out_dir, table2=table2, manifest=audit.manifest)
     flags = sanity_flags_table(audit.manifest, audit.results)

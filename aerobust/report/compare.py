@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..errors import AerobustError
 from ..metrics import resolve_msssim_settings
+from ..output_folder import claim_output_folder
 from ..runtime import write_manifest
 from .audit_report import flatten_paths, refuse_audit_dir, write_tables_and_figures
 from .page import html_page
@@ -29,6 +30,7 @@ def write_comparison(dirs: Sequence, out_dir, *, mix_protocols: bool = False) ->
     out_dir = Path(out_dir)
     for audit in audits:
         refuse_audit_dir(audit.directory, out_dir)
+    claim_output_folder(out_dir, "compare", {"results_dirs": [str(a.directory.resolve()) for a in audits]})
     written = write_tables_and_figures(results, out_dir, prefix="comparison_", manifest=audits[0].manifest)
     page = html_page("aerobust comparison", written, settings,
                       [(audit.directory, audit.manifest) for audit in audits], results, None,

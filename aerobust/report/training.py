@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AerobustError
+from ..output_folder import claim_output_folder
 from ..runtime import write_manifest
 from ..training import HISTORY_FILE
 from .style import paper_figure, styled
@@ -110,6 +111,7 @@ def build_training_report(run_dir, out_dir=None) -> dict[str, Path]:
     if out_dir.resolve() == run_dir.resolve():
         raise AerobustError(f"--out {out_dir} is the training run itself, whose manifest.json the report must not "
                             "overwrite; choose another directory")
+    claim_output_folder(out_dir, "report", {"run_dir": str(run_dir.resolve())})
     histories = {run_dir.name: history}
     written = {f"history_summary.{fmt}": path for fmt, path in write_table(
         history_summary(histories), out_dir, "history_summary",
