@@ -83,7 +83,7 @@ def test_another_kind_of_run_is_refused_and_its_folder_left_untouched(inputs, co
     before = _snapshot(target)
     argv = {
         "report": ["report", inputs["other_audit"], "--out", target],
-        "compare": ["compare", inputs["audit"], inputs["other_audit"], "--out", target],
+        "compare": ["compare", inputs["audit"], inputs["other_audit"], "--mix-protocols", "--out", target],
         "leaderboard": ["leaderboard", inputs["other_audit"], "--out", target],
         "train": ["train", "--defense", "ae", "--data", inputs["data"], "--pad", SIDE, "--epochs", "1", "--quiet",
                   "--out", target],
