@@ -453,3 +453,11 @@ def test_a_stalled_adaptive_attack_gets_no_helps_verdict(classifier, small_ae, e
     assert table["verdict"].str.contains("stalled").all() | table["verdict"].str.startswith("no help").all()
     # the plain gain is a paired test with its interval: purification undoes plain PGD here
     assert (table["purify_gain_low"] > 0).all() and (table["purify_gain_p_holm"] < 0.05).all()
+
+
+def test_an_adaptive_accuracy_that_stops_moving_with_the_budget_is_flagged_there():
+    from aerobust.classifier_defense.purify import _stalled
+
+    table = pd.DataFrame({"attack": ["lbfgs"] * 3 + ["pgd"] * 3, "norm": ["l2"] * 3 + ["linf"] * 3,
+                          "budget": [1.0, 2.0, 3.0, 0.05, 0.1, 0.2], "adaptive_acc": [0.645, 0.59, 0.59, 0.2, 0.07, 0.02]})
+    assert _stalled(table) == {("lbfgs", "l2", 2.0), ("lbfgs", "l2", 3.0)}

@@ -26,8 +26,9 @@ from ..threat import Threat
 from ..verdicts import Verdict, verdict
 from .attacks import AttackOptions, attack_classifier, get_attack
 
-# An adaptive attack whose accuracy is the same at every budget (of two or more) has stopped working:
-# the flag that withholds the "helps" verdict, like the audit's sanity flags.
+# An adaptive attack whose accuracy does not move when its budget grows (the same accuracy at a larger
+# budget as at the next smaller one) has stopped working there: the flag that withholds the "helps"
+# verdict at that budget, like the audit's sanity flags.
 STALLED_FLAG = "adaptive-attack-stalled"
 
 
@@ -141,12 +142,12 @@ def purification_table(classifier: nn.Module, autoencoder: Autoencoder, images: 
     table = pd.DataFrame(rows)
     if table.empty:
         return table.assign(verdict=pd.Series(dtype=str))
-    stalled_attacks = _stalled(table)
+    stalled_settings = _stalled(table)
     verdicts, flags = [], []
     for row, (plain_gain, adaptive_gain) in zip(rows, gains):
         plain = _gain_verdict(plain_gain, "plain", len(images))
         strong = None if adaptive_gain is None else _gain_verdict(adaptive_gain, "adaptive", len(images))
-        stalled = (row["attack"], row["norm"]) in stalled_attacks
+        stalled = (row["attack"], row["norm"], row["budget"]) in stalled_settings
         verdicts.append(purification_verdict(plain, strong, stalled))
         flags.append(STALLED_FLAG if stalled else "")
         for name, gain in (("purify_gain", plain_gain), ("adaptive_gain", adaptive_gain)):
@@ -163,9 +164,12 @@ def _gain_verdict(gain: dict, kind: str, images: int) -> Verdict:
 
 
 def _stalled(table: pd.DataFrame) -> set:
-    """(attack, norm) whose adaptive accuracy is identical at two or more different budgets."""
+    """(attack, norm, budget) whose adaptive accuracy equals the one at the next smaller budget (and that
+    smaller budget too): more budget bought the attack nothing, so neither number measures robustness."""
     stalled = set()
-    for key, group in table.dropna(subset=["adaptive_acc"]).groupby(["attack", "norm"]):
-        if group["budget"].nunique() >= 2 and group.groupby("budget")["adaptive_acc"].first().nunique() == 1:
-            stalled.add(key)
+    for (attack, norm), group in table.dropna(subset=["adaptive_acc"]).groupby(["attack", "norm"]):
+        accuracy = group.groupby("budget")["adaptive_acc"].first().sort_index()
+        for smaller, larger in zip(accuracy.index[:-1], accuracy.index[1:]):
+            if accuracy[smaller] == accuracy[larger]:
+                stalled.update({(attack, norm, smaller), (attack, norm, larger)})
     return stalled

@@ -105,10 +105,10 @@ def findings_text(results: DefendResults) -> str:
                              "so; do not count it as robustness.")
             stalled = part[part["flags"].str.contains(STALLED_FLAG, na=False)] if "flags" in part else part.iloc[:0]
             for (attack, norm), group in stalled.groupby(["attack", "norm"]):
-                lines.append(f"- Flag {STALLED_FLAG}: the adaptive {attack} ({norm}) attack gives accuracy "
-                             f"{group['adaptive_acc'].iloc[0]:.3f} at every budget "
-                             f"({', '.join(f'{b:g}' for b in group['budget'])}); it stopped working, so it says "
-                             "nothing about adaptive robustness and no 'helps' verdict is given.")
+                lines.append(f"- Flag {STALLED_FLAG}: the adaptive {attack} ({norm}) attack gives the same accuracy "
+                             f"{group['adaptive_acc'].iloc[0]:.3f} at budgets "
+                             f"{', '.join(f'{b:g}' for b in group['budget'])}: more budget bought it nothing, so "
+                             "there it says nothing about adaptive robustness and no 'helps' verdict is given.")
         part = detection[detection["model"] == model] if len(detection) else detection
         for target, words in (("classifier", "plain"), ("purifier", "adaptive (purifier-aware)")):
             rows = part[part["attack_target"] == target] if len(part) else part
