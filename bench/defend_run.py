@@ -21,8 +21,8 @@ import torch
 from aerobust.adapter import wrap
 from aerobust.classifiers import accuracy
 from aerobust.datasets import load_dataset
-from aerobust.classifier_defense import (AttackOptions, DefendConfig, config_record, prepare_classifier,
-                                         run_defend, write_defend_report)
+from aerobust.classifier_defense import AttackOptions, DefendConfig, config_record, prepare_classifier, run_defend
+from aerobust.report.defend import write_defend_report
 from aerobust.runtime import seed_everything
 from aerobust.training import train
 
