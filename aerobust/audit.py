@@ -123,7 +123,7 @@ def _save_npz(path: Path, arrays: dict):
         np.savez_compressed(handle, **arrays)
 
 
-class _Plan:
+class Plan:
     """The fixed sample: which images, which targets per trial; saved so every run agrees."""
 
     def __init__(self, pool: ImageSet, config: AuditConfig, need_targets: bool):
@@ -194,7 +194,7 @@ class Audit:
         self.msssim = None  # chosen in run(), when the image shape is known
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _fingerprint(self, plan: _Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
+    def _fingerprint(self, plan: Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
         """What the saved blocks depend on: the config, the content of every model and of the data, threads."""
         # Factory-built models add the digest of their code; registered ones keep the older fingerprint.
         code = {label: info["code_sha256"] for label, (_, info) in models.items() if info.get("code_sha256")}
@@ -247,7 +247,7 @@ class Audit:
                 for lam in self.config.lambdas]
 
     # -- per-model preparation -----------------------------------------------------------------
-    def _load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
+    def load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:
         # Seeded per model: a model built with random weights is the same whichever blocks are left.
         seed_everything(self.config.seed)
         model, info = resolve_model(spec.model, spec.checkpoint, device=self.device, arch_kwargs=spec.model_args,
@@ -278,7 +278,7 @@ class Audit:
             clean.update({metric.column: metric.compute(images) for metric in result_metrics() if metric.per_image})
             return clean
 
-    def _classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
+    def classifier_head(self, spec: ModelSpec, model: Autoencoder, pool: ImageSet):
         """Latent classifier of ``model``, trained once on the train split and kept for resumes."""
         from .classifiers import build_latent_head, train_latent_classifier
 
@@ -297,7 +297,7 @@ class Audit:
         return head.eval()
 
     # -- one block -------------------------------------------------------------------------------
-    def _run_block(self, spec: ModelSpec, model: Autoencoder, attack_name: str, lam: float, plan: _Plan,
+    def run_block(self, spec: ModelSpec, model: Autoencoder, attack_name: str, lam: float, plan: Plan,
                    head, clean: dict) -> tuple[pd.DataFrame, dict, list]:
         from .attacks.sanity import non_finite_flag
         from .results import MetricInputs, result_metrics
@@ -382,8 +382,8 @@ class Audit:
         from .metrics import msssim_settings_for
 
         self.msssim = msssim_settings_for(cfg.msssim, pool.image_shape)
-        plan = _Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
-        models = {spec.label: self._load_model(spec, pool) for spec in cfg.models}
+        plan = Plan(pool, cfg, any(a.needs_targets for a in self.attacks.values()))
+        models = {spec.label: self.load_model(spec, pool) for spec in cfg.models}
         x = plan.images.to(self.device)
         clean, model_flags = {}, []
         for spec in cfg.models:
@@ -406,22 +406,22 @@ class Audit:
             if not todo:
                 continue
             # With labels, every block also scores the latent classifier (the paper's Table 3).
-            head = self._classifier_head(spec, model, pool) if plan.labels is not None else None
+            head = self.classifier_head(spec, model, pool) if plan.labels is not None else None
             for attack_name, lam in todo:
                 progress.set_postfix_str(f"{spec.label} {attack_name} lambda={lambda_text(lam)}")
-                frame, arrays, notes = self._run_block(spec, model, attack_name, lam, plan, head, clean[spec.label])
-                self._save_block(self.blocks_dir, block_stem(spec.label, attack_name, lam), frame, arrays, notes)
+                frame, arrays, notes = self.run_block(spec, model, attack_name, lam, plan, head, clean[spec.label])
+                self.save_block(self.blocks_dir, block_stem(spec.label, attack_name, lam), frame, arrays, notes)
                 progress.update(1)
         progress.close()
-        return self._finish(plan, model_info, model_flags)
+        return self.finish(plan, model_info, model_flags)
 
-    def _save_block(self, directory: Path, stem: str, frame: pd.DataFrame, arrays: dict, notes: list):
+    def save_block(self, directory: Path, stem: str, frame: pd.DataFrame, arrays: dict, notes: list):
         atomic_write(directory / f"{stem}.npz", lambda p: _save_npz(p, arrays))
         atomic_write(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(notes, default=str) + "\n"))
         # The CSV is written last: its presence marks the block as done.
         atomic_write(directory / f"{stem}.csv", lambda p: frame.to_csv(p, index=False))
 
-    def _finish(self, plan: _Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
+    def finish(self, plan: Plan, model_info: dict, model_flags: list[dict]) -> pd.DataFrame:
         frames, examples, flags, attack_configs, radii = [], {}, list(model_flags), {}, {}
         for spec, attack_name, lam in self.blocks():
             stem = block_stem(spec.label, attack_name, lam)

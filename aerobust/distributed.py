@@ -302,12 +302,12 @@ def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags:
         head = None
         if model_todo and plan.labels is not None:
             # Rank 0 trains the latent classifier once; the other ranks load the file it saved.
-            head = world.main_first(lambda: audit._classifier_head(spec, model, pool))
+            head = world.main_first(lambda: audit.classifier_head(spec, model, pool))
         for block, start, stop in my_pieces:
             _, attack_name, lam = blocks[block]
-            frame, arrays, notes = audit._run_block(spec, model, attack_name, lam, _plan_rows(plan, start, stop), head,
+            frame, arrays, notes = audit.run_block(spec, model, attack_name, lam, _plan_rows(plan, start, stop), head,
                                                     {name: value[start:stop] for name, value in clean[spec.label].items()})
-            audit._save_block(*piece_stem(block, start, stop), frame, arrays, notes)
+            audit.save_block(*piece_stem(block, start, stop), frame, arrays, notes)
             progress.update(1)
     progress.close()
     world.barrier()
@@ -336,13 +336,13 @@ def _merge_and_finish(audit, plan, model_info: dict, model_flags: list[dict], st
                 examples.append(arrays["example"])
         notes = _merge_notes([json.loads(piece_file(p, ".json").read_text()) for p in stems_of_pieces])
         example = np.concatenate(examples)[: audit.config.examples]
-        audit._save_block(audit.blocks_dir, stem, frame, {"example": example}, notes)
+        audit.save_block(audit.blocks_dir, stem, frame, {"example": example}, notes)
         for piece in stems_of_pieces:
             for suffix in (".csv", ".npz", ".json"):
                 piece_file(piece, suffix).unlink()
     if not any(pieces_dir.iterdir()):
         pieces_dir.rmdir()
-    results = audit._finish(plan, model_info, model_flags)
+    results = audit.finish(plan, model_info, model_flags)
     # The single-process manifest, plus how many processes ran the audit.
     manifest_path = audit.out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())

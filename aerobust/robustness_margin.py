@@ -129,7 +129,7 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
     """
     import pandas as pd
 
-    from .audit import Audit, _Plan
+    from .audit import Audit, Plan
     from .datasets import load_dataset
     from .report.analyses import margin_figure
     from .report.writer import save_figure, write_table
@@ -142,10 +142,10 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
     audit = Audit(config, out_dir, device=device, quiet=True)
     attack = ATTACKS.create("max-damage", **config.attack_options.get("max-damage", {}))
     pool = load_dataset(config.data, config.split, pad_to=config.pad_to, resize=config.resize)
-    plan = _Plan(pool, config, need_targets=False)
+    plan = Plan(pool, config, need_targets=False)
     frames, summaries, models = [], [], {}
     for spec in config.models:
-        model, models[spec.label] = audit._load_model(spec, pool)
+        model, models[spec.label] = audit.load_model(spec, pool)
         result = robustness_margins(model, plan.images, r, lambda_max=lambda_max, iterations=iterations,
                                     attack=attack, samples=samples, seed=config.seed, image_ids=plan.image_ids)
         frames.append(pd.DataFrame({"model": spec.label, "image_id": plan.image_ids.numpy(),

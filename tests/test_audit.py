@@ -36,7 +36,7 @@ def test_interrupted_audit_resumes_to_the_same_table(tmp_path, checkpoint, monke
     assert len(uninterrupted) == 3 * 2 * 2 * 5  # attacks x lambdas x trials x images
 
     calls = {"n": 0}
-    real_block = Audit._run_block
+    real_block = Audit.run_block
 
     def dying_block(self, *args, **kwargs):
         calls["n"] += 1
@@ -44,11 +44,11 @@ def test_interrupted_audit_resumes_to_the_same_table(tmp_path, checkpoint, monke
             raise KeyboardInterrupt
         return real_block(self, *args, **kwargs)
 
-    monkeypatch.setattr(Audit, "_run_block", dying_block)
+    monkeypatch.setattr(Audit, "run_block", dying_block)
     with pytest.raises(KeyboardInterrupt):
         Audit(_config(checkpoint), tmp_path / "resumed", device="cpu", quiet=True).run()
     assert len(list((tmp_path / "resumed" / "blocks").glob("*.csv"))) == 2
-    monkeypatch.setattr(Audit, "_run_block", real_block)
+    monkeypatch.setattr(Audit, "run_block", real_block)
     resumed = Audit(_config(checkpoint), tmp_path / "resumed", device="cpu", quiet=True).run()
     pd.testing.assert_frame_equal(resumed, uninterrupted)
     assert (tmp_path / "resumed" / "results.csv").read_bytes() == (tmp_path / "full" / "results.csv").read_bytes()

@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from aerobust.cli import main
-from aerobust.cli.audit import _parse_attack_options
+from aerobust.cli.audit import parse_attack_options
 from aerobust.cli.common import UserError, parse_pairs
 
 
@@ -27,10 +27,10 @@ def test_malformed_pairs_are_one_clear_error(item, key_form, message):
 
 def test_attack_options_apply_in_the_order_given():
     items = ["max-damage.steps=3", "*.steps=5", "max-damage.early-stop=2", "max-damage.steps=7"]
-    assert _parse_attack_options(items, ["latent", "max-damage"]) == {
+    assert parse_attack_options(items, ["latent", "max-damage"]) == {
         "latent": {"steps": 5}, "max-damage": {"steps": 7, "early_stop": 2}}
     with pytest.raises(UserError, match="not in --attacks"):
-        _parse_attack_options(["jacobian.steps=3"], ["latent"])
+        parse_attack_options(["jacobian.steps=3"], ["latent"])
 
 
 def test_the_audit_reports_a_malformed_attack_option_in_one_line(tmp_path):

@@ -119,10 +119,10 @@ class Attack:
             except Exception as error:
                 raise AerobustError(f"compile: {str(error).splitlines()[0]}") from None
         self.compile = compile
-        self._compiled: dict = {}  # objective function -> _CompiledOrEager
+        self.compiled_objectives: dict = {}  # objective function -> _CompiledOrEager
         self.objective = self.make_objective(**objective_options)
         # model -> {(image shape, dtype, device): bytes one more sample costs}; see sweep._chunk_size
-        self._bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.measured_bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- what subclasses may override ---------------------------------------------------------
     def make_objective(self, **options) -> Objective:

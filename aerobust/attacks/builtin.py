@@ -11,7 +11,7 @@ from ..registry import register_attack
 from ..runtime import frozen_modules
 from ..threat import Threat, absolute_radius, seeded_noise
 from .base import Attack
-from .optimizers import SCHEDULES, _direction
+from .optimizers import SCHEDULES, step_direction
 from .problem import AttackProblem, OptimizationResult, input_gradient, sample_seeds
 from .sweep import check_ids, check_images, check_lambdas
 
@@ -315,7 +315,7 @@ class UniversalAttack(Attack):
             best[improved], best_damage[improved] = shared[improved], damage[improved]
             if step == self.steps:
                 break
-            direction, _, _ = _direction(gradient, self.norm)
+            direction, _, _ = step_direction(gradient, self.norm)
             length = self.step_size * SCHEDULES[self.schedule](step, self.steps) * radius
             shared = ball.project(grey, shared - direction * length.view(shape), unit_box)
         row_seeds = {}

@@ -38,7 +38,7 @@ def _optimizer(name: str, *settings: str):
     return add
 
 
-def _direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit steepest-descent direction in the threat's norm, the gradient's L2 size, bad rows.
 
     Rows with NaN/inf entries (their L2 size is not finite) get direction 0 and are reported. On
@@ -107,7 +107,7 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         full = len(rows) == batch
         current = delta if full else delta[rows]
         values, grad = active.loss_and_grad(current)
-        direction, size, bad = _direction(grad, attack.norm)
+        direction, size, bad = step_direction(grad, attack.norm)
         if step == 0:
             zero_gradient[rows] = size == 0
         if full:
@@ -212,7 +212,7 @@ def apgd(attack, problem: AttackProblem) -> OptimizationResult:
             reduced_last, best_at_checkpoint = reduce, best_values.clone()
             successes.zero_()
             last_checkpoint = step
-        direction, _, bad = _direction(grad, attack.norm)
+        direction, _, bad = step_direction(grad, attack.norm)
         nan_gradient |= bad
         length = (eta * radius).view(shape)
         target = problem.threat.project(x, delta - direction * length, bounds)
@@ -235,7 +235,7 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     x = problem.x
     start = problem.random_start() if attack.random_start else torch.zeros_like(x)
     values, grad = problem.loss_and_grad(start)
-    direction, size, bad = _direction(grad, attack.norm)
+    direction, size, bad = step_direction(grad, attack.norm)
     radius = problem.threat.radii(x).view(-1, *([1] * (x.dim() - 1)))
     x_adv = problem.threat.apply(x, start - direction * radius)
     with torch.no_grad():

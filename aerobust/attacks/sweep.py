@@ -86,9 +86,9 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
         objective = attack.objective.bind(model, x[n], targets=row_targets, labels=row_labels,
                                         classifier=classifier, target_classes=row_classes)
         if attack.compile is not None:
-            if objective.evaluate not in attack._compiled:
-                attack._compiled[objective.evaluate] = _CompiledOrEager(objective.evaluate, attack.compile)
-            objective = dataclasses.replace(objective, evaluate=attack._compiled[objective.evaluate])
+            if objective.evaluate not in attack.compiled_objectives:
+                attack.compiled_objectives[objective.evaluate] = _CompiledOrEager(objective.evaluate, attack.compile)
+            objective = dataclasses.replace(objective, evaluate=attack.compiled_objectives[objective.evaluate])
         return AttackProblem(x[n], Threat(radius[rows].to(device), attack.norm), objective, seeds[rows],
                              model, classifier, row_labels, row_targets, row_classes)
 
@@ -163,7 +163,7 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
                                  loss=loss, clean=clean, seed=seed, image_ids=image_ids,
                                  zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
-    fallbacks = [c.failure for c in attack._compiled.values() if c.failure is not None]
+    fallbacks = [c.failure for c in attack.compiled_objectives.values() if c.failure is not None]
     config = {**attack.config(), "chunk_size": chunk_size, "chunk_halvings": halvings,
               "compile_fallback": fallbacks[0] if fallbacks else None,
               "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
@@ -194,7 +194,7 @@ def _chunk_size(attack, model, bind: Callable[[torch.Tensor], "AttackProblem"], 
         return lambda: problem.loss_and_grad(delta)
 
     # One probe per model and image shape: an audit sweeps each lambda separately.
-    known = attack._bytes_per_sample.setdefault(model, {})
+    known = attack.measured_bytes_per_sample.setdefault(model, {})
     key = (tuple(x.shape[1:]), x.dtype, x.device)
     if key not in known:
         known[key] = bytes_per_sample(probe, x[0])

@@ -12,7 +12,7 @@ from .common import (OutputFolder, UserError, device_option, download_option, mo
                      parse_pairs, plugin_option, quiet_option, seed_option, trust_unhashed_option)
 
 
-def _parse_attack_options(items, attacks) -> dict:
+def parse_attack_options(items, attacks) -> dict:
     """``ATTACK.KEY=VALUE`` (or ``*.KEY=VALUE`` for all attacks), applied in the order given."""
     options: dict[str, dict] = {name: {} for name in attacks}
     for target, parsed in parse_pairs(items, "--attack-option", key_form="ATTACK.KEY", example="latent.steps=200"):
@@ -56,7 +56,7 @@ def audit_options(function):
 def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options, msssim,
             seed, ensemble_restarts: int | None = None):
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()]
-    options = _parse_attack_options(attack_options, attack_names)
+    options = parse_attack_options(attack_options, attack_names)
     if budget != "l2":  # the default unit stays out of the config, so earlier audits still resume
         for name in attack_names:
             options.setdefault(name, {}).setdefault("budget", budget)

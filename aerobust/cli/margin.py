@@ -7,7 +7,7 @@ import click
 
 from ..audit import AuditConfig
 from ..robustness_margin import run_margins
-from .audit import _parse_attack_options, model_and_data_options, model_specs
+from .audit import parse_attack_options, model_and_data_options, model_specs
 from .common import UserError, device_option, quiet_option, seed_option
 
 
@@ -43,7 +43,7 @@ def margin_command(models, model_args, checkpoints, trust_factory, data, split, 
         raise UserError("nothing to measure: give --model or --checkpoint at least once")
     config = AuditConfig(models=specs, data=data, split=split, pad_to=pad, resize=resize, attacks=["max-damage"],
                          images=images, trials=1, seed=seed,
-                         attack_options=_parse_attack_options(attack_options, ["max-damage"]))
+                         attack_options=parse_attack_options(attack_options, ["max-damage"]))
     margins = run_margins(config, out, r=r, lambda_max=lambda_max, iterations=iterations, samples=samples,
                           device=device)
     if not quiet:

@@ -21,7 +21,7 @@ from ..distributed import batch_random
 from ..errors import AerobustError
 from ..registry import register_defense
 from .base import Option
-from .variational import VAEDefense, _reparameterized
+from .variational import VAEDefense, reparameterized
 
 
 def consistency_loss(model, z: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class AutoencodingVAEDefense(VAEDefense):
     def losses(self, model, x, generator):
         c = self.config
         mu, logvar = model.posterior(x)
-        z = _reparameterized(mu, logvar, generator)
+        z = reparameterized(mu, logvar, generator)
         rec = L.bernoulli_reconstruction_loss(model.decode(z), x)
         kl = L.gaussian_kl(mu, logvar)
         # batch_random: under data-parallel training, the same prior codes one process draws for these rows.

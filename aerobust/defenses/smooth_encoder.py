@@ -28,7 +28,7 @@ from ..objectives import BoundObjective
 from ..registry import register_defense
 from ..threat import NORMS, Threat
 from .base import Option
-from .variational import VAEDefense, _reparameterized
+from .variational import VAEDefense, reparameterized
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class SmoothEncoderDefense(VAEDefense):
                                             steps=c["selection_steps"], step_size=c["selection_step_size"],
                                             norm=c["selection_norm"], generator=generator)
         mu_sel, logvar_sel = model.posterior(selected)
-        rec = L.bernoulli_reconstruction_loss(model.decode(_reparameterized(mu, logvar, generator)), x)
+        rec = L.bernoulli_reconstruction_loss(model.decode(reparameterized(mu, logvar, generator)), x)
         kl, kl_selected = L.gaussian_kl(mu, logvar), L.gaussian_kl(mu_sel, logvar_sel)
         smoothness = L.gaussian_w2_squared(mu, logvar, mu_sel, logvar_sel).mean()
         total = rec + c["beta"] * (kl + kl_selected) + c["smoothness_weight"] * smoothness

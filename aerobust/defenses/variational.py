@@ -10,7 +10,7 @@ from ..registry import register_defense
 from .base import Defense, Option
 
 
-def _reparameterized(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def reparameterized(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     # batch_random: under data-parallel training, the noise one process draws for these rows.
     noise = batch_random(torch.randn, mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + noise * (0.5 * logvar).exp()
@@ -31,7 +31,7 @@ class VAEDefense(Defense):
 
     def losses(self, model, x, generator):
         mu, logvar = model.posterior(x)
-        rec = L.bernoulli_reconstruction_loss(model.decode(_reparameterized(mu, logvar, generator)), x)
+        rec = L.bernoulli_reconstruction_loss(model.decode(reparameterized(mu, logvar, generator)), x)
         kl = L.gaussian_kl(mu, logvar)
         return {"rec": rec, "kl": kl, "total": rec + self.config["beta"] * kl}
 
@@ -67,7 +67,7 @@ class BetaTCVAEDefense(VAEDefense):
 
     def losses(self, model, x, generator):
         mu, logvar = model.posterior(x)
-        z = _reparameterized(mu, logvar, generator)
+        z = reparameterized(mu, logvar, generator)
         rec = L.bernoulli_reconstruction_loss(model.decode(z), x)
         # Minibatch estimates of q(z) over the whole global batch under data-parallel training.
         parts = L.beta_tc_decomposition(gather_rows(z), gather_rows(mu), gather_rows(logvar), self.dataset_size)
