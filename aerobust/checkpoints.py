@@ -244,6 +244,9 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
         raise
     except TypeError as exc:
         raise AerobustError(f"architecture {source} does not take the arguments {sorted(arguments)} ({exc})") from None
+    except (RuntimeError, ValueError) as exc:  # e.g. a negative width: torch refuses the layer's shape
+        raise AerobustError(f"architecture {source} cannot be built with {arguments} ({_first_line(exc)}); "
+                            "give positive sizes") from None
 
 
 def resolve_model(model: str | None = None, checkpoint: str | os.PathLike | None = None, *,

@@ -106,6 +106,15 @@ def validate_record(record: dict, origin: str = "record") -> dict:
     if errors:
         raise AerobustError(f"{origin} does not follow the record schema: " + "; ".join(errors[:5])
                             + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+    # what the schema cannot say: a record ranks nothing without a headline, and a mean without its interval
+    # is not a number the leaderboard may quote
+    if not record["headline"]:
+        raise AerobustError(f"{origin} has an empty headline: rebuild the record from its audit folder")
+    incomplete = [f"{c['attack']} {c['metric']} λ={c['lambda']}" for c in record["headline"]
+                  if c["mean"] is not None and (c["ci_low"] is None or c["ci_high"] is None)]
+    if incomplete:
+        raise AerobustError(f"{origin}: the headline cell(s) {', '.join(incomplete[:3])} have a mean without its "
+                            "interval; rebuild the record from its audit folder")
     return record
 
 

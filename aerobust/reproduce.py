@@ -155,6 +155,9 @@ class ReproductionConfig:
     def validate(self):
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise AerobustError(f"give distinct training seeds; got {list(self.seeds)}")
+        if not all(0 <= seed < 2 ** 32 for seed in self.seeds):
+            raise AerobustError(f"training seeds must lie in 0..{2 ** 32 - 1} (what numpy and torch accept); got "
+                                f"{list(self.seeds)}")
         for key in ("epochs", "train_images", "images", "trials", "steps", "restarts", "classifier_epochs",
                     "generated_samples", "fidelity_images", "legacy_maxiter"):
             if getattr(self, key) < 1:

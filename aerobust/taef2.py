@@ -12,6 +12,7 @@ target: the latent-space attack (eq. 12) on it is their "encoder attack".
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -112,7 +113,10 @@ def _load_part(part: nn.Module, path: Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         part.load_state_dict(state)  # the files are float16; load_state_dict casts to float32
-    except (RuntimeError, OSError, ValueError) as exc:
+    # garbage, an empty file (EOFError, which click would turn into a bare "Aborted!"), a pickled object
+    # that is not a tensor dict (refused by weights_only), or a dict of the wrong tensors
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError, TypeError,
+            AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is not a TAEF2 weights file ({first})") from None
 

@@ -101,6 +101,22 @@ def files(tmp_path_factory):
     lines = (truncated / "results.csv").read_text().splitlines()
     (truncated / "results.csv").write_text("\n".join(lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]) + "\n")
     paths["audit_truncated"] = str(truncated)
+    # TAEF2 weights that are garbage, empty, or a pickled module (refused by weights_only loading)
+    for name, write in (("garbage", lambda f: f.write_bytes(np.random.default_rng(1).bytes(999))),
+                        ("empty", lambda f: f.write_bytes(b"")),
+                        ("module", lambda f: torch.save(torch.nn.Linear(2, 2), f))):
+        (files / f"taef2-{name}").mkdir()
+        for part in ("taef2_encoder.pth", "taef2_decoder.pth"):
+            write(files / f"taef2-{name}" / part)
+        paths[f"taef2_{name}"] = str(files / f"taef2-{name}")
+    # records a hand edit broke: a mean without its interval, an empty headline
+    record = json.loads(next(Path(paths["audit_a"]).rglob("record.json")).read_text())
+    for name, edit in (("record_null_ci", lambda r: r["headline"][0].update(ci_low=None)),
+                       ("record_no_headline", lambda r: r.update(headline=[]))):
+        broken = json.loads(json.dumps(record))
+        edit(broken)
+        (files / f"{name}.json").write_text(json.dumps(broken))
+        paths[name] = str(files / f"{name}.json")
     return paths
 
 
@@ -241,12 +257,29 @@ CASES = {
     "report a file": (lambda p: ["report", p["file"]], "is a file"),
     "demo seed with 23 digits": (lambda p: ["demo", "--out", p["out"] + "-demo", "--seed", LONG_SEED],
                                  "not in the range"),
+    # the tracebacks issue 23 found
+    "audit negative latent size": (lambda p: ["audit", "--model", "mlp-ae-32", "--model-arg", "latent_dim=-5",
+                                              "--data", "digits", "--pad", str(SIDE), *QUICK_AUDIT, "--out", p["out"]],
+                                   "give positive sizes"),
+    **{f"audit taef2 weights {kind}": (lambda p, kind=kind: [
+        "audit", "--model", "taef2", "--model-arg", f"weights_dir={p['taef2_' + kind]}", "--data", "skimage",
+        "--resize", "64", *QUICK_AUDIT, "--out", p["out"]], "is not a TAEF2 weights file")
+       for kind in ("garbage", "empty", "module")},
+    "leaderboard record without interval": (lambda p: ["leaderboard", p["record_null_ci"], "--out", p["out"]],
+                                            "a mean without its interval"),
+    "leaderboard empty headline": (lambda p: ["leaderboard", p["record_no_headline"], "--out", p["out"]],
+                                   "empty headline"),
+    "leaderboard out below a file": (lambda p: ["leaderboard", p["audit_a"], "--out", p["file"] + "/lb"],
+                                     "Not a directory"),
+    "reproduce seed with 23 digits": (lambda p: ["reproduce", "--seeds", LONG_SEED, "--out", p["out"], "--runs",
+                                                 p["out"] + "-runs"], "training seeds must lie in"),
 }
 
 
 def test_the_table_covers_every_command():
     commands = {name.split()[0] for name in CASES}
-    assert len(CASES) >= 40 and commands == {"audit", "report", "compare", "train", "defend", "demo"}
+    assert len(CASES) >= 40 and commands == {"audit", "report", "compare", "train", "defend", "demo", "leaderboard",
+                                             "reproduce"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
