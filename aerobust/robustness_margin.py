@@ -9,7 +9,9 @@ maximizes the damage of the posterior means, so a VAE whose sampling noise alone
 at lambda = 0.
 
 The margin is found by bisection over lambda in ``[0, lambda_max]``: ``iterations`` halvings leave
-it within ``lambda_max / 2**iterations``. An attack only lower-bounds the worst-case damage, so the
+it within ``lambda_max / 2**iterations``. Lambda is in the attack's budget unit (``budget``: absolute
+L2, per-pixel RMS, L-inf or /255, as in the audit), and every bisection step runs all of the attack's
+restarts (each its own seeded start) and keeps each image's worst case, as the audit's sweep does. An attack only lower-bounds the worst-case damage, so the
 margin it finds is an upper bound of the true one. Images not broken at ``lambda_max`` get margin
 ``inf`` (censored: "more than lambda_max") and are counted, never averaged in.
 """
@@ -27,7 +29,7 @@ from .attacks.problem import sample_seeds
 from .errors import AerobustError
 from .registry import ATTACKS
 from .runtime import frozen_modules
-from .threat import Threat
+from .threat import Threat, absolute_radius
 
 
 @dataclass
@@ -89,15 +91,27 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
                             "over the whole image set and cannot give per-image margins: use max-damage")
     x = x.to(model.device)
     ids = torch.arange(len(x)) if image_ids is None else torch.as_tensor(image_ids).long().cpu()
-    seeds = sample_seeds(seed, "margin", ids.tolist())
+    restarts = int(attack.restarts)
+    # lambda is in the attack's budget unit (absolute L2, per-pixel RMS, L-inf, /255), as in the audit
+    radius_per_lambda = absolute_radius(attack.budget, 1.0, x.shape[1:])
 
-    def broken(rows: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        images = x[rows.to(x.device)]
-        threat = Threat(radii.to(dtype=x.dtype, device=x.device), attack.norm)
-        problem = AttackProblem(images, threat, attack.objective.bind(model, images), seeds[rows], model)
+    def broken(rows: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
+        """Attack ``rows`` at their own lambdas with every restart the audit runs (each row and restart
+        its own seeded start), keep each image's worst case, and test the criterion on it."""
+        repeated = rows.repeat(restarts)
+        restart = torch.arange(restarts).repeat_interleave(len(rows))
+        images = x[repeated.to(x.device)]
+        radii = (lambdas.repeat(restarts) * radius_per_lambda).to(dtype=x.dtype, device=x.device)
+        threat = Threat(radii, attack.norm)
+        problem = AttackProblem(images, threat, attack.objective.bind(model, images),
+                                sample_seeds(seed, "margin", ids[repeated].tolist(), restart.tolist()), model)
         x_adv = attack.optimize(problem).x_adv.detach() if bool((radii > 0).any()) else images
         threat.check(images, x_adv)
-        return _moved_by_more_than(model, images, x_adv, r, int(samples), seed).cpu()
+        with torch.no_grad():
+            damage = problem.values(x_adv).view(restarts, len(rows))
+        worst = damage.argmax(dim=0)  # the maximum-damage objective is maximized
+        x_worst = x_adv.view(restarts, len(rows), *x.shape[1:])[worst, torch.arange(len(rows))]
+        return _moved_by_more_than(model, x[rows.to(x.device)], x_worst, r, int(samples), seed).cpu()
 
     every = torch.arange(len(x))
     with frozen_modules(model):
@@ -115,7 +129,8 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
     margins = torch.where(at_max | at_zero, margins, torch.full_like(high, math.inf))
     criterion = ("P(||f(z_a) - f(z)|| > r) >= 1/2 over posterior draws" if model.is_stochastic
                  else "||f(g(x_a)) - f(g(x))|| > r")
-    config = {"attack": attack.config(), "iterations": int(iterations), "samples": int(samples), "seed": int(seed),
+    config = {"attack": attack.config(), "restarts": restarts, "budget": attack.budget,
+              "iterations": int(iterations), "samples": int(samples), "seed": int(seed),
               "resolution": float(lambda_max) / 2 ** int(iterations), "image_ids": ids.tolist()}
     return MarginResult(margins, float(r), float(lambda_max), criterion, config)
 
@@ -156,7 +171,7 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
     claim_output_folder(out_dir, "margin", manifest_config)
     margins.to_csv(out_dir / "margins.csv", index=False)
     write_table(pd.DataFrame(summaries).set_index("model"), out_dir, "margin_summary")
-    save_figure(margin_figure(margins, lambda_max), out_dir, "fig_margins")
+    save_figure(margin_figure(margins, lambda_max, attack.budget), out_dir, "fig_margins")
     write_manifest(out_dir, command="margin", config=manifest_config,
                    seed=config.seed, device=audit.device, models=models, attack=result.config["attack"],
                    resolution=result.config["resolution"], plan=plan.as_dict())

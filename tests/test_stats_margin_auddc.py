@@ -128,6 +128,20 @@ def test_margin_bisection_finds_r_over_the_top_singular_value():
     assert beyond.censored == 3 and math.isnan(beyond.summary()["median"])
 
 
+def test_margin_reads_lambda_in_the_budget_unit_and_runs_every_restart():
+    model = wrap(_Linear(), device="cpu")
+    x = torch.full((3, 1, 4, 4), 0.5)
+    # per-pixel RMS: an L2 radius of lambda * sqrt(16) = 4 lambda, so the L2 margin 0.2 is lambda = 0.05
+    attack = ATTACKS.create("max-damage", steps=40, restarts=3, budget="rms")
+    batches = []
+    optimize = attack.optimize
+    attack.optimize = lambda problem: batches.append(len(problem.x)) or optimize(problem)
+    result = robustness_margins(model, x, 0.6, lambda_max=0.11, iterations=12, attack=attack)
+    torch.testing.assert_close(result.margins, torch.full((3,), 0.6 / 3.0 / 4.0, dtype=torch.float64), atol=1e-4,
+                               rtol=0)
+    assert batches[0] == 3 * 3 and result.config["restarts"] == 3 and result.config["budget"] == "rms"
+
+
 def test_margin_probability_criterion_for_vaes():
     tight, noisy = _Linear(), _Linear()
     tight.logvar, noisy.logvar = -20.0, 2.0  # negligible and overwhelming posterior noise

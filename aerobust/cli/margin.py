@@ -15,7 +15,8 @@ from .common import UserError, device_option, quiet_option, seed_option
 @model_and_data_options
 @click.option("--images", default=100, show_default=True, type=int, help="Images (the audit's, for the same seed).")
 @click.option("--r", "r", required=True, type=float, help="Allowed L2 change of the reconstruction.")
-@click.option("--lambda-max", required=True, type=float, help="Largest L2 budget searched; beyond it margins are censored.")
+@click.option("--lambda-max", required=True, type=float, help="Largest budget searched, in the attack's budget unit (max-damage.budget=l2|rms|linf|linf-255; "
+              "default the paper's absolute L2); beyond it margins are censored.")
 @click.option("--iterations", default=10, show_default=True, type=click.IntRange(min=1), help="Bisection steps.")
 @click.option("--samples", default=64, show_default=True, type=click.IntRange(min=1),
               help="Posterior draws per image for the VAE probability criterion.")
@@ -27,7 +28,7 @@ from .common import UserError, device_option, quiet_option, seed_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 def margin_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, images, r, lambda_max,
                    iterations, samples, attack_options, seed, device, quiet, out):
-    """Per image, the smallest L2 budget at which max-damage moves the reconstruction by more than r.
+    """Per image, the smallest budget at which max-damage moves the reconstruction by more than r.
 
     Bisection over lambda in [0, --lambda-max]; VAEs use the probability criterion of r-robustness
     (broken when a posterior-sampled reconstruction moves by more than r with probability >= 1/2).

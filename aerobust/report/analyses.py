@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..threat import BUDGETS
 from ..distortion import auddc_table
 from ..stats import interval_table, paired_comparisons, universal_share
 from .style import paper_figure, styled
@@ -45,7 +46,7 @@ def distortion_figure(curves: pd.DataFrame):
 
 
 @styled
-def margin_figure(margins: pd.DataFrame, lambda_max: float):
+def margin_figure(margins: pd.DataFrame, lambda_max: float, budget: str | None = None):
     """Empirical CDF of the margins per model; censored images (no break up to lambda_max) never reach 1."""
     figure, axes = paper_figure(width="single")
     axis = axes.flat[0]
@@ -56,7 +57,7 @@ def margin_figure(margins: pd.DataFrame, lambda_max: float):
         axis.step(np.concatenate([[0.0], finite, [lambda_max]]),
                   np.concatenate([[0.0], fraction, [fraction[-1] if len(fraction) else 0.0]]), where="post",
                   label=f"{model} ({len(values) - len(finite)} of {len(values)} > λ_max)")
-    axis.set_xlabel("r-robustness margin λ (absolute L2 radius, pixel units)")
+    axis.set_xlabel(f"r-robustness margin λ ({BUDGETS.get(budget or 'l2', ('', str(budget)))[1]})", fontsize=7)
     axis.set_ylabel("fraction of images broken")
     axis.set_xlim(0, lambda_max)
     axis.set_ylim(0, 1)
