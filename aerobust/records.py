@@ -13,7 +13,6 @@ the leaderboard refuses records of different protocols unless told to mix them.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -23,15 +22,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import AerobustError
+from .protocol import canonical_hash, protocol_block, sha256_bytes
 from .output_folder import claim_output_folder
 
 SCHEMA_NAME = "aerobust-record"
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / f"record-v{SCHEMA_VERSION}.schema.json"
 RECORD_FILE = "record.json"
-# Run-only attack settings: they change speed or bookkeeping, never the numbers.
-_RUN_ONLY_ATTACK_KEYS = ("batch_size", "device", "image_ids", "lambdas", "trials", "seed", "class", "history",
-                         "attack_loss", "delta_norm")
 # (metric column, direction that means a more robust model) per kind of attack.
 _TARGETED_HEADLINE = (("msssim_target_advrecon", "lower"),)
 _UNTARGETED_HEADLINE = (("msssim_recon_advrecon", "higher"),)
@@ -120,26 +117,6 @@ def validate_record(record: dict, origin: str = "record") -> dict:
 
 # --- building records from an audit ------------------------------------------------------------------
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _canonical_hash(value) -> str:
-    return _sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
-
-
-def _protocol(config: dict, attacks: dict, msssim: dict) -> dict:
-    block = {
-        "data": config["data"], "split": config["split"], "pad_to": config.get("pad_to"),
-        "resize": config.get("resize"), "images": int(config["images"]), "trials": int(config["trials"]),
-        "seed": int(config["seed"]), "lambdas": sorted(float(v) for v in config["lambdas"]),
-        "attacks": {name: {k: v for k, v in settings.items() if k not in _RUN_ONLY_ATTACK_KEYS}
-                    for name, settings in sorted(attacks.items())},
-        "msssim": {k: v for k, v in msssim.items() if k != "preset"},
-    }
-    return {"id": _canonical_hash(block), **block}
-
-
 def _model_block(label: str, info: dict) -> dict:
     sidecar = info.get("sidecar") or {}
     defense_config = sidecar.get("defense_config") or {}
@@ -198,8 +175,8 @@ def build_records(audit_dir) -> list[dict]:
         raise AerobustError(f"{audit.directory}/manifest.json lacks {', '.join(missing)}; records need a "
                             "manifest written by `aerobust audit`, rerun the audit")
     attacks = manifest["attacks"]
-    protocol = _protocol(config, attacks, manifest["metrics"])
-    results_hash = _sha256_bytes((audit.directory / "results.csv").read_bytes())
+    protocol = protocol_block(config, attacks, manifest["metrics"])
+    results_hash = sha256_bytes((audit.directory / "results.csv").read_bytes())
     image_ids = manifest["plan"]["image_ids"]
     auddc_by_model = auddc_table(results).set_index("model")
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -216,7 +193,7 @@ def build_records(audit_dir) -> list[dict]:
             "model": _model_block(label, (manifest.get("models") or {}).get(label, {})),
             "data": {"name": config["data"], "split": config["split"], "pad_to": config.get("pad_to"),
                      "resize": config.get("resize"), "images": len(image_ids),
-                     "image_ids_sha256": _canonical_hash(image_ids)},
+                     "image_ids_sha256": canonical_hash(image_ids)},
             "protocol": protocol,
             "threat": {"norms": sorted({a.get("norm", "l2") for a in attacks.values()}), "box": [0.0, 1.0],
                        "lambdas": protocol["lambdas"]},
@@ -277,22 +254,6 @@ def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
     return found
 
 
-def protocol_of_manifest(manifest: dict) -> dict:
-    """The protocol block (with its id) of an audit's manifest: what must agree for two audits' numbers to compare.
-
-    A manifest written without some config keys (an older or hand-made one) reads them as unset."""
-    config = {"data": None, "split": None, "images": 0, "trials": 0, "seed": 0, "lambdas": [],
-              **(manifest.get("config") or {})}
-    return _protocol(config, manifest.get("attacks") or {}, manifest.get("metrics") or {})
-
-
-def differing_protocol_keys(protocols: Sequence[dict]) -> list[str]:
-    """The protocol keys (data, images, trials, lambdas, attack settings, MS-SSIM settings, ...) that differ."""
-    first = protocols[0]
-    keys = set().union(*protocols) - {"id"}
-    return sorted(k for k in keys if any(p.get(k) != first.get(k) for p in protocols))
-
-
 def _audit_folder_of(path: Path, record: dict) -> Path | None:
     """Where the record's audit lives: the folder it names, else the one it sits in (records/<model>/record.json)."""
     for candidate in (Path(record["source"].get("audit_dir") or ""), path.parent.parent.parent):
@@ -311,13 +272,13 @@ def verify_record(path: Path, record: dict) -> str:
     leaderboard says so.
     """
     protocol = record["protocol"]
-    if _canonical_hash({k: v for k, v in protocol.items() if k != "id"}) != protocol["id"]:
+    if canonical_hash({k: v for k, v in protocol.items() if k != "id"}) != protocol["id"]:
         raise AerobustError(f"{path}: its protocol block does not hash to its protocol id (the record was edited); "
                             "rebuild it from its audit folder with `aerobust audit` / write_records")
     folder = _audit_folder_of(path, record)
     if folder is None:
         return "protocol id only (audit folder not found)"
-    if _sha256_bytes((folder / "results.csv").read_bytes()) != record["source"].get("results_sha256"):
+    if sha256_bytes((folder / "results.csv").read_bytes()) != record["source"].get("results_sha256"):
         raise AerobustError(f"{path}: {folder}/results.csv is not the results this record was built from "
                             "(hash differs); rebuild the record from that audit folder")
     rebuilt = {r["model"]["label"]: r["headline"] for r in build_records(folder)}
@@ -478,6 +439,6 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     written["manifest"] = write_manifest(
         out_dir, command="leaderboard", seed=None, device="none",
         config={"records": [str(p) for p, _ in loaded], "sort": sort, "mix_protocols": mix_protocols},
-        source_hashes={str(p): _sha256_bytes(p.read_bytes()) for p, _ in loaded},
+        source_hashes={str(p): sha256_bytes(p.read_bytes()) for p, _ in loaded},
         protocols=sorted({r["protocol"]["id"] for r in records}))
     return written

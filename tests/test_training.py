@@ -50,7 +50,7 @@ def test_defense_trains_with_falling_loss(defense, small_set):
 
 
 def test_variational_defense_needs_variational_model(small_set):
-    with pytest.raises(AerobustError, match="variational architecture"):
+    with pytest.raises(AerobustError, match="trains variational autoencoders.*Use --arch mlp-vae-32"):
         train("vae", MLPAutoencoder(hidden=(16,)), small_set, epochs=1, quiet=True)
     with pytest.raises(AerobustError, match="deterministic"):
         train("gmm-dae", MLPAutoencoder(hidden=(16,), variational=True), small_set, epochs=1, quiet=True)

@@ -9,6 +9,7 @@ import pandas as pd
 from ..errors import AerobustError
 from ..metrics import resolve_msssim_settings
 from ..output_folder import claim_output_folder
+from ..protocol import differing_protocol_keys, protocol_of_manifest
 from ..runtime import write_manifest
 from .audit_report import flatten_paths, refuse_audit_dir, write_tables_and_figures
 from .page import html_page
@@ -61,8 +62,6 @@ def _scored_sample(audit: AuditResults) -> dict:
 
 
 def _combined(dirs: Sequence, mix_protocols: bool = False):
-    from ..records import differing_protocol_keys, protocol_of_manifest
-
     if len(dirs) < 1:
         raise AerobustError("compare needs at least one audit directory")
     audits = [load_results(d) for d in dirs]
