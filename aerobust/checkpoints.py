@@ -245,7 +245,7 @@ def build_architecture(source: str, arguments: dict | None = None, option: str =
     except TypeError as exc:
         raise AerobustError(f"architecture {source} does not take the arguments {sorted(arguments)} ({exc})") from None
     except (RuntimeError, ValueError) as exc:  # e.g. a negative width: torch refuses the layer's shape
-        raise AerobustError(f"architecture {source} cannot be built with {arguments} ({_first_line(exc)}); "
+        raise AerobustError(f"architecture {source} rejects arch_kwargs {arguments} ({_first_line(exc)}); "
                             "give positive sizes") from None
 
 
