@@ -262,14 +262,15 @@ def _audit_folder_of(path: Path, record: dict) -> Path | None:
     return None
 
 
-def verify_record(path: Path, record: dict) -> str:
+def verify_record(path: Path, record: dict, rebuilt_headlines: dict | None = None) -> str:
     """Refuse a record whose numbers cannot be trusted; returns how far it was verified (for the table).
 
     The protocol id must be the hash of the protocol block (a hand-edited block, e.g. trials changed
     under the old id, no longer matches). When the audit folder is there, its ``results.csv`` must have
     the hash the record names and the record's headline must equal the one rebuilt from those results
     (a hand-edited mean does not). Without the folder only the protocol id can be checked, and the
-    leaderboard says so.
+    leaderboard says so. ``rebuilt_headlines`` (folder -> {model: headline}) keeps the headlines rebuilt
+    from one audit folder for the other records of that folder, so each folder is rebuilt once.
     """
     protocol = record["protocol"]
     if canonical_hash({k: v for k, v in protocol.items() if k != "id"}) != protocol["id"]:
@@ -281,8 +282,10 @@ def verify_record(path: Path, record: dict) -> str:
     if sha256_bytes((folder / "results.csv").read_bytes()) != record["source"].get("results_sha256"):
         raise AerobustError(f"{path}: {folder}/results.csv is not the results this record was built from "
                             "(hash differs); rebuild the record from that audit folder")
-    rebuilt = {r["model"]["label"]: r["headline"] for r in build_records(folder)}
-    if rebuilt.get(record["model"]["label"]) != record["headline"]:
+    cache = {} if rebuilt_headlines is None else rebuilt_headlines
+    if folder not in cache:
+        cache[folder] = {r["model"]["label"]: r["headline"] for r in build_records(folder)}
+    if cache[folder].get(record["model"]["label"]) != record["headline"]:
         raise AerobustError(f"{path}: its headline numbers differ from those of {folder}/results.csv (the record "
                             "was edited); rebuild it from that audit folder")
     return "results hash and headline"
@@ -417,7 +420,8 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     repeated = sorted({identity[0] for identity in identities if identities.count(identity) > 1})
     if repeated:
         raise AerobustError(f"the same record is given more than once ({', '.join(repeated)}); pass each record once")
-    verified = [verify_record(path, record) for path, record in loaded]
+    rebuilt_headlines: dict = {}
+    verified = [verify_record(path, record, rebuilt_headlines) for path, record in loaded]
     table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols, verified=verified)
     out_dir = Path(out_dir)
     claim_output_folder(out_dir, "leaderboard", {"records": sorted(str(path.resolve()) for path, _ in loaded)})

@@ -327,12 +327,11 @@ def ordering_verdicts(per_image: pd.DataFrame, *, resamples: int = 20000) -> pd.
             rows.append({**row, "verdict": "no data"})
             continue
         p_holm = float(next(adjusted))
-        sign = 1.0 if higher else -1.0
-        low, high = sorted((sign * result.low, sign * result.high))
-        outcome = verdict(better, worse, metric, difference=sign * result.difference, low=low, high=high,
+        outcome = verdict(better, worse, metric, difference=result.difference, low=result.low, high=result.high,
                           p_holm=p_holm, units=f"{result.seeds_first}+{result.seeds_second} seeds x "
-                                               f"{result.images} images", identical=result.identical)
-        rows.append({**row, "difference": sign * result.difference, "ci_low": low, "ci_high": high,
+                                               f"{result.images} images", identical=result.identical,
+                          higher_is_more_robust=higher)
+        rows.append({**row, "difference": outcome.difference, "ci_low": outcome.low, "ci_high": outcome.high,
                      "p_value": result.p_value, "p_holm": p_holm, "seeds_better": result.seeds_first,
                      "seeds_worse": result.seeds_second, "images": result.images,
                      "images_dropped": result.images_dropped, "verdict": outcome.claim(better)})
@@ -484,13 +483,12 @@ def training_length_study(config: ReproductionConfig, train_set, runs_dir: Path,
     adjusted = holm([r.p_value for *_, r in pending])
     rows = []
     for (epochs, attack, metric, lam, higher, result), p_holm in zip(pending, adjusted):
-        sign = 1.0 if higher else -1.0
-        low, high = sorted((sign * result.low, sign * result.high))
-        outcome = verdict(OURS, "GMM-DAE", metric, difference=sign * result.difference, low=low, high=high,
+        outcome = verdict(OURS, "GMM-DAE", metric, difference=result.difference, low=result.low, high=result.high,
                           p_holm=float(p_holm), units=f"{result.seeds_first} seeds x {result.images} images",
-                          identical=result.identical)
+                          identical=result.identical, higher_is_more_robust=higher)
         rows.append({"epochs": epochs, "attack": attack, "metric": metric, "lambda": lam,
-                     "difference_ours_minus_gmm_dae": sign * result.difference, "ci_low": low, "ci_high": high,
+                     "difference_ours_minus_gmm_dae": outcome.difference, "ci_low": outcome.low,
+                     "ci_high": outcome.high,
                      "p_holm": float(p_holm), "seeds": result.seeds_first, "images": result.images,
                      "verdict": outcome.claim(OURS)})
     return pd.DataFrame(rows)
