@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -73,6 +74,13 @@ class MetricInputs:
     targets: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     head: nn.Module | None = None
+
+    def rows(self, index: torch.Tensor) -> "MetricInputs":
+        """The same inputs for the rows ``index`` only (model, settings and head are shared)."""
+        return dataclasses.replace(self, **{
+            name: getattr(self, name)[index] for name in ("x", "recon", "code", "code_separation", "x_adv",
+                                                         "recon_adv", "code_adv", "attack_loss", "targets", "labels")
+            if getattr(self, name) is not None})
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def compute_environment() -> dict:
     """
     environment = {
         "torch_threads": torch.get_num_threads(),
+        "thread_choice": dict(_THREAD_CHOICE),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "parallel_backend": _parallel_backend(),
@@ -107,19 +108,69 @@ def _parallel_backend() -> str | None:
     return match.group(1).strip() if match else None
 
 
-# Measured with bench/threads_under_load.py (README, "Threads"): with both cores of a 2-core machine
-# busy elsewhere, torch's default of one thread per core made a training epoch of the reference MLP
-# 2.7x slower than one thread, and 17.7x with other jobs on the machine too; GPU runs barely use CPU threads.
-DEFAULT_THREADS = 1
+# How the thread count in use was chosen: "explicit" (--threads, AEROBUST_THREADS, set_threads(n)) or
+# "auto" with what it saw; written into every manifest beside the count.
+_THREAD_CHOICE: dict = {"mode": "torch default"}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def automatic_threads(cores: int, load: float) -> int:
+    """The cores nobody else is using: ``cores`` minus the 1-minute load average ``load``, at least 1.
+
+    Why: on an idle machine every core speeds a CPU attack up, while on a loaded one threads beyond
+    the free cores wait for each other at every parallel region (bench/threads_under_load.py measured
+    a training epoch of the reference MLP 2.7x slower with 2 threads than with 1 while both cores of a
+    2-core machine were busy). The load average counts the runnable processes of the whole machine,
+    this one not yet among them, because the choice is made before any work.
+    """
+    return max(1, min(cores, cores - round(load)))
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return None
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op thread count (``DEFAULT_THREADS`` when None); returns the count in use."""
-    count = DEFAULT_THREADS if threads is None else int(threads)
-    if count < 1:
-        raise AerobustError(f"the thread count must be at least 1, got {count}")
+    """Set torch's intra-op thread count; None chooses it from the idle cores (:func:`automatic_threads`,
+    an unknown load counting as an idle machine). Returns the count in use; how it was chosen goes
+    into every manifest (``compute.thread_choice``)."""
+    global _THREAD_CHOICE
+    if threads is None:
+        cores, load = usable_cores(), _load_average()
+        count = automatic_threads(cores, 0.0 if load is None else load)
+        _THREAD_CHOICE = {"mode": "auto", "usable_cores": cores,
+                          "load_average_1min": None if load is None else round(load, 2)}
+    else:
+        count = int(threads)
+        if count < 1:
+            raise AerobustError(f"the thread count must be at least 1, got {count}")
+        _THREAD_CHOICE = {"mode": "explicit"}
     torch.set_num_threads(count)
     return count
+
+
+def threads_chosen_automatically() -> bool:
+    """True when the count in use came from :func:`automatic_threads`."""
+    return _THREAD_CHOICE.get("mode") == "auto"
+
+
+def adopt_recorded_threads(count: int, where: str) -> int:
+    """Resume with the thread count an interrupted run recorded, when this run chose its own automatically
+    (another count would change the results in the last bits, and an explicit one is refused instead)."""
+    global _THREAD_CHOICE
+    torch.set_num_threads(int(count))
+    _THREAD_CHOICE = {**_THREAD_CHOICE, "adopted_from": where}
+    return int(count)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor | None]) -> str:

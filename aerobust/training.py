@@ -35,7 +35,8 @@ from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
 from .output_folder import HISTORY_FILE, MODEL_FILE, RUN_STATE_FILE, check_output_folder, claim_output_folder
 from .registry import DEFENSES
-from .runtime import atomic_write, resolve_device, write_manifest
+from .runtime import (adopt_recorded_threads, atomic_write, resolve_device, threads_chosen_automatically,
+                      write_manifest)
 
 _RUN_STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
@@ -125,6 +126,17 @@ def _write_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Op
     atomic_write(out_dir / RUN_STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
+def _adopt_the_runs_threads(path: Path):
+    """Before any computation, resume with the thread count the run recorded (this run's own count was
+    automatic); a missing or damaged state is left to :func:`_load_run_state` to report."""
+    try:
+        recorded = json.loads(torch.load(path, map_location="cpu", weights_only=True)["settings"]).get("torch_threads")
+    except Exception:  # noqa: BLE001  (reported with one line when the run state is loaded)
+        return
+    if isinstance(recorded, int) and recorded != torch.get_num_threads():
+        adopt_recorded_threads(recorded, str(path))
+
+
 def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> list[dict]:
     """Load weights and optimizer state of the run in ``out_dir``; returns its history (one row per epoch)."""
     path = out_dir / RUN_STATE_FILE
@@ -201,6 +213,8 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"the learning rate must be positive; got {lr}")
     if out_dir is not None:
         check_output_folder(out_dir, "train")
+        if resume and threads_chosen_automatically():
+            _adopt_the_runs_threads(Path(out_dir) / RUN_STATE_FILE)
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
     # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.

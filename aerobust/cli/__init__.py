@@ -6,7 +6,7 @@ import os
 import click
 
 from ..distributed import DEFAULT_JOIN_TIMEOUT_S, JOIN_TIMEOUT_VARIABLE, refuse_world_for
-from ..runtime import DEFAULT_THREADS, set_threads
+from ..runtime import set_threads
 from .common import AerobustGroup, plugin_option
 from .defend import defend_group
 from .audit import audit_command, demo_command
@@ -17,9 +17,10 @@ from .report import compare_command, report_command
 from .reproduce import reproduce_command
 from .train import train_command
 
-THREADS_HELP = (f"CPU threads for torch [default: {DEFAULT_THREADS}, or the environment variable AEROBUST_THREADS]. "
-                "Recorded in every manifest; a resumed audit must use the count it started with. On a busy "
-                "machine, more threads than free cores can make small models many times slower.")
+THREADS_HELP = ("CPU threads for torch [default: the idle cores, i.e. usable cores minus the 1-minute load "
+                "average, at least 1; or the environment variable AEROBUST_THREADS]. Recorded in every manifest; "
+                "a resumed audit or training run uses the count it started with (an automatic choice adopts it, "
+                "an explicit other count is refused).")
 
 
 def _apply_threads(ctx, param, value):
