@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from .errors import AerobustError
 from .registry import ATTACKS
 from .runtime import frozen_modules
 from .threat import Threat, absolute_radius
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

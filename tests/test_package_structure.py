@@ -90,3 +90,24 @@ def test_the_results_columns_are_defined_once():
                 if isinstance(target, ast.Name) and target.id in SCHEMA_NAMES:
                     homes.setdefault(target.id, []).append(path.relative_to(PACKAGE.parent).as_posix())
     assert homes == {name: ["aerobust/results.py"] for name in SCHEMA_NAMES}
+
+
+# Modules outside report/ and cli/ that still import report, each only to READ an audit folder (results.csv,
+# manifest) or, for the audit, to build its report when asked; they go once the audit's results store owns
+# the reading (issue 22, item 2). Nothing else may: computing modules return data, report/ renders it.
+READS_AUDIT_FOLDERS_THROUGH_REPORT = ("aerobust.records", "aerobust.audit", "aerobust.distributed")
+
+
+def _imports_report(targets: set[str]) -> bool:
+    return any(t == "aerobust.report" or t.startswith("aerobust.report.") for t in targets)
+
+
+def test_data_flows_one_way_into_report():
+    graph = import_graph()
+    importers = {module for module, targets in graph.items()
+                 if _imports_report(targets) and not module.startswith(("aerobust.report", "aerobust.cli"))}
+    assert importers, "the check must see the known readers, else it reads no import"
+    assert {m for m in importers if not m.startswith(READS_AUDIT_FOLDERS_THROUGH_REPORT)} == set()
+    # the views of the leaderboard, the margins, the reproduction and the fidelity samples draw on their computers
+    assert {"aerobust.records", "aerobust.robustness_margin", "aerobust.reproduce"} <= (
+        graph["aerobust.report.leaderboard"] | graph["aerobust.report.margin"] | graph["aerobust.report.reproduction"])
