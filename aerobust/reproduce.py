@@ -3,7 +3,8 @@
 Trains every row of the paper's Tables 1-3 (VAE, beta-VAE, beta-TCVAE, LipschitzVAE, SE, AAVE,
 GMM-DAE, Augmented in both cross-block readings, Ours = coupled-ks) on mnist-5k for several training
 seeds, audits every checkpoint with the paper's two attacks on one fixed plan of test images and
-targets (the same for every seed and model, so comparisons are paired), and writes, under ``out``:
+targets (the same for every seed and model, so comparisons are paired), and computes what
+:func:`aerobust.report.reproduction.write_reproduction` writes under ``out``:
 
 * ``table1_mnist``, ``table2_ablation``, ``table3_classifier``: the paper's layout, each cell
   ``mean ± std over seeds [paper value]``; ``per_seed.csv``: every per-seed number behind them;
