@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -23,7 +24,6 @@ import pandas as pd
 
 from .errors import AerobustError
 from .protocol import canonical_hash, protocol_block, sha256_bytes
-from .output_folder import claim_output_folder
 
 SCHEMA_NAME = "aerobust-record"
 SCHEMA_VERSION = 1
@@ -209,20 +209,18 @@ def build_records(audit_dir) -> list[dict]:
     return records
 
 
-def _file_stem(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+def save_record(record: dict, folder, prefix: str = "") -> Path:
+    """Write ``folder/<prefix><model label as a file name>/record.json``; returns its path."""
+    path = Path(folder) / (prefix + re.sub(r"[^A-Za-z0-9_.-]", "_", record["model"]["label"])) / RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def write_records(audit_dir, out_dir=None) -> list[Path]:
     """Write ``records/<model>/record.json`` for every model of an audit; returns the paths."""
     out_dir = Path(out_dir) if out_dir is not None else Path(audit_dir) / "records"
-    paths = []
-    for record in build_records(audit_dir):
-        path = out_dir / _file_stem(record["model"]["label"]) / RECORD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        paths.append(path)
-    return paths
+    return [save_record(record, out_dir) for record in build_records(audit_dir)]
 
 
 # --- the leaderboard ----------------------------------------------------------------------------------
@@ -407,12 +405,20 @@ def _marks(record: dict) -> str:
     return "; ".join(marks)
 
 
-def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_protocols: bool = False) -> dict:
-    """Markdown, HTML and CSV leaderboard of the records under ``paths``, with a manifest; returns the paths."""
-    from .report.page import table_page
-    from .report.writer import write_table
-    from .runtime import write_manifest
+@dataclass
+class Leaderboard:
+    """Ranked records and what the ranking rests on; :mod:`aerobust.report.leaderboard` writes it."""
 
+    table: pd.DataFrame  # one row per record, most robust first
+    sort: str  # the headline cell ranked by
+    direction: str  # "higher" or "lower": which way of that cell is more robust
+    records: list[dict]
+    paths: list[Path]  # where each record was read from
+    mix_protocols: bool
+
+
+def rank_records(paths: Iterable, *, sort: str | None = None, mix_protocols: bool = False) -> Leaderboard:
+    """The records under ``paths``, each verified (see :func:`verify_record`), ranked by the headline cell ``sort``."""
     loaded = load_records(paths)
     records = [record for _, record in loaded]
     identities = [(r["model"]["label"], r["model"]["weights_sha256"], r["protocol"]["id"],
@@ -423,26 +429,5 @@ def write_leaderboard(paths: Iterable, out_dir, *, sort: str | None = None, mix_
     rebuilt_headlines: dict = {}
     verified = [verify_record(path, record, rebuilt_headlines) for path, record in loaded]
     table, sort = leaderboard_table(records, sort=sort, mix_protocols=mix_protocols, verified=verified)
-    out_dir = Path(out_dir)
-    claim_output_folder(out_dir, "leaderboard", {"records": sorted(str(path.resolve()) for path, _ in loaded)})
-    written = write_table(table.set_index("model"), out_dir, "leaderboard", formats=("csv", "md", "html"))
     direction = next(c["better"] for r in records for c in r["headline"] if _cell_key(c) == sort)
-    note = (f"Ranked by {sort} ({direction} = more robust). Models whose 95% intervals on that cell overlap are "
-            f"not separated and share a rank. Read every rank beside the clean fidelity MS-SSIM(x, x̃) and the "
-            f"marks: a model more robust at lower fidelity may only be ignoring its input. Cells: mean [95% "
-            f"interval]; {INTERVAL_NOTE}. Accuracies in %. flags: sanity flags raised for the model (a flag means "
-            "a number may overstate robustness).")
-    markdown = written["md"].read_text()
-    written["md"].write_text(f"# aerobust leaderboard\n\n{note}\n\n{markdown}")
-    written["html"].write_text(table_page("aerobust leaderboard", note, written["html"].read_text()))
-    # The leaderboard folder keeps the records it ranks, so that it can be checked and rebuilt alone.
-    for index, record in enumerate(records):
-        path = out_dir / "records" / f"{index + 1:02d}-{_file_stem(record['model']['label'])}" / RECORD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    written["manifest"] = write_manifest(
-        out_dir, command="leaderboard", seed=None, device="none",
-        config={"records": [str(p) for p, _ in loaded], "sort": sort, "mix_protocols": mix_protocols},
-        source_hashes={str(p): sha256_bytes(p.read_bytes()) for p, _ in loaded},
-        protocols=sorted({r["protocol"]["id"] for r in records}))
-    return written
+    return Leaderboard(table, sort, direction, records, [path for path, _ in loaded], mix_protocols)

@@ -3,7 +3,8 @@
 Trains every row of the paper's Tables 1-3 (VAE, beta-VAE, beta-TCVAE, LipschitzVAE, SE, AAVE,
 GMM-DAE, Augmented in both cross-block readings, Ours = coupled-ks) on mnist-5k for several training
 seeds, audits every checkpoint with the paper's two attacks on one fixed plan of test images and
-targets (the same for every seed and model, so comparisons are paired), and writes, under ``out``:
+targets (the same for every seed and model, so comparisons are paired), and computes what
+:func:`aerobust.report.reproduction.write_reproduction` writes under ``out``:
 
 * ``table1_mnist``, ``table2_ablation``, ``table3_classifier``: the paper's layout, each cell
   ``mean ± std over seeds [paper value]``; ``per_seed.csv``: every per-seed number behind them;
@@ -34,14 +35,12 @@ from .checkpoints import resolve_model
 from .datasets import load_dataset
 from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
-from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
-from .output_folder import check_output_folder, claim_output_folder
+from .metrics import MSSSIMSettings, l2_distance, ms_ssim, resolve_msssim_settings
+from .output_folder import check_output_folder
 from .records import write_records
 from .registry import ATTACKS
-from .report.reproduction import attack_loss_over_seeds_figure
-from .report.writer import save_figure, write_table
 from .results import block_stem
-from .runtime import resolve_device, write_manifest
+from .runtime import resolve_device
 from .stats import hierarchical_interval, hierarchical_paired_difference, holm
 from .verdicts import verdict
 from .training import has_training_run, train
@@ -225,63 +224,6 @@ def seed_image_matrix(per_image: pd.DataFrame, model: str, attack: str, metric: 
         return np.empty((0, 0))
     return rows.pivot_table(index="seed", columns="image_id", values=metric, aggfunc="first",
                             dropna=False).sort_index().sort_index(axis=1).to_numpy(dtype=float)
-
-
-def _cell(values: np.ndarray, paper: float | None, decimals: int, scale: float = 1.0) -> str:
-    """"mean [low, high]" over training seeds then images (hierarchical bootstrap), the paper's value after."""
-    if values.size == 0:
-        return "n/a"
-    interval = hierarchical_interval(values)
-    text = (f"{interval.mean * scale:.{decimals}f} [{interval.low * scale:.{decimals}f}, "
-            f"{interval.high * scale:.{decimals}f}]")
-    return text + ("" if paper is None else f" (paper {paper:.{decimals}f})")
-
-
-def _fidelity_cells(fidelity: pd.DataFrame, model: str, paper_fid: float) -> dict[str, str]:
-    """Fidelity beside robustness: clean reconstruction MS-SSIM over seeds (the mean over the seeds' test
-    images, with the seed range) and the generated-sample distance."""
-    rows = fidelity[fidelity["model"] == model]
-
-    def seeds_text(column: str, decimals: int) -> str:
-        values = rows[column]
-        return (f"{values.mean():.{decimals}f} (seeds {values.min():.{decimals}f}-{values.max():.{decimals}f}, "
-                f"n = {len(values)})")
-
-    return {"clean MS-SSIM(x, x̃)": seeds_text("reconstruction_msssim", 3),
-            "Fréchet distance, small classifier": seeds_text("frechet_distance_small_classifier", 1)
-            + f" (paper FID {paper_fid:.2f})"}
-
-
-def robustness_table(per_image: pd.DataFrame, fidelity: pd.DataFrame, models, cells, paper: dict) -> pd.DataFrame:
-    """Tables 1 and 2: per model, each (attack, metric) cell per lambda, then the fidelity cells.
-
-    ``paper[model]`` holds one list of three values (lambda 1, 3, 5) per cell, then the paper's FID.
-    """
-    rows = {}
-    for model in models:
-        row = {}
-        for (attack, metric, title), paper_values in zip(cells, paper[model][:len(cells)]):
-            for lam, paper_value in zip(LAMBDAS, paper_values):
-                row[f"{title} λ = {lam:g}"] = _cell(seed_image_matrix(per_image, model, attack, metric, lam),
-                                                     paper_value, 2)
-        row.update(_fidelity_cells(fidelity, model, paper[model][-1]))
-        rows[model] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-
-
-def table3(per_image: pd.DataFrame, clean_accuracy: pd.DataFrame) -> pd.DataFrame:
-    """Latent-classifier accuracy (%): clean on every test image, under the latent attack at lambda = 1."""
-    rows = {}
-    for model in [m for m in (r.label for r in ROWS) if m in TABLE3_ROWS] + \
-            [r.label for r in ROWS if r.label not in TABLE3_ROWS]:
-        paper = PAPER_TABLE3.get(model, (None, None))
-        clean = clean_accuracy[clean_accuracy["model"] == model].pivot_table(
-            index="seed", columns="image_id", values="correct", aggfunc="first").to_numpy(dtype=float)
-        attacked = seed_image_matrix(per_image, model, "latent", "classifier_correct", 1.0)
-        rows[model] = {f"clean accuracy (%), {clean.shape[1] if clean.size else 0} test images":
-                       _cell(clean, paper[0], 1, 100.0),
-                       "accuracy under the latent attack λ = 1 (%), audited images": _cell(attacked, paper[1], 1, 100.0)}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
 # -- orderings ------------------------------------------------------------------------------------------
@@ -501,9 +443,37 @@ def training_length_study(config: ReproductionConfig, train_set, runs_dir: Path,
 
 
 # -- the whole reproduction --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Reproduction:
+    """Every number of one reproduction; :func:`aerobust.report.reproduction.write_reproduction` writes them
+    into ``out_dir`` (checked before the work, written by nothing here)."""
+
+    out_dir: Path
+    config: ReproductionConfig
+    rows: tuple  # the labels of the rows, in the paper's order
+    per_image: pd.DataFrame  # (seed, model, attack, lambda, image): each metric's mean over the trials
+    per_seed: pd.DataFrame
+    clean_accuracy: pd.DataFrame  # (model, seed, image_id, correct) of the latent classifiers
+    fidelity: pd.DataFrame
+    orderings: pd.DataFrame
+    certificate: pd.DataFrame
+    legacy: pd.DataFrame
+    flag_counts: pd.DataFrame
+    lengths: pd.DataFrame | None  # the training-length study, when asked for
+    curves: pd.DataFrame  # Fig. 2's data
+    msssim: MSSSIMSettings
+    device: torch.device
+    threads: int
+    wall_s: float  # this invocation's computing time
+    command: str
+    provenance: dict  # the manifest's account of rows, data, checkpoints, plan and legacy attack
+
+
 def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, device: str = "auto",
-              quiet: bool = False, command: str = "aerobust reproduce") -> dict[str, Path]:
-    """Train, audit and tabulate every row for every seed (resuming whatever is already done)."""
+              quiet: bool = False, command: str = "aerobust reproduce") -> Reproduction:
+    """Train, audit and compute every row for every seed (resuming whatever is already done).
+
+    ``out_dir`` is checked here, before hours of work, and written by ``report.reproduction.write_reproduction``."""
     config = config or ReproductionConfig()
     config.validate()
     started = time.perf_counter()
@@ -569,174 +539,18 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
     flag_counts = (pd.DataFrame(flags).groupby(["flag"], sort=True)[["count"]].sum().reset_index()
                    if flags else pd.DataFrame(columns=["flag", "count"]))
 
-    written = {}
-    claim_output_folder(out_dir, "reproduce")
-    interval = ("Cells: mean [95 % interval] over training seeds, then images (hierarchical bootstrap), the paper's "
-                "value in parentheses.")
-    tables = {"table1_mnist": (robustness_table(per_image, fidelity, TABLE1_ROWS, TABLE1_CELLS, PAPER_TABLE1),
-                               f"Table 1 (MNIST), reproduced. {interval}"),
-              "table2_ablation": (robustness_table(per_image, fidelity, TABLE2_ROWS, TABLE2_CELLS, PAPER_TABLE2),
-                                  f"Table 2 (ablation), reproduced. {interval}"),
-              "table3_classifier": (table3(per_image, clean_accuracy),
-                                    f"Table 3 (latent classifier accuracy, %), reproduced. {interval}")}
-    for stem, (table, caption) in tables.items():
-        written[stem] = write_table(table, out_dir, stem, formats=("csv", "md", "tex", "html"), caption=caption,
-                                    label=f"tab:reproduction-{stem}")["md"]
-    for stem, table in (("per_seed", per_seed), ("fidelity", fidelity), ("orderings", orderings),
-                        ("lipschitz_certificate", certificate), ("legacy_protocol", legacy),
-                        ("sanity_flags", flag_counts), *([("training_length", lengths)] if lengths is not None else [])):
-        written[stem] = write_table(table, out_dir, stem, formats=("csv", "md"))["csv"]
-    curves = attack_loss_curves(per_image, [r.label for r in ROWS])
-    written["fig2"] = save_figure(attack_loss_over_seeds_figure(curves, [r.label for r in ROWS], OURS), out_dir,
-                                  "fig2_attack_loss")
-    wall = time.perf_counter() - started
-    written["findings"] = out_dir / "findings.md"
-    written["findings"].write_text(findings_text(config, orderings, fidelity, certificate, legacy, msssim, wall,
-                                                 command, flag_counts, lengths, dev))
-    write_manifest(out_dir, command=command, config=dataclasses.asdict(config), seed=config.audit_seed, device=dev,
-                   threads=torch.get_num_threads(), wall_time_s_this_invocation=wall, msssim=msssim.as_dict(),
-                   rows=[dataclasses.asdict(r) for r in ROWS], runs_dir=str(runs_dir),
-                   train_data={"spec": "mnist-5k", "split": "train", "n": len(train_set), "pad_to": 32},
-                   test_data={"spec": "mnist-5k", "split": "test", "n": len(test_set), "pad_to": 32},
-                   checkpoint_sha256={f"seed{s}/{label}": sidecar.get("weights_sha256")
-                                      for (s, label), sidecar in sidecars.items()},
-                   defense_configs={f"seed{s}/{label}": sidecar.get("defense_config")
-                                    for (s, label), sidecar in sidecars.items()},
-                   audit_plan_image_ids=plan["image_ids"], legacy_attack={**REFERENCE_CODE_LBFGS,
-                                                                 "lbfgs_maxiter": config.legacy_maxiter})
-    written["manifest"] = out_dir / "manifest.json"
-    return written
-
-
-# -- findings --------------------------------------------------------------------------------------------
-OTHER_DATASETS = (
-    "The paper's other blocks are not reproduced here (this machine is offline; only MNIST ships with the "
-    "package's test data). With the data downloadable, the same protocol runs as "
-    "`aerobust audit --data fashion-mnist --download ...`, `--data svhn --download` and `--data celeba "
-    "--download` after training each row with `aerobust train --data <same> --defense <row's defense>`; "
-    "`aerobust reproduce` itself is MNIST-only.")
-
-
-def _verdict_lines(orderings: pd.DataFrame) -> list[str]:
-    lines = []
-    for (group, better, worse, attack), rows in orderings.groupby(["group", "better", "worse", "attack"], sort=False):
-        parts = []
-        for _, r in rows.iterrows():
-            if r["verdict"] == "no data":
-                parts.append(f"λ={r['lambda']:g}: no data")
-                continue
-            parts.append(f"λ={r['lambda']:g}: {r['verdict']} ({r['difference']:+.3f} [{r['ci_low']:+.3f}, "
-                         f"{r['ci_high']:+.3f}], Holm p {r['p_holm']:.3g})")
-        lines.append(f"- {group} — {better} vs {worse}, {attack}: " + "; ".join(parts))
-    return lines
-
-
-def _blurriness_lines(orderings: pd.DataFrame) -> list[str]:
-    """Does normalising the latent column by the target's own reconstruction change the verdicts?"""
-    raw = orderings[(orderings["group"] == "Table 1: Ours beats every baseline") & (orderings["attack"] == "latent")]
-    normalised = orderings[orderings["metric"] == NORMALISED_LATENT[1]]
-    if raw.empty or normalised.empty:
-        return ["No normalised latent column (no latent attack rows)."]
-    joined = raw.merge(normalised, on=["worse", "lambda"], suffixes=("_raw", "_normalised"))
-    changed = joined[joined["verdict_raw"] != joined["verdict_normalised"]]
-    lines = [f"The latent column MS-SSIM(x_t, x̃_a) divided by MS-SSIM(x_t, x̃_t), the score a reconstruction of the "
-             f"target itself gets: a blurry model cannot reach a high raw score because even its own reconstruction "
-             f"of x_t scores low, so the raw column can make it look robust. Of {len(joined)} (baseline, λ) verdicts "
-             f"of 'Ours beats every baseline' on the latent column, {len(changed)} change when normalised:"]
-    lines += [f"- vs {r['worse']}, λ={r['lambda']:g}: {r['verdict_raw']} → {r['verdict_normalised']}"
-              for _, r in changed.iterrows()] or ["- none"]
-    return lines
-
-
-def findings_text(config, orderings, fidelity, certificate, legacy, msssim, wall, command, flag_counts, lengths,
-                  device) -> str:
-    counts = orderings["verdict"].value_counts().to_dict()
-    below = int((legacy["strength_ratio_ours_over_legacy"] < 0.95).sum())
-    ratio_text = ("Not run in this invocation (--legacy-images 0, or its models were not trained here)."
-                  if legacy.empty else legacy.groupby(["attack", "model", "lambda"])[
-                      "strength_ratio_ours_over_legacy"].describe(percentiles=[0.05, 0.5])[
-                      ["count", "min", "5%", "50%", "max"]].round(3).to_markdown())
-    certificate_ok = bool((certificate["measured_max_damage_max"] <= certificate["certified_max_damage"]
-                           * (1 + 1e-5)).all()) if len(certificate) else None
-    main_seeds = list(config.seeds)
-    other_seeds = list(config.seeds[:config.other_row_seeds])
-    lines = [
-        "# Reproducing the reference paper's MNIST tables: findings", "",
-        f"Generated by `{command}` on {device} with {torch.get_num_threads()} torch thread(s); wall time of this "
-        f"invocation {wall / 60:.1f} min (a resumed invocation counts only its own part). Tables: "
-        "`table1_mnist.md`, `table2_ablation.md`, `table3_classifier.md` (cells: mean [95 % interval over training "
-        "seeds, then images], the paper's value in parentheses); every per-seed number in `per_seed.csv`; every "
-        "verdict in `orderings.csv`.", "",
-        "## Scope", OTHER_DATASETS, "",
-        "## Sizes (this run) against the paper",
-        f"- Training: {config.train_images} mnist-5k training images padded to 32 px, {config.epochs} epochs, "
-        f"batch 100, Adam {config.lr:g} (every row alike); seeds {main_seeds} for {', '.join(MAIN_ROWS)}, seeds "
-        f"{other_seeds} for the other rows. The paper trains on the 60k MNIST images for hundreds of epochs at "
-        "2e-4, once.",
-        f"- Audit: {config.images} test images (one fixed plan for every model and seed) x {config.trials} trials, "
-        f"lambda in {list(LAMBDAS)}, the audit's optimizer at {config.steps} steps x {config.restarts} restart(s) "
-        "(worst case kept), exact L2-box projection; the paper: 100 images x 10 trials, L-BFGS-B.",
-        f"- MS-SSIM: preset `{config.msssim}` ({json.dumps(msssim.as_dict())}).",
-        f"- Latent classifier: MLP head, {config.classifier_epochs} epochs on {config.classifier_images} "
-        "training codes; clean accuracy on every mnist-5k test image, accuracy under the latent-space attack "
-        "(eq. 12) at lambda = 1 on the audited images.",
-        "- Fidelity: Fréchet distance of the features of a small CNN trained here (not Inception; not comparable "
-        f"in scale with the paper's FID) between {config.generated_samples} generated samples and as many test "
-        f"images; clean reconstruction MSE and MS-SSIM on {int(fidelity['test_images'].iloc[0])} test images in "
-        "`fidelity.csv`.", "",
-        "## Which of the paper's orderings hold",
-        f"Verdict counts over {len(orderings)} (claim, lambda) pairs: "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ". Each claim is tested on the difference "
-        "better minus worse (signed so that > 0 means the paper's ordering), with a 95 % interval and p-value "
-        "from a hierarchical paired bootstrap (training seeds of each model resampled independently, then the "
-        "shared images), Holm-corrected over ALL claims: 'holds' needs an adjusted p < 0.05 and an interval "
-        "above 0, 'reversed' one below 0, anything else is 'not established' at this sample size. A model that "
-        "ignores its input scores as 'robust' on the maximum-damage column: read every robustness cell beside "
-        "the clean reconstruction MS-SSIM in Tables 1 and 2.", "", *_verdict_lines(orderings), "",
-        "## Is the latent column a blurriness effect?", *_blurriness_lines(orderings), "",
-        "## Sanity flags of the audits (summed over seeds and models)",
-        (flag_counts.to_markdown(index=False) if len(flag_counts) else "No flag was raised."), "",
-        "## Fidelity beside robustness (mean over seeds; per seed in `fidelity.csv`)",
-        "A robust-looking model with poor clean reconstructions is not robust, it ignores its input.", "",
-        fidelity.groupby("model", sort=False)[["reconstruction_msssim", "reconstruction_mse",
-                                               "frechet_distance_small_classifier"]].mean().round(4).to_markdown(),
-        "",
-    ]
-    if lengths is not None and len(lengths):
-        lines += ["## Ours against GMM-DAE by training length",
-                  f"{config.length_seeds} seeds per length; difference Ours minus GMM-DAE (> 0: Ours more robust), "
-                  "95 % hierarchical interval, Holm over this study:", "",
-                  lengths.round(4).to_markdown(index=False), ""]
-    lines += [
-        "## Why numbers differ from the paper",
-        "- Budget: far less training (data and epochs) than the paper; small models trained briefly have "
-        "blurrier reconstructions, which raises MS-SSIM between any two reconstructions and changes every "
-        "column's scale (the normalised latent column above tests how much of the latent column this explains).",
-        "- Attack strength: our optimizer keeps the worst case over restarts and projects exactly onto the L2 ball "
-        "intersected with the pixel box; the reference code rescaled onto the ball (below: the strength ratio on "
-        "the same images). A stronger attack lowers every robustness column.",
-        "- MS-SSIM settings: the paper's numbers came from an older implementation; we use the preset named "
-        "above and record it; other settings move values by several hundredths.",
-        "- Seeds: the paper reports one training run; here every interval includes the spread over training seeds.",
-        "",
-        "## Protocol differences from the reference code",
-        "- Its attack scripts fix the attacked image index inside the loop, so their 'mean over 100 images' is a "
-        f"mean over restarts of one image; here {config.images} distinct test images are attacked.",
-        "- Its maximum-damage L-BFGS-B used memory 100 and pgtol 1e-20 (our preset "
-        "`aerobust.attacks.optimizers.REFERENCE_CODE_LBFGS`) and enforced the budget by rescaling the noise "
-        "onto the ball; our audit uses batched projected steps with exact projection.",
-        f"- Our attack against that legacy protocol on the same {config.legacy_images} images and targets "
-        f"(L-BFGS-B maxiter {config.legacy_maxiter}; strength ratio > 1 means ours is the stronger attack; "
-        f"{below} of {len(legacy)} (image, λ, model, attack) ratios are below 0.95, every ratio in "
-        "`legacy_protocol.csv`):", "", ratio_text, "",
-        "## LipschitzVAE certificate",
-        ("No LipschitzVAE rows." if certificate_ok is None else
-         f"The certified bound M_f M_mu lambda on the mean-path reconstruction change "
-         f"{'bounds every measured maximum-damage loss' if certificate_ok else 'is VIOLATED by a measured loss'}"
-         " (`lipschitz_certificate.csv`: constants from the exact spectral norms, per seed and lambda)."), "",
-        "## Training cost",
-        "Per-epoch times of this run are in `fidelity.csv` (iteration_ms_median) but were taken on a shared "
-        "machine in whatever order the rows ran; cost ratios between defenses (the paper: SE about 2x Ours) are "
-        "quoted only from `bench/train_cost.py`, which alternates the rows and reports its spread.", "",
-    ]
-    return "\n".join(lines)
+    row_labels = tuple(r.label for r in ROWS)
+    return Reproduction(
+        out_dir=out_dir, config=config, rows=row_labels, per_image=per_image, per_seed=per_seed,
+        clean_accuracy=clean_accuracy, fidelity=fidelity, orderings=orderings, certificate=certificate, legacy=legacy,
+        flag_counts=flag_counts, lengths=lengths, curves=attack_loss_curves(per_image, list(row_labels)), msssim=msssim,
+        device=dev, threads=torch.get_num_threads(), wall_s=time.perf_counter() - started, command=command,
+        provenance={"rows": [dataclasses.asdict(r) for r in ROWS], "runs_dir": str(runs_dir),
+                    "train_data": {"spec": "mnist-5k", "split": "train", "n": len(train_set), "pad_to": 32},
+                    "test_data": {"spec": "mnist-5k", "split": "test", "n": len(test_set), "pad_to": 32},
+                    "checkpoint_sha256": {f"seed{s}/{label}": sidecar.get("weights_sha256")
+                                          for (s, label), sidecar in sidecars.items()},
+                    "defense_configs": {f"seed{s}/{label}": sidecar.get("defense_config")
+                                        for (s, label), sidecar in sidecars.items()},
+                    "audit_plan_image_ids": plan["image_ids"],
+                    "legacy_attack": {**REFERENCE_CODE_LBFGS, "lbfgs_maxiter": config.legacy_maxiter}})

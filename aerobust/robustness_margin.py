@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from .errors import AerobustError
 from .registry import ATTACKS
 from .runtime import frozen_modules
 from .threat import Threat, absolute_radius
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -135,9 +139,19 @@ def robustness_margins(model, x: torch.Tensor, r: float, *, lambda_max: float, i
     return MarginResult(margins, float(r), float(lambda_max), criterion, config)
 
 
+@dataclass
+class MarginRun:
+    """The margins of every model of an audit config, and what their views need; ``report.margin`` draws them."""
+
+    margins: "pd.DataFrame"  # model, image_id, margin (inf: not broken up to lambda_max)
+    summary: "pd.DataFrame"  # one row per model (the index): counts, censored images, quantiles
+    lambda_max: float
+    budget: str  # the unit of lambda (the attack's budget)
+
+
 def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int = 10, samples: int = 64,
-                device: str = "auto") -> "pd.DataFrame":
-    """Margins of every model of an audit config on the audit's own images; writes tables, figure, manifest.
+                device: str = "auto") -> MarginRun:
+    """Margins of every model of an audit config on the audit's own images; writes margins.csv and the manifest.
 
     ``config`` is an :class:`aerobust.audit.AuditConfig` (models, data, images, seed and the
     ``max-damage`` entry of ``attack_options``); the images are the ones its audit attacks.
@@ -146,8 +160,6 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
 
     from .audit import Audit, Plan
     from .datasets import load_dataset
-    from .report.analyses import margin_figure
-    from .report.writer import save_figure, write_table
     from .output_folder import check_output_folder, claim_output_folder
     from .runtime import write_manifest
 
@@ -170,9 +182,7 @@ def run_margins(config, out_dir, *, r: float, lambda_max: float, iterations: int
     out_dir = Path(out_dir)
     claim_output_folder(out_dir, "margin", manifest_config)
     margins.to_csv(out_dir / "margins.csv", index=False)
-    write_table(pd.DataFrame(summaries).set_index("model"), out_dir, "margin_summary")
-    save_figure(margin_figure(margins, lambda_max, attack.budget), out_dir, "fig_margins")
     write_manifest(out_dir, command="margin", config=manifest_config,
                    seed=config.seed, device=audit.device, models=models, attack=result.config["attack"],
                    resolution=result.config["resolution"], plan=plan.as_dict())
-    return margins
+    return MarginRun(margins, pd.DataFrame(summaries).set_index("model"), float(lambda_max), attack.budget)

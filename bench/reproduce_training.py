@@ -34,7 +34,8 @@ import torch
 from aerobust.adapter import wrap
 from aerobust.datasets import load_dataset
 from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, frechet_distance_small_classifier,
-                               per_mode_samples, sample_grid_figure)
+                               per_mode_samples)
+from aerobust.report.fidelity import sample_grid_figure
 from aerobust.report.training import history_figure
 from aerobust.report.writer import save_figure, write_table
 from aerobust.runtime import write_manifest

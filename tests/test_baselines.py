@@ -23,8 +23,8 @@ from aerobust.defenses.lipschitz import (LipschitzLinear, LipschitzVAE, certifie
 from aerobust.defenses.smooth_encoder import select_smoothness_points
 from aerobust.errors import AerobustError
 from aerobust.registry import ATTACKS, DEFENSES
-from aerobust.reproduce import (DAMAGE_RECON, ordering_verdicts, per_image_values, per_seed_statistics,
-                                robustness_table)
+from aerobust.report.reproduction import robustness_table, write_reproduction
+from aerobust.reproduce import DAMAGE_RECON, ordering_verdicts, per_image_values, per_seed_statistics
 from aerobust.stats import hierarchical_interval, hierarchical_paired_difference
 from aerobust.training import train
 
@@ -298,7 +298,8 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     config = reproduction.ReproductionConfig(
         seeds=(0, 1), epochs=1, train_images=200, images=2, trials=1, steps=2, classifier_epochs=1,
         classifier_images=200, generated_samples=50, fidelity_images=50, legacy_images=1, legacy_maxiter=3)
-    written = reproduction.reproduce(tmp_path / "out", tmp_path / "runs", config, device="cpu", quiet=True)
+    written = write_reproduction(reproduction.reproduce(tmp_path / "out", tmp_path / "runs", config, device="cpu",
+                                                        quiet=True))
     per_seed = pd.read_csv(written["per_seed"])
     assert set(per_seed["seed"]) == {0, 1} and set(per_seed["model"]) == {"VAE", "Ours"}
     assert (per_seed["images"] == 2).all()  # 2 images behind every per-seed mean

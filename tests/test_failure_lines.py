@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import aerobust.audit.store
-import aerobust.report.writer
+import aerobust.report.leaderboard
 import aerobust.training
 from aerobust.cli import main
 
@@ -82,7 +82,7 @@ def test_a_full_disk_inside_torch_save_is_one_line(data, tmp_path, monkeypatch):
 
 def test_a_read_only_leaderboard_folder_is_one_line(data, tmp_path, monkeypatch):
     assert CliRunner().invoke(main, _audit_argv(data, tmp_path / "audit")).exit_code == 0
-    _fail_on_call(monkeypatch, aerobust.report.writer, "write_table", 1,
+    _fail_on_call(monkeypatch, aerobust.report.leaderboard, "write_table", 1,
                   PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "lb" / "leaderboard.csv")))
     _one_line(CliRunner().invoke(main, ["leaderboard", str(tmp_path / "audit"), "--out", str(tmp_path / "lb")]),
               "Permission denied", "leaderboard.csv")

@@ -138,3 +138,18 @@ def test_the_lowest_rooms_import_nothing_above_them():
     assert rooms["aerobust.distributed"] <= {"aerobust.errors"}
     assert "aerobust.report" not in rooms["aerobust.audit"] and "aerobust.records" not in rooms["aerobust.audit"]
     assert "aerobust.training" not in rooms["aerobust.report"]
+
+
+def _imports_report(targets: set[str]) -> bool:
+    return any(t == "aerobust.report" or t.startswith("aerobust.report.") for t in targets)
+
+
+def test_data_flows_one_way_into_report():
+    """Computing modules return data and never import report/; report/ renders it, the CLI calls both."""
+    graph = import_graph()
+    assert _imports_report(graph["aerobust.cli.leaderboard"])  # the check reads the imports it must see
+    assert {module for module, targets in graph.items()
+            if _imports_report(targets) and not module.startswith(("aerobust.report", "aerobust.cli"))} == set()
+    # the views of the leaderboard, the margins and the reproduction draw on the modules that compute them
+    assert {"aerobust.records", "aerobust.robustness_margin", "aerobust.reproduce"} <= (
+        graph["aerobust.report.leaderboard"] | graph["aerobust.report.margin"] | graph["aerobust.report.reproduction"])

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import aerobust.audit
+import aerobust.report.reproduction as reproduction_report
 import aerobust.reproduce as reproduction
 import aerobust.training
 
@@ -16,7 +17,7 @@ import aerobust.training
 KILL_POINTS = {
     "exporting the second epoch": (aerobust.training, "_export_epoch", 2),
     "saving the second audit block": (aerobust.audit.AuditStore, "save_block", 2),
-    "writing the second table": (reproduction, "write_table", 2),
+    "writing the second table": (reproduction_report, "write_table", 2),
 }
 
 
@@ -34,6 +35,11 @@ def _kill_on_call(monkeypatch, owner, name: str, call: int):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, killing)
+
+
+def _reproduce(out: Path, runs: Path):
+    """What `aerobust reproduce` does: compute (resuming), then write the report."""
+    reproduction_report.write_reproduction(reproduction.reproduce(out, runs, _config(), device="cpu", quiet=True))
 
 
 def _config():
@@ -61,7 +67,7 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reproduction, "ROWS", _ROWS)
-        reproduction.reproduce(root / "out", root / "runs", _config(), device="cpu", quiet=True)
+        _reproduce(root / "out", root / "runs")
     return _tables(root / "out")
 
 
@@ -74,8 +80,8 @@ def test_a_killed_reproduction_resumes_to_the_uninterrupted_tables(uninterrupted
     with monkeypatch.context() as patch:
         _kill_on_call(patch, *KILL_POINTS[point])
         with pytest.raises(Killed):
-            reproduction.reproduce(tmp_path / "out", tmp_path / "runs", _config(), device="cpu", quiet=True)
-    reproduction.reproduce(tmp_path / "out", tmp_path / "runs", _config(), device="cpu", quiet=True)
+            _reproduce(tmp_path / "out", tmp_path / "runs")
+    _reproduce(tmp_path / "out", tmp_path / "runs")
     resumed = _tables(tmp_path / "out")
     assert resumed.keys() == uninterrupted.keys() and len(resumed) >= 5
     for name, text in uninterrupted.items():

@@ -14,8 +14,9 @@ from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.fidelity import (SmallClassifierFeatures, decode_codes, fitted_gaussian_codes,
                                frechet_distance_inception_v3, frechet_distance_small_classifier,
-                               per_mode_samples, prior_from_defense_config, sample_grid_figure)
+                               per_mode_samples, prior_from_defense_config)
 from aerobust.registry import DEFENSES
+from aerobust.report.fidelity import sample_grid_figure
 from aerobust.report.writer import save_figure
 from aerobust.training import train
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..records import write_leaderboard
+from ..records import rank_records
+from ..report.leaderboard import write_leaderboard
 
 
 @click.command("leaderboard")
@@ -28,5 +29,5 @@ def leaderboard_command(records, out_dir, sort, mix_protocols):
       aerobust leaderboard audit-a audit-b --out leaderboard
       aerobust leaderboard runs/*/records --out lb --sort latent:msssim_target_advrecon:1
     """
-    written = write_leaderboard(list(records), out_dir, sort=sort, mix_protocols=mix_protocols)
+    written = write_leaderboard(rank_records(list(records), sort=sort, mix_protocols=mix_protocols), out_dir)
     click.echo(f"wrote the leaderboard; open {written['html']}")

@@ -1,11 +1,10 @@
 """``aerobust margin``: the r-robustness margin of every audited image, per model."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..audit import AuditConfig
+from ..report.margin import write_margin_views
 from ..robustness_margin import run_margins
 from .audit import parse_attack_options, model_and_data_options, model_specs
 from .common import UserError, device_option, quiet_option, seed_option
@@ -45,7 +44,7 @@ def margin_command(models, model_args, checkpoints, trust_factory, data, split, 
     config = AuditConfig(models=specs, data=data, split=split, pad_to=pad, resize=resize, attacks=["max-damage"],
                          images=images, trials=1, seed=seed,
                          attack_options=parse_attack_options(attack_options, ["max-damage"]))
-    margins = run_margins(config, out, r=r, lambda_max=lambda_max, iterations=iterations, samples=samples,
-                          device=device)
+    run = run_margins(config, out, r=r, lambda_max=lambda_max, iterations=iterations, samples=samples, device=device)
+    written = write_margin_views(run, out)
     if not quiet:
-        click.echo(f"{len(margins)} margins; summary: {Path(out) / 'margin_summary.md'}")
+        click.echo(f"{len(run.margins)} margins; summary: {written['md']}")

@@ -52,6 +52,7 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
     """
     import dataclasses
 
+    from ..report.reproduction import write_reproduction
     from ..reproduce import ReproductionConfig, reproduce
     from .common import UserError
 
@@ -69,8 +70,9 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
             raise UserError(f"{option} takes integers separated by commas, e.g. 0,1,2; got '{text}'") from None
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        written = reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
-                            command="aerobust reproduce" + (" --quick" if quick else ""))
+        reproduction = reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
+                                 command="aerobust reproduce" + (" --quick" if quick else ""))
+        written = write_reproduction(reproduction)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished training epochs and audit blocks are kept in {runs_dir}: rerun the "
                         "same command to resume") from None

@@ -12,6 +12,9 @@ One module per job:
 - ``audit_report``: ``build_report``, everything for one audit directory;
 - ``compare``: several audits in one report;
 - ``training``: the report of a training run directory;
+- ``leaderboard``, ``margin``, ``reproduction``, ``fidelity``: the views of ``aerobust leaderboard``,
+  ``aerobust margin``, ``aerobust reproduce`` and of the fidelity samples, from the data their computing
+  modules return (imported where used, not here: loading them loads the modules they render);
 - ``writer``: the one writer of tables (CSV, Markdown, booktabs LaTeX, HTML) and figures (PNG + PDF);
 - ``style``: the paper figure style.
 """

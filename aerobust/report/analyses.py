@@ -1,18 +1,16 @@
 """Views over the analyses beside the audit tables: the statistics tables of a report (intervals, paired
-tests, universal share, AUDDC), the distortion-distortion curve and the r-robustness margin CDF.
+tests, universal share, AUDDC) and the distortion-distortion curve.
 
-The analyses compute their numbers (:mod:`aerobust.stats`, :mod:`aerobust.distortion`,
-:mod:`aerobust.robustness_margin`); here they become tables and figures in the report style, written by
-``writer.save_figure``/``write_table`` like every other table and figure.
+The analyses compute their numbers (:mod:`aerobust.stats`, :mod:`aerobust.distortion`); here they become
+tables and figures in the report style, written by ``writer.save_figure``/``write_table`` like every other
+table and figure.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
-from ..threat import BUDGETS
 from ..distortion import auddc_table
 from ..stats import interval_table, paired_comparisons, universal_share
 from .style import paper_figure, styled
@@ -41,25 +39,5 @@ def distortion_figure(curves: pd.DataFrame):
     axis.set_ylabel("‖x̃_a − x_t‖ / ‖x̃ − x_t‖ (ratio)")
     axis.set_title(f"distortion-distortion curve ({attack} attack)")
     axis.set_ylim(bottom=0)
-    axis.legend()
-    return figure
-
-
-@styled
-def margin_figure(margins: pd.DataFrame, lambda_max: float, budget: str | None = None):
-    """Empirical CDF of the margins per model; censored images (no break up to lambda_max) never reach 1."""
-    figure, axes = paper_figure(width="single")
-    axis = axes.flat[0]
-    for model, rows in margins.groupby("model", sort=False):
-        values = np.sort(rows["margin"].to_numpy())
-        finite = values[np.isfinite(values)]
-        fraction = np.arange(1, len(finite) + 1) / len(values)
-        axis.step(np.concatenate([[0.0], finite, [lambda_max]]),
-                  np.concatenate([[0.0], fraction, [fraction[-1] if len(fraction) else 0.0]]), where="post",
-                  label=f"{model} ({len(values) - len(finite)} of {len(values)} > λ_max)")
-    axis.set_xlabel(f"r-robustness margin λ ({BUDGETS.get(budget or 'l2', ('', str(budget)))[1]})", fontsize=7)
-    axis.set_ylabel("fraction of images broken")
-    axis.set_xlim(0, lambda_max)
-    axis.set_ylim(0, 1)
     axis.legend()
     return figure
