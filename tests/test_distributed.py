@@ -103,7 +103,7 @@ def test_pieces_cover_every_block_and_image_once_and_ranks_get_equal_counts(n_bl
 PLUGIN = """
 import os, time
 from pathlib import Path
-from aerobust.attacks.builtin import LatentAttack
+from aerobust.attacks import LatentAttack
 from aerobust.registry import register_attack
 
 @register_attack("latent-logged")

@@ -102,7 +102,7 @@ class CarliniWagnerAttack(MinimumNormAttack):
         self.c, self.lr = float(c), float(lr)
 
     def search(self, problem):
-        attack = require_torchattacks().CW(problem.model, c=self.c, steps=self.steps, lr=self.lr)
+        attack = require_torchattacks().CW(problem.model, c=self.c, steps=self.settings.steps, lr=self.lr)
         return attack(problem.x, problem.labels)
 
     def config(self) -> dict:
@@ -206,7 +206,7 @@ class DeepFoolAttack(MinimumNormAttack):
         estimator = PyTorchClassifier(model=network, loss=nn.CrossEntropyLoss(), input_shape=tuple(images.shape[1:]),
                                       nb_classes=num_classes, clip_values=(0.0, 1.0),
                                       device_type="gpu" if device.type == "cuda" else "cpu")
-        attack = DeepFool(estimator, max_iter=self.steps, epsilon=self.overshoot, nb_grads=num_classes,
+        attack = DeepFool(estimator, max_iter=self.settings.steps, epsilon=self.overshoot, nb_grads=num_classes,
                           batch_size=len(images), verbose=False)
         adversarial = attack.generate(images.detach().cpu().numpy())
         return torch.from_numpy(adversarial).to(images.device, images.dtype).clamp_(0, 1)
