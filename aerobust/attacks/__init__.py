@@ -13,8 +13,10 @@ Modules, each importing only those above it:
   sanity      the AutoAttack-style flags of a finished sweep
   sweep       the engine: lambdas x trials x restarts x images, lambda -> radius, threat checks, worst case
   base        Attack, the plugin API (objective from OBJECTIVES + optimizer + its settings object)
-  latent, max_damage, latent_classifier, latent_kl, latent_skl, max_kl, jacobian, universal,
-  classifier  the registered attacks, one per module (classifier: the image-classifier attacks)
+  latent, max_damage, latent_classifier, latent_kl, latent_skl, max_kl, jacobian, universal
+              the registered attacks on autoencoders, one per module
+  classifier  the attack on image classifiers and the base of its minimum-norm attacks, one per module:
+              classifier_cw, classifier_lbfgs, classifier_deepfool
   ensemble    the worst case over several optimizers of one attack (--ensemble)
 """
 from ..registry import register_attack
@@ -30,8 +32,10 @@ from .max_kl import MaxKLAttack
 from .jacobian import JacobianAttack
 from .universal import UniversalAttack
 from ..registry import OPTIMIZERS
-from .classifier import (CarliniWagnerAttack, ClassifierAttack, DeepFoolAttack, MinimumNormAttack,
-                         PenaltyLBFGSAttack, require_torchattacks, within_budget)
+from .classifier import ClassifierAttack, MinimumNormAttack, require_torchattacks, within_budget
+from .classifier_cw import CarliniWagnerAttack
+from .classifier_lbfgs import PenaltyLBFGSAttack
+from .classifier_deepfool import DeepFoolAttack
 from .optimizers import SCHEDULES
 from .settings import OptimizerSettings
 
