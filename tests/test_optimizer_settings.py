@@ -105,8 +105,9 @@ def test_the_projected_step_is_a_normalized_descent_step_then_the_exact_projecti
     ball.check(x, x + stepped)
 
 
-def test_pgd_steps_through_the_engines_projected_step(monkeypatch):
+def test_the_universal_attack_and_pgd_step_through_the_engines_projected_step(monkeypatch):
     import aerobust.attacks.optimizers as optimizers
+    import aerobust.attacks.universal as universal
 
     calls = []
 
@@ -114,7 +115,11 @@ def test_pgd_steps_through_the_engines_projected_step(monkeypatch):
         calls.append(args[0].norm)
         return projected_step(*args, **kwargs)
 
+    monkeypatch.setattr(universal, "projected_step", counted)
     monkeypatch.setattr(optimizers, "projected_step", counted)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ATTACKS.create("universal", steps=4).sweep(tiny_ae(), x, [0.5], 1, seed=0)
+    assert len(calls) == 4  # one shared step per ascent step (all patterns at once)
+    calls.clear()
     ATTACKS.create("max-damage", steps=3, restarts=1, norm="linf").sweep(tiny_ae(), x, [0.1], 1, seed=0)
     assert calls == ["linf"] * 3

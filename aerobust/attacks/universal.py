@@ -30,7 +30,7 @@ from ..errors import AerobustError
 from ..registry import register_attack
 from ..threat import Threat
 from .base import Attack
-from .optimizers import ScheduledSteps, step_direction
+from .optimizers import ScheduledSteps, projected_step
 from .problem import AttackProblem, OptimizationResult, input_gradient, sample_seeds
 
 
@@ -74,7 +74,6 @@ class UniversalAttack(Attack):
         best, best_damage = shared.clone(), torch.full((count,), -math.inf, device=x.device)
         rows = torch.arange(count * n_images, device=x.device)
         steps = self.settings.steps
-        shape = (-1, *([1] * (x.dim() - 1)))
         for step in range(steps + 1):
             damage = torch.zeros(count, device=x.device)
             gradient = torch.zeros_like(shared)
@@ -90,9 +89,8 @@ class UniversalAttack(Attack):
             best[improved], best_damage[improved] = shared[improved], damage[improved]
             if step == steps:
                 break
-            direction, _, _ = step_direction(gradient, self.norm)
-            length = self.settings.step_length(step, radius)
-            shared = ball.project(grey, shared - direction * length.view(shape), unit_box)
+            shared, _, _ = projected_step(ball, grey, shared, gradient, self.settings.step_length(step, radius),
+                                          unit_box)
         row_seeds = {}
         for index, (size, t, r) in enumerate(groups):
             key_radius = float(torch.tensor(size, dtype=x.dtype))
