@@ -1,27 +1,17 @@
-"""Past one process: aerobust under ``torchrun`` (sharded audits, data-parallel training).
+"""Past one process, at the lowest level: the torchrun world, global random draws and gathers.
 
 ``torchrun --nproc_per_node=N -m aerobust audit|train ...`` runs the same command in N processes
 (ranks). The world is read from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT); without them aerobust runs as one process and nothing here is active.
-The process group uses gloo on CPU and NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``).
-
-Audit: the plan's blocks (model, attack, lambda), split into image ranges when the blocks do not
-divide evenly among the ranks, are dealt out to the ranks; each rank writes its pieces under
-``blocks/`` as they finish (a rerun of the same command skips finished pieces), then rank 0 merges
-the pieces into the very block files one process writes and builds results.csv and the manifest
-from them with the single-process code. Every random draw of an attack is seeded by (seed, trial,
-image_id, restart), so a piece does not depend on which rank ran it or on what else shared its batch.
+The process group uses gloo on CPU and NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``). How an audit
+shares its blocks among the ranks is the audit's business (:mod:`aerobust.audit.sharded`); this
+module imports nothing of the package but its errors.
 
 Training: each rank takes its rows of the same global batch (same shuffle); random draws are made for
 the whole global batch and sliced (:func:`batch_random`), so they equal one process's; batch
 statistics (KS, covariance, coupled terms, beta-TCVAE's minibatch estimates) are computed on codes
 gathered with gradients (:func:`gather_rows`). With DistributedDataParallel averaging the gradients,
-N ranks with local batch B/N optimise the objective of one process with batch B.
-
-Where bitwise identity with one process is impossible: an audit whose blocks are dealt out whole
-repeats one process's sweeps exactly (same rows, same batches: bitwise equal on the same device and
-thread count); a block cut into image ranges is attacked in smaller batches, and matrix kernels may
-round differently for another batch size (rows equal within 1e-5). In training, the mean of the
+N ranks with local batch B/N optimise the objective of one process with batch B. The mean of the
 local means and the sum of gradients over ranks add the same numbers in another order (equal to
 float rounding, about 1e-7 relative). BatchNorm statistics and dropout masks of a user's model stay
 per rank (as under plain DDP), so such models do not get the single-process objective.
@@ -30,17 +20,11 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import copy
 import dataclasses
 import datetime
-import json
-import math
 import os
-from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -195,160 +179,6 @@ def _leave_world():
 def is_main_process() -> bool:
     """True for rank 0 and for a single process (the one that prints and writes the shared outputs)."""
     return not dist.is_initialized() or dist.get_rank() == 0
-
-
-# -- sharded audit -----------------------------------------------------------------------------------
-def audit_pieces(n_blocks: int, n_images: int, world_size: int,
-                 whole: Collection[int] = ()) -> list[tuple[int, int, int]]:
-    """The audit's work as ``(block, first image, end image)``; piece ``p`` belongs to rank ``p % world_size``.
-
-    Whole blocks when the ranks divide them evenly; otherwise every block is cut into
-    ``world_size / gcd(n_blocks, world_size)`` image ranges, which makes the number of pieces a
-    multiple of the number of ranks (each rank gets as many pieces, of nearly equal size). Blocks in
-    ``whole`` (attacks fitted over the image set, such as ``universal``) are never cut: a range would
-    fit its own pattern and differ from one process.
-    """
-    shards = min(world_size // math.gcd(n_blocks, world_size), n_images)
-    bounds = [round(s * n_images / shards) for s in range(shards + 1)]
-    return [(block, 0, n_images) if block in whole else (block, bounds[s], bounds[s + 1])
-            for block in range(n_blocks) for s in range(1 if block in whole else shards)]
-
-
-def _plan_rows(plan, start: int, stop: int):
-    """The audit plan restricted to images ``start:stop`` (targets follow their images)."""
-    part = copy.copy(plan)
-    for name in ("index", "images", "labels", "image_ids"):
-        value = getattr(plan, name)
-        setattr(part, name, None if value is None else value[start:stop])
-    if plan.target_index is not None:
-        part.target_index = plan.target_index[:, start:stop]
-    return part
-
-
-def _merge_notes(pieces: list[list[dict]]) -> list[dict]:
-    """Flags and attack config of a block from those of its image ranges (in image order).
-
-    Per-sample flags (counts over samples) are summed and their message rewritten; the unbounded
-    check looks at the first images of a sweep, so only the first range's result stands, as one
-    process would have checked those same images.
-    """
-    from .attacks.sanity import FLAG_ORDER, PER_SAMPLE_FLAGS, per_sample_flag
-
-    config = None
-    merged: dict[str, dict] = {}
-    for index, notes in enumerate(pieces):
-        for note in notes:
-            if "config" in note:
-                if config is None:
-                    config = {**note["config"], "image_ids": []}
-                config["image_ids"] += note["config"]["image_ids"]
-            elif note["flag"] in PER_SAMPLE_FLAGS:
-                total = merged.setdefault(note["flag"], {"count": 0, "of": 0})
-                total["count"] += note["count"]
-                total["of"] += note["of"]
-            elif index == 0:
-                merged[note["flag"]] = note
-    flags = [per_sample_flag(name, **value) if name in PER_SAMPLE_FLAGS else value
-             for name, value in merged.items()]
-    flags.sort(key=lambda flag: FLAG_ORDER.index(flag["flag"]) if flag["flag"] in FLAG_ORDER else len(FLAG_ORDER))
-    return flags + ([{"config": config}] if config is not None else [])
-
-
-def run_sharded_audit(audit, plan, pool, models: dict, clean: dict, model_flags: list[dict]) -> pd.DataFrame:
-    """Run this rank's share of ``audit`` (an :class:`aerobust.audit.Audit`); rank 0 merges and finishes.
-
-    ``models``, ``clean`` and ``model_flags`` are what every rank's ``Audit.run`` prepared: the loaded
-    models, their clean pass over all audited images (sliced here per image range) and model flags.
-    """
-    from tqdm.auto import tqdm
-
-    from .registry import ATTACKS
-    from .results import block_stem
-
-    world = audit.world
-    blocks = audit.blocks()
-    stems = [block_stem(spec.label, attack, lam) for spec, attack, lam in blocks]
-    whole = {b for b, (_, attack, _) in enumerate(blocks) if ATTACKS.get(attack).fits_over_image_set}
-    pieces_dir = audit.blocks_dir / "pieces"
-    n_images = len(plan.image_ids)
-
-    def piece_stem(block: int, start: int, stop: int) -> tuple[Path, str]:
-        if (start, stop) == (0, n_images):
-            return audit.blocks_dir, stems[block]
-        return pieces_dir, f"{stems[block]}__images{start}-{stop}"
-
-    def done(directory: Path, stem: str) -> bool:
-        return (directory / f"{stem}.csv").is_file()
-
-    def pending() -> list[tuple[int, int, int]]:
-        return [(b, start, stop) for b, start, stop in audit_pieces(len(blocks), n_images, world.size, whole)
-                if not done(audit.blocks_dir, stems[b]) and not done(*piece_stem(b, start, stop))]
-
-    # Rank 0 decides what is left, so that every rank agrees even while others write.
-    todo = world.on_main(pending)
-    mine = [piece for p, piece in enumerate(audit_pieces(len(blocks), n_images, world.size, whole))
-            if p % world.size == world.rank and piece in todo]
-    pieces_dir.mkdir(parents=True, exist_ok=True)
-    model_info = {}
-    progress = tqdm(total=len(mine), desc=f"audit rank {world.rank}", unit="piece",
-                    disable=audit.quiet or not world.is_main)
-    for spec in audit.config.models:
-        model_blocks = {b for b, (s, _, _) in enumerate(blocks) if s is spec}
-        model_todo = [piece for piece in todo if piece[0] in model_blocks]
-        my_pieces = [piece for piece in mine if piece[0] in model_blocks]
-        if not (my_pieces or world.is_main or model_todo):
-            continue
-        model, model_info[spec.label] = models[spec.label]
-        head = None
-        if model_todo and plan.labels is not None:
-            # Rank 0 trains the latent classifier once; the other ranks load the file it saved.
-            head = world.main_first(lambda: audit.classifier_head(spec, model, pool))
-        for block, start, stop in my_pieces:
-            _, attack_name, lam = blocks[block]
-            frame, arrays, notes = audit.run_block(spec, model, attack_name, lam, _plan_rows(plan, start, stop), head,
-                                                    {name: value[start:stop] for name, value in clean[spec.label].items()})
-            audit.save_block(*piece_stem(block, start, stop), frame, arrays, notes)
-            progress.update(1)
-    progress.close()
-    world.barrier()
-    return world.on_main(lambda: _merge_and_finish(audit, plan, model_info, model_flags, stems, pieces_dir))
-
-
-def _merge_and_finish(audit, plan, model_info: dict, model_flags: list[dict], stems: list[str],
-                      pieces_dir: Path) -> pd.DataFrame:
-    """Rank 0: every block assembled from its image ranges, then the single-process finish."""
-    from .report import read_labelled_csv
-
-    n_images = len(plan.image_ids)
-    ranges = sorted({(start, stop) for _, start, stop in audit_pieces(len(stems), n_images, audit.world.size)})
-    for stem in stems:
-        if (audit.blocks_dir / f"{stem}.csv").is_file():
-            continue
-        # Stems hold dots (lam1.5): file names are built by appending, never with Path.with_suffix.
-        stems_of_pieces = [pieces_dir / f"{stem}__images{start}-{stop}" for start, stop in ranges]
-        piece_file = lambda piece, suffix: piece.with_name(piece.name + suffix)  # noqa: E731
-        # A stable sort by trial restores one process's row order: trial-major, images in plan order.
-        frame = pd.concat([read_labelled_csv(piece_file(p, ".csv")) for p in stems_of_pieces], ignore_index=True)
-        frame = frame.sort_values("trial", kind="stable", ignore_index=True)
-        examples = []
-        for piece in stems_of_pieces:
-            with np.load(piece_file(piece, ".npz")) as arrays:
-                examples.append(arrays["example"])
-        notes = _merge_notes([json.loads(piece_file(p, ".json").read_text()) for p in stems_of_pieces])
-        example = np.concatenate(examples)[: audit.config.examples]
-        audit.save_block(audit.blocks_dir, stem, frame, {"example": example}, notes)
-        for piece in stems_of_pieces:
-            for suffix in (".csv", ".npz", ".json"):
-                piece_file(piece, suffix).unlink()
-    if not any(pieces_dir.iterdir()):
-        pieces_dir.rmdir()
-    results = audit.finish(plan, model_info, model_flags)
-    # The single-process manifest, plus how many processes ran the audit.
-    manifest_path = audit.out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["distributed"] = audit.world.describe()
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return results
 
 
 # -- data-parallel training --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .classifiers.composite import AutoencoderClassifier
+from .composite import AutoencoderClassifier
 from .errors import AerobustError, ShapeError
 from .registry import OBJECTIVES, register_objective
 

@@ -19,6 +19,11 @@ from pathlib import Path
 from .errors import AerobustError
 
 MARKER_FILE = "aerobust-folder.json"
+# A training run's folder (aerobust train): weights with their sidecar, the resumable state, the log.
+# Here, low in the package, because the training loop writes them and the training report reads them.
+MODEL_FILE = "model.pt"
+RUN_STATE_FILE = "run_state.pt"
+HISTORY_FILE = "history.jsonl"
 
 
 def _owner(out_dir: Path) -> dict | None:

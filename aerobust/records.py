@@ -165,7 +165,7 @@ def _plain(value):
 def build_records(audit_dir) -> list[dict]:
     """One record per model of the audit in ``audit_dir`` (from results.csv and manifest.json)."""
     from .distortion import auddc_table
-    from .report import load_results
+    from .audit.store import load_results
 
     audit = load_results(audit_dir)
     manifest, results = audit.manifest, audit.results

@@ -36,6 +36,7 @@ from .defenses.lipschitz import certified_reconstruction_bound
 from .errors import AerobustError
 from .metrics import l2_distance, ms_ssim, resolve_msssim_settings
 from .output_folder import check_output_folder, claim_output_folder
+from .records import write_records
 from .registry import ATTACKS
 from .report.reproduction import attack_loss_over_seeds_figure
 from .report.writer import save_figure, write_table
@@ -184,6 +185,13 @@ def _audit_config(config: ReproductionConfig, checkpoints: dict[str, Path]) -> A
                        lambdas=LAMBDAS, images=config.images, trials=config.trials, seed=config.audit_seed,
                        attack_options={"latent": dict(attack), "max-damage": dict(attack)}, msssim=config.msssim,
                        classifier_epochs=config.classifier_epochs, classifier_images=config.classifier_images)
+
+
+def _audit(config: AuditConfig, out_dir: Path, device: str, quiet: bool) -> pd.DataFrame:
+    """One of the reproduction's audits (resumed if it ran before) with its records; no report."""
+    results = run_audit(config, out_dir, device=device, quiet=quiet)
+    write_records(out_dir)
+    return results
 
 
 # -- per-seed and per-image numbers ---------------------------------------------------------------------
@@ -469,10 +477,8 @@ def training_length_study(config: ReproductionConfig, train_set, runs_dir: Path,
                       device=device, out_dir=run_dir, resume=has_training_run(run_dir), quiet=quiet,
                       arch_kwargs={"input_shape": list(train_set.image_shape)}, **dict(row.options))
                 checkpoints[row.label] = run_dir / "model.pt"
-            results = run_audit(dataclasses.replace(_audit_config(config, checkpoints),
-                                                     attacks=("latent", "max-damage")),
-                                runs_dir / "lengths" / f"audit-epochs{epochs}-seed{seed}", device=str(device),
-                                quiet=quiet, report=False)
+            results = _audit(dataclasses.replace(_audit_config(config, checkpoints), attacks=("latent", "max-damage")),
+                             runs_dir / "lengths" / f"audit-epochs{epochs}-seed{seed}", str(device), quiet)
             frames.append(per_image_values(results, seed))
         per_image = pd.concat(frames, ignore_index=True)
         for attack, metric, higher in ROBUST_CELLS:
@@ -531,7 +537,7 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
             fidelity_rows.append(_fidelity_row(row.label, seed, result, steps, fidelity_set, features, reference,
                                                msssim))
         audit_dir = runs_dir / f"audit-seed{seed}"
-        results = run_audit(_audit_config(config, checkpoints), audit_dir, device=str(dev), quiet=quiet, report=False)
+        results = _audit(_audit_config(config, checkpoints), audit_dir, str(dev), quiet)
         results = results.copy()
         results["msssim_target_advrecon_normalised"] = np.nan
         for label, path in checkpoints.items():

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -30,6 +31,9 @@ INTEGER_COLUMNS = ("trial", "image_id", "target_id", "label", "target_label")
 SETTING_COLUMNS = ("radius",)
 IDENTITY_COLUMNS = ("model", "attack", "lambda", *SETTING_COLUMNS, "trial", "image_id", "target_id", "label",
                     "target_label")
+# examples.npz holds, per block, a few samples as five images each, in this order.
+EXAMPLE_COLUMNS = ("input x", "clean reconstruction", "adversarial x_a", "adversarial reconstruction",
+                   "target x_t")
 
 
 def lambda_text(value: float) -> str:
@@ -146,3 +150,14 @@ FLOAT_COLUMNS = _LiveColumns(lambda: tuple(metric.column for metric in result_me
 RESULT_COLUMNS = _LiveColumns(lambda: (*IDENTITY_COLUMNS, *FLOAT_COLUMNS))
 # Clean behaviour of the model on the audited image: one value per image, repeated in every block.
 CLEAN_COLUMNS = _LiveColumns(lambda: tuple(metric.column for metric in result_metrics() if metric.clean))
+
+
+def results_frame(identity: dict, measured: dict) -> pd.DataFrame:
+    """One block's rows: ``identity`` holds every identity column (arrays of the rows' length or a value
+    shared by all rows), ``measured`` the metric columns it has; the order is the schema's."""
+    missing = set(IDENTITY_COLUMNS) - set(identity)
+    unknown = set(identity) - set(IDENTITY_COLUMNS)
+    if missing or unknown:
+        raise ValueError(f"identity columns must be exactly {IDENTITY_COLUMNS}: missing {sorted(missing)}, "
+                         f"unknown {sorted(unknown)}")
+    return pd.DataFrame({**measured, **identity}).reindex(columns=RESULT_COLUMNS)

@@ -33,13 +33,10 @@ from .datasets import ImageSet
 from .defenses import Defense
 from .distributed import DataParallelObjective, join_world
 from .errors import AerobustError, CheckpointError, ShapeError
-from .output_folder import check_output_folder, claim_output_folder
+from .output_folder import HISTORY_FILE, MODEL_FILE, RUN_STATE_FILE, check_output_folder, claim_output_folder
 from .registry import DEFENSES
 from .runtime import atomic_write, resolve_device, write_manifest
 
-MODEL_FILE = "model.pt"
-RUN_STATE_FILE = "run_state.pt"
-HISTORY_FILE = "history.jsonl"
 _RUN_STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (epochs may grow).
 # torch_threads: another count changes the weights in the last bits, so a resumed run would mix two.

@@ -8,8 +8,7 @@ from aerobust.adapter import wrap
 from aerobust.attacks import Attack, OptimizationResult, SweepResult, choose_targets
 from aerobust.errors import AerobustError, ShapeError, ThreatViolation
 from aerobust.attacks import require_torchattacks
-from aerobust.classifiers import (AutoencoderClassifier, latent_classifier_accuracy, latent_codes,
-                                  train_latent_classifier)
+from aerobust.classifiers import AutoencoderClassifier, latent_codes, train_latent_classifier
 from aerobust.registry import ATTACKS
 
 N_IMAGES = 8
@@ -226,6 +225,23 @@ def test_sanity_flags_catch_broken_attacks(small_ae, batch):
                 input_shape=(1, 32, 32), device="cpu")
     masked = ATTACKS.create("max-damage", steps=3, restarts=1).sweep(flat, x, [1.0], 1, 0)
     assert "zero-gradient" in {flag["flag"] for flag in masked.flags}
+
+
+def latent_classifier_accuracy(model, head, images, labels, *, lam, trials=1, seed=0, pool_images=None,
+                               pool_labels=None, **attack_options) -> dict:
+    """The head's clean accuracy and its accuracy on the codes after the latent attack at ``lam``."""
+    pool_images = images if pool_images is None else pool_images
+    pool_labels = labels if pool_labels is None else pool_labels
+    index = choose_targets(labels, trials, seed, pool_labels)
+    result = ATTACKS.create("latent", **attack_options).sweep(model, images, [lam], trials, seed,
+                                                              targets=pool_images[index])
+
+    def accuracy(batch: torch.Tensor) -> float:
+        predictions = head(latent_codes(model, batch)).argmax(dim=1)
+        return float((predictions == labels.repeat(len(batch) // len(labels))).float().mean())
+
+    with torch.no_grad():
+        return {"clean_accuracy": accuracy(images), "attacked_accuracy": accuracy(result.x_adv[0].flatten(0, 1))}
 
 
 @pytest.fixture(scope="module")

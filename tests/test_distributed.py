@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aerobust.cli import main
-from aerobust.distributed import DataParallelObjective, World, audit_pieces, join_world, world_from_environment
+from aerobust.audit.sharded import audit_pieces
+from aerobust.distributed import DataParallelObjective, World, join_world, world_from_environment
 from aerobust.errors import DistributedError
 from aerobust.registry import ARCHITECTURES, DEFENSES
 from tests.conftest import MNIST_TEST_SPEC

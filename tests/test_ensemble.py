@@ -13,6 +13,7 @@ from aerobust.audit import Audit, run_audit
 from aerobust.cli import main
 from aerobust.errors import AerobustError
 from aerobust.registry import ATTACKS
+from aerobust.report import build_report
 from tests.conftest import MNIST_TEST_SPEC
 from tests.test_audit import _config as audit_config
 from tests.test_audit import checkpoint  # noqa: F401  (the tiny audited model, a fixture)
@@ -82,6 +83,7 @@ def test_audit_records_the_ensemble_and_refuses_to_resume_with_another(tmp_path,
     # The same command resumes: every block is done, so the table is read back unchanged, and the report
     # counts the wins of each member.
     again = run_audit(_config(checkpoint), out, device="cpu", quiet=True)
+    build_report(out)
     assert again["attack_member"].tolist() == results["attack_member"].tolist()
     wins = pd.read_csv(out / "report" / "ensemble_wins.csv")
     assert wins["rows"].tolist() == [len(results)]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import aerobust.audit
+import aerobust.audit.store
 import aerobust.report.writer
 import aerobust.training
 from aerobust.cli import main
@@ -64,7 +64,7 @@ def test_a_full_disk_during_an_audit_keeps_the_finished_blocks_and_the_rerun_res
     runner = CliRunner()
     assert runner.invoke(main, _audit_argv(data, tmp_path / "whole")).exit_code == 0
     with monkeypatch.context() as patch:
-        _fail_on_call(patch, aerobust.audit, "atomic_write", 6,  # fingerprint, plan, first block (3 files), then
+        _fail_on_call(patch, aerobust.audit.store, "atomic_write", 6,  # fingerprint, plan, first block (3 files), then
                       OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "full" / "blocks" / "x.npz")))
         _one_line(runner.invoke(main, _audit_argv(data, tmp_path / "full")), "No space left on device",
                   "is kept", "rerun the same command to resume")

@@ -90,3 +90,51 @@ def test_the_results_columns_are_defined_once():
                 if isinstance(target, ast.Name) and target.id in SCHEMA_NAMES:
                     homes.setdefault(target.id, []).append(path.relative_to(PACKAGE.parent).as_posix())
     assert homes == {name: ["aerobust/results.py"] for name in SCHEMA_NAMES}
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between rooms: top-level modules, and each subpackage as one room."""
+    def room(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module == "aerobust":
+            continue
+        rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) not in (room(module), "aerobust"))
+    return rooms
+
+
+def floors(rooms: dict[str, set[str]]) -> dict[str, int]:
+    """Each room's floor: 1 for a room that imports none of the others, else one above its highest import."""
+    found: dict[str, int] = {}
+
+    def floor(room: str) -> int:
+        if room not in found:
+            found[room] = 1 + max((floor(target) for target in rooms[room]), default=0)
+        return found[room]
+
+    for room in rooms:
+        floor(room)
+    return found
+
+
+def test_the_floor_count_follows_the_longest_chain_of_imports():
+    assert floors({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == {"a": 3, "b": 2, "c": 1, "d": 2}
+    assert room_graph({"aerobust.x.y": {"aerobust.x.z", "aerobust.w"}, "aerobust.x.z": set(), "aerobust.w": set()}) \
+        == {"aerobust.x": {"aerobust.w"}, "aerobust.w": set()}
+
+
+def test_rooms_import_one_way_on_at_most_twelve_floors():
+    # No arrow runs back up: a subpackage is one room, so no module of it may import a room that imports it.
+    rooms = room_graph(import_graph())
+    assert find_cycle(rooms) is None
+    assert max(floors(rooms).values()) <= 12
+
+
+def test_the_lowest_rooms_import_nothing_above_them():
+    rooms = room_graph(import_graph())
+    # torchrun's world and gathers, the output-folder layout, and the audit's store sit under every report
+    assert rooms["aerobust.distributed"] <= {"aerobust.errors"}
+    assert "aerobust.report" not in rooms["aerobust.audit"] and "aerobust.records" not in rooms["aerobust.audit"]
+    assert "aerobust.training" not in rooms["aerobust.report"]

@@ -15,7 +15,7 @@ from aerobust.architectures import MLPAutoencoder
 from aerobust.audit import Audit, AuditConfig, ModelSpec
 from aerobust.cli import main
 from aerobust.errors import AerobustError
-from aerobust.records import leaderboard_table, load_schema, schema_errors, validate_record
+from aerobust.records import leaderboard_table, load_schema, schema_errors, validate_record, write_records
 from aerobust.report.analyses import report_tables
 from tests.conftest import MNIST_TEST_SPEC
 
@@ -40,6 +40,7 @@ def audits(tmp_path_factory):
                              images=4, trials=2, seed=3, classifier_epochs=1, classifier_images=200, examples=2,
                              attack_options={a: {"steps": 4} for a in NEW_ATTACKS if a != "jacobian"})
         Audit(config, root / f"audit{seed}", device="cpu", quiet=True).run()
+        write_records(root / f"audit{seed}")
         folders.append(root / f"audit{seed}")
     return folders
 

@@ -15,7 +15,7 @@ import aerobust.training
 # Where a kill can land, as (module, function, the call that fails).
 KILL_POINTS = {
     "exporting the second epoch": (aerobust.training, "_export_epoch", 2),
-    "saving the second audit block": (aerobust.audit.Audit, "save_block", 2),
+    "saving the second audit block": (aerobust.audit.AuditStore, "save_block", 2),
     "writing the second table": (reproduction, "write_table", 2),
 }
 

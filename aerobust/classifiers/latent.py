@@ -1,8 +1,8 @@
 """A downstream MLP classifier on an autoencoder's codes (paper Table 3) and its robustness.
 
 ``train_latent_classifier`` fits a head on frozen codes (``AutoencoderClassifier(model, head)`` is the
-end-to-end image classifier ``head(encode(x))``); ``latent_classifier_accuracy`` gives the clean
-accuracy and the accuracy after the latent-space attack (eq. 12) at a radius lambda.
+end-to-end image classifier ``head(encode(x))``). Its accuracy under attack is the audit's
+``classifier_correct`` column (the latent-classifier attack, aerobust/attacks).
 """
 from __future__ import annotations
 
@@ -77,33 +77,3 @@ def train_latent_classifier(model, images: torch.Tensor, labels: torch.Tensor, *
             loss.backward()
             optimizer.step()
     return head.eval()
-
-
-def latent_classifier_accuracy(model, head: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                               lam: float = 1.0, trials: int = 1, seed: int = 0,
-                               pool_images: torch.Tensor | None = None, pool_labels: torch.Tensor | None = None,
-                               image_ids: torch.Tensor | None = None, **attack_options) -> dict:
-    """Clean accuracy and accuracy of ``head`` on the codes after the latent-space attack at ``lam``.
-
-    Targets are images of another class from the pool (default: ``images`` themselves), chosen by
-    :func:`aerobust.attacks.choose_targets`; ``attack_options`` go to the ``latent`` attack.
-    """
-    from ..attacks import choose_targets
-    from ..registry import ATTACKS
-
-    labels = torch.as_tensor(labels).long()
-    pool_images = images if pool_images is None else pool_images
-    pool_labels = labels if pool_labels is None else torch.as_tensor(pool_labels).long()
-    index = choose_targets(labels, trials, seed, pool_labels, image_ids=image_ids)
-    attack = ATTACKS.create("latent", **attack_options)
-    result = attack.sweep(model, images, [lam], trials, seed, targets=pool_images[index], image_ids=image_ids)
-
-    def accuracy(batch: torch.Tensor) -> float:
-        predictions = head(latent_codes(model, batch)).argmax(dim=1).cpu()
-        return float((predictions == labels.repeat(len(batch) // len(labels))).float().mean())
-
-    with torch.no_grad():
-        clean = accuracy(images)
-        attacked = accuracy(result.x_adv[0].flatten(0, 1))
-    return {"clean_accuracy": clean, "attacked_accuracy": attacked, "lambda": float(lam), "trials": trials,
-            "attack": result.config, "flags": result.flags}

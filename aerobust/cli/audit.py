@@ -148,12 +148,25 @@ def audit_command(models, model_args, checkpoints, trust_factory, data, split, p
     config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
                      msssim, seed, ensemble_restarts if ensemble else None)
     try:
-        results = run_audit(config, out, device=device, quiet=quiet, report=not no_report, download=download,
-                            trust_unhashed=trust_unhashed)
+        results = _audit_with_views(config, out, device=device, quiet=quiet, report=not no_report,
+                                    download=download, trust_unhashed=trust_unhashed)
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished blocks are saved in {out}: rerun the same command to resume")
     if not quiet and is_main_process():  # under torchrun, one summary line (rank 0's)
         click.echo(f"{len(results)} result rows; report: {Path(out) / 'report' / 'report.html'}")
+
+
+def _audit_with_views(config: AuditConfig, out, *, report: bool = True, **options):
+    """Run (or resume) the audit, then its records and, unless told not to, its report (rank 0 under torchrun)."""
+    from ..records import write_records
+    from ..report import build_report
+
+    results = run_audit(config, out, **options)
+    if is_main_process():
+        write_records(out)
+        if report:
+            build_report(out)
+    return results
 
 
 DEMO_DEFENSES = (("AE", "ae"), ("coupled-KS", "coupled-ks"))
@@ -202,6 +215,6 @@ def demo_command(out, epochs, images, trials, lambdas, seed, device, quiet):
     for label, defense in DEMO_DEFENSES:
         train(defense, "mlp-ae-32", data, epochs=epochs, seed=seed, device=device, out_dir=run_dirs[label],
               resume=has_training_run(run_dirs[label]), quiet=quiet)
-    run_audit(config, out / "audit", device=device, quiet=quiet)
+    _audit_with_views(config, out / "audit", device=device, quiet=quiet)
     if not quiet:
         click.echo(f"report: {out / 'audit' / 'report' / 'report.html'}")

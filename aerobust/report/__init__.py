@@ -3,7 +3,7 @@
 One module per job:
 
 - ``columns``: the results schema the report reads (result columns, metric labels, attack names);
-- ``results_io``: reading and checking an audit directory (results.csv, manifest.json, examples.npz);
+- audit folders are read through ``aerobust.audit.store`` (``load_results``), their one reader;
 - ``statistics``: per-trial means and spreads in the layouts of the paper's tables;
 - ``tables``: statistics tables as files ("mean [95 % interval over images]" cells with counts) through the writer;
 - ``flags``: the sanity flags of an audit as one table;
@@ -20,7 +20,8 @@ from .columns import (ATTACK_TITLES, CLEAN_COLUMNS, EXAMPLE_COLUMNS, FLOAT_COLUM
                       METRICS_BY_COLUMN, RESULT_COLUMNS, Metric)
 from .compare import compare, write_comparison
 from .flags import degenerate_models, lambda_flags, sanity_flags_table
-from .results_io import AuditResults, lambda_text, load_results, read_examples, read_labelled_csv, read_results_csv
+from ..audit.store import AuditResults, load_results, read_examples, read_labelled_csv, read_results_csv
+from ..results import lambda_text
 from .statistics import (fidelity_statistics, summary_statistics, table1_statistics, table3_statistics,
                          cell_statistics)
 from .tables import ablation_order, attack_panels, table2_statistics, write_statistics_table

@@ -15,7 +15,7 @@ from .ensemble import ensemble_wins
 from .figures import attack_budget, attack_loss_figure, example_grid_figure, robustness_fidelity_figure
 from .flags import sanity_flags_table
 from .page import html_page
-from .results_io import load_results
+from ..audit.store import load_results
 from .statistics import fidelity_statistics, summary_statistics, table1_statistics, table3_statistics
 from .columns import CLEAN_ATTACK, attack_title
 from .tables import (ablation_order, spread_note, attack_panels, table2_statistics,

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 # The results columns and their labels are derived from the registered metrics (aerobust/results.py).
-from ..results import (CLEAN_COLUMNS, FLOAT_COLUMNS, INTEGER_COLUMNS, KEY_COLUMNS, METRICS_BY_COLUMN,  # noqa: F401
-                       RESULT_COLUMNS, SETTING_COLUMNS)
+from ..results import (CLEAN_COLUMNS, EXAMPLE_COLUMNS, FLOAT_COLUMNS, INTEGER_COLUMNS, KEY_COLUMNS,  # noqa: F401
+                       METRICS_BY_COLUMN, RESULT_COLUMNS, SETTING_COLUMNS)
 from ..results import ResultMetric as Metric  # noqa: F401
 
 LATENT_ATTACK = "latent"
@@ -14,8 +14,6 @@ KNOWN_ATTACK_ORDER = (LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFIER_ATTACK)
 # a table cell: mean [low, high] over images, n images with a value of rows images; the trial spread
 # and the NaN rows go to the CSV only
 STATISTICS = ("mean", "low", "high", "n", "rows", "trial_std", "nan_rows")
-EXAMPLE_COLUMNS = ("input x", "clean reconstruction", "adversarial x_a", "adversarial reconstruction",
-                   "target x_t")
 
 ATTACK_TITLES = {LATENT_ATTACK: "latent-space attack", MAX_DAMAGE_ATTACK: "maximum-damage attack",
                  CLASSIFIER_ATTACK: "latent-classifier attack"}

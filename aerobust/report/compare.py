@@ -13,7 +13,7 @@ from ..protocol import differing_protocol_keys, protocol_of_manifest
 from ..runtime import write_manifest
 from .audit_report import flatten_paths, refuse_audit_dir, write_tables_and_figures
 from .page import html_page
-from .results_io import AuditResults, load_results
+from ..audit.store import AuditResults, load_results
 from .statistics import table1_statistics
 
 def compare(dirs: Sequence, *, mix_protocols: bool = False) -> pd.DataFrame:

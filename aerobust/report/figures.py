@@ -12,7 +12,7 @@ import pandas as pd
 
 from .columns import EXAMPLE_COLUMNS, LATENT_ATTACK, MAX_DAMAGE_ATTACK, CLASSIFIER_ATTACK, METRICS_BY_COLUMN, \
     attack_title
-from .results_io import lambda_text
+from ..results import lambda_text
 from .statistics import clean_statistics, ordered_attacks, table1_metrics, cell_statistics
 from ..threat import BUDGETS, lambda_with_unit
 from .style import paper_figure, styled

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .results_io import lambda_text
+from ..results import lambda_text
 
 FLAG_COLUMNS = ["model", "attack", "lambda", "flag", "count", "of", "message"]
 

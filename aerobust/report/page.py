@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .flags import degenerate_models
-from .results_io import lambda_text
+from ..results import lambda_text
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..stats import cluster_bootstrap
 from .columns import (CLEAN_ATTACK, CLEAN_COLUMNS, FLOAT_COLUMNS, KNOWN_ATTACK_ORDER, METRICS_BY_COLUMN, STATISTICS, Metric)
-from .results_io import lambda_text
+from ..results import lambda_text
 
 
 def cell_statistics(results: pd.DataFrame, column: str,

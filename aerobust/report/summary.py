@@ -14,7 +14,7 @@ import pandas as pd
 from ..stats import cluster_bootstrap
 from ..verdicts import Fidelity, paired_verdict
 from .columns import METRICS_BY_COLUMN, attack_title
-from .results_io import lambda_text
+from ..results import lambda_text
 from .statistics import clean_statistics, ordered_attacks, table1_metrics
 
 FIDELITY_NAME = "MS-SSIM(x, x̃)"

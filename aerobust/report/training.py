@@ -17,7 +17,8 @@ import pandas as pd
 from ..errors import AerobustError
 from ..output_folder import claim_output_folder
 from ..runtime import write_manifest
-from ..training import HISTORY_FILE
+from ..audit.store import RESULTS_FILE
+from ..output_folder import HISTORY_FILE
 from .style import paper_figure, styled
 from .writer import save_figure, write_table
 
@@ -28,7 +29,7 @@ BOOKKEEPING_COLUMNS = ("epoch", "epoch_time_s")
 def is_training_run(directory) -> bool:
     """Whether ``directory`` holds a training history (and no audit results)."""
     directory = Path(directory)
-    return (directory / HISTORY_FILE).is_file() and not (directory / "results.csv").is_file()
+    return (directory / HISTORY_FILE).is_file() and not (directory / RESULTS_FILE).is_file()
 
 
 def read_history(run_dir) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import AerobustError
+from .errors import AerobustError
 
 PATHS = ("code", "reconstruction")
 
