@@ -5,12 +5,23 @@ call; its random initialisation is turned off so results are reproducible. ART's
 rescales after clipping, which can land a hair outside the ball in float32, so the result is
 projected exactly onto the threat once more (a no-op for points already inside).
 """
+import dataclasses
+
 import numpy as np
 import torch
 
 from aerobust.attacks import Attack, OptimizationResult
+from aerobust.attacks.settings import OptimizerSettings, finite_number, setting, whole_number
 from aerobust.classifiers import AutoencoderClassifier
 from aerobust.registry import register_attack
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtPGDSettings(OptimizerSettings):
+    """What optimize() reads (recorded in configs): ART's iterations and its step as a fraction of lambda."""
+
+    steps: int = setting(100, whole_number(1))
+    step_size: float = setting(0.25, finite_number(0, inclusive=False, meaning=" (a fraction of lambda)"))
 
 
 @register_attack("art-pgd")
@@ -30,7 +41,7 @@ class ArtPGD(Attack):
 
     objective_name = "latent-classifier"
     needs_classifier = True
-    settings = ("steps", "step_size")  # what optimize() reads, recorded in configs
+    settings_class = ArtPGDSettings
 
     def optimize(self, problem):
         from art.attacks.evasion import ProjectedGradientDescent
@@ -49,7 +60,7 @@ class ArtPGD(Attack):
             rows = torch.nonzero(radii == radius).flatten()
             attack = ProjectedGradientDescent(
                 estimator, norm=2 if self.norm == "l2" else np.inf, eps=radius,
-                eps_step=self.step_size * radius, max_iter=self.steps, num_random_init=0,
+                eps_step=self.settings.step_size * radius, max_iter=self.settings.steps, num_random_init=0,
                 batch_size=len(rows), verbose=False)
             images = x[rows].detach().cpu().numpy()
             labels = problem.labels[rows].cpu().numpy()

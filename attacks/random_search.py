@@ -6,11 +6,23 @@ threat and keeps it when the objective improves. Every sample draws from its own
 (seeded by the base class per lambda/trial/image/restart), so results do not depend on the batch.
 Pass ``objective="latent"`` (with targets) to search eq. 12 instead of the default eq. 13.
 """
+import dataclasses
+
 import torch
 
 from aerobust.attacks import Attack, OptimizationResult
+from aerobust.attacks.settings import OptimizerSettings, finite_number, flag, setting, whole_number
 from aerobust.objectives import make_objective
 from aerobust.registry import register_attack
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSearchSettings(OptimizerSettings):
+    """What optimize() reads (recorded in configs): steps, the start, the first step as a fraction of lambda."""
+
+    steps: int = setting(300, whole_number(1))
+    random_start: bool = setting(True, flag)
+    initial_size: float = setting(0.5, finite_number(0, inclusive=False, meaning=" (a fraction of lambda)"))
 
 
 @register_attack("random-search")
@@ -29,30 +41,28 @@ class RandomSearch(Attack):
     """
 
 
-    settings = ("steps", "random_start", "initial_size")  # what optimize() reads, recorded in configs
+    settings_class = RandomSearchSettings
 
-    def __init__(self, *, objective="max-damage", initial_size=0.5, **options):
+    def __init__(self, *, objective="max-damage", restarts=1, **options):
         self.objective_name = objective
-        self.initial_size = float(initial_size)
         self.needs_targets = make_objective(objective).needs_targets
         self.needs_classifier = make_objective(objective).needs_classifier
-        options.setdefault("steps", 300)
-        options.setdefault("restarts", 1)
-        super().__init__(**options)
+        super().__init__(restarts=restarts, **options)
 
     def optimize(self, problem):
         x = problem.x
         shape = (-1, *([1] * (x.dim() - 1)))
         generators = [torch.Generator().manual_seed(int(s)) for s in problem.seeds]
         radius = problem.threat.radii(x)
-        delta = problem.random_start() if self.random_start else torch.zeros_like(x)
+        settings = self.settings
+        delta = problem.random_start() if settings.random_start else torch.zeros_like(x)
         with torch.no_grad():
             best = problem.values(x + delta)
-            history = torch.empty(len(x), self.steps, device=x.device)
-            for step in range(self.steps):
+            history = torch.empty(len(x), settings.steps, device=x.device)
+            for step in range(settings.steps):
                 noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
                 noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-                size = self.initial_size * (1 - step / self.steps) * radius
+                size = settings.initial_size * (1 - step / settings.steps) * radius
                 proposal = problem.threat.project(x, delta + noise * size.view(shape))
                 values = problem.values(x + proposal)
                 better = problem.objective.stronger(values, best)

@@ -8,11 +8,23 @@ torchattacks draws its random start from torch's global generator, so this plugi
 generator per call (from the first sample's seed): reruns are identical, but a sample's result
 depends on the other samples sharing its radius in the call.
 """
+import dataclasses
+
 import torch
 
 from aerobust.attacks import Attack, OptimizationResult, require_torchattacks
+from aerobust.attacks.settings import OptimizerSettings, finite_number, flag, setting, whole_number
 from aerobust.classifiers import AutoencoderClassifier
 from aerobust.registry import register_attack
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDL2Settings(OptimizerSettings):
+    """What optimize() reads (recorded in configs): PGDL2's steps, alpha as a fraction of lambda, random start."""
+
+    steps: int = setting(100, whole_number(1))
+    step_size: float = setting(0.25, finite_number(0, inclusive=False, meaning=" (a fraction of lambda)"))
+    random_start: bool = setting(True, flag)
 
 
 @register_attack("torchattacks-pgdl2")
@@ -32,7 +44,7 @@ class TorchattacksPGDL2(Attack):
 
     objective_name = "latent-classifier"  # the attack loss reported: cross-entropy of the true label
     needs_classifier = True
-    settings = ("steps", "step_size", "random_start")  # what optimize() reads, recorded in configs
+    settings_class = PGDL2Settings
 
     def optimize(self, problem):
         torchattacks = require_torchattacks()
@@ -43,8 +55,8 @@ class TorchattacksPGDL2(Attack):
         x_adv = problem.x.clone()
         for radius in radii.unique().tolist():
             rows = torch.nonzero(radii == radius).flatten()
-            attack = torchattacks.PGDL2(network, eps=radius, alpha=self.step_size * radius,
-                                        steps=self.steps, random_start=self.random_start)
+            attack = torchattacks.PGDL2(network, eps=radius, alpha=self.settings.step_size * radius,
+                                        steps=self.settings.steps, random_start=self.settings.random_start)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(problem.seeds[rows[0].cpu()]))
                 x_adv[rows] = attack(problem.x[rows], problem.labels[rows])

@@ -63,11 +63,16 @@ def test_apgd_results_stay_in_the_threat_and_beat_the_clean_loss(small_ae, mnist
 @pytest.mark.parametrize("options, message", [
     ({"steps": 2.5}, "steps must be a whole number"), ({"steps": 0}, "steps must be a whole number"),
     ({"steps": "10"}, "steps must be a whole number"), ({"restarts": True}, "restarts must be a whole number"),
-    ({"step_size": float("inf")}, "step_size must be"), ({"step_size": float("nan")}, "step_size must be"),
+    ({"optimizer": "pgd", "step_size": float("inf")}, "step_size must be a finite number > 0"),
+    ({"optimizer": "pgd", "step_size": float("nan")}, "step_size must be a finite number > 0"),
+    ({"optimizer": "pgd", "early_stop": 0.5}, "early_stop must be a whole number"),
+    ({"optimizer": "lbfgs-legacy", "lbfgs_factr": float("inf")}, "lbfgs_factr must be a finite number >= 0"),
+    # APGD adapts its step sizes: PGD's step_size is not one of its settings.
+    ({"step_size": 0.1}, "^optimizer 'apgd' does not take step_size; its options are steps, random_start$"),
 ])
 def test_optimizer_settings_of_the_wrong_type_are_refused_in_one_line(options, message):
     with pytest.raises(AerobustError, match=message) as error:
-        ATTACKS.create("max-damage", optimizer="apgd", **options)
+        ATTACKS.create("max-damage", **{"optimizer": "apgd", **options})
     assert "\n" not in str(error.value)
 
 

@@ -32,11 +32,15 @@ def test_registry_contract():
     assert latent.needs_targets and not latent.needs_classifier
     assert not damage.needs_targets and not damage.needs_classifier
     assert classifier.needs_classifier and not classifier.needs_targets
-    attack = ATTACKS.create("max-damage", optimizer="fgsm", norm="linf", steps=7, restarts=2, step_size=0.1)
+    attack = ATTACKS.create("max-damage", optimizer="fgsm", norm="linf", restarts=2)
     config = attack.config()
     assert (config["optimizer"], config["norm"], config["random_start"], config["restarts"]) == ("fgsm", "linf", True, 2)
-    # FGSM takes one step: the PGD and L-BFGS-B settings are not its own, so they are not recorded.
+    # FGSM takes one step: the PGD and L-BFGS-B settings are not its own, so they are not recorded...
     assert not {"steps", "step_size", "schedule", "early_stop", "lbfgs_memory"} & set(config)
+    # ...and not taken: one line names the optimizer and the options it has.
+    with pytest.raises(AerobustError, match=r"^optimizer 'fgsm' does not take step_size, steps; its options are "
+                                            r"random_start$"):
+        ATTACKS.create("max-damage", optimizer="fgsm", steps=7, step_size=0.1)
     pgd = ATTACKS.create("max-damage", steps=7).config()
     assert pgd["steps"] == 7 and "lbfgs_memory" not in pgd
     with pytest.raises(AerobustError, match="optimizer"):
@@ -196,7 +200,7 @@ class _Shrinking(Attack):
     def optimize(self, problem):
         from aerobust.attacks.optimizers import pgd
 
-        result = pgd(self, problem)
+        result = pgd(self.settings, problem)
         large = problem.threat.radii(problem.x) > 1.5
         result.x_adv[large] = problem.x[large]
         return result

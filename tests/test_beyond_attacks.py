@@ -7,7 +7,7 @@ from torch import nn
 
 from aerobust.adapter import wrap
 from aerobust.architectures import MLPAutoencoder
-from aerobust.attacks.builtin import top_singular_directions
+from aerobust.attacks.jacobian import top_singular_directions
 from aerobust.errors import AerobustError
 from aerobust.objectives import gaussian_kl, make_objective
 from aerobust.registry import ATTACKS

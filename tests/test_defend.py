@@ -182,11 +182,11 @@ def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_image
     for name in ("pgd", "fgsm"):
         original = OPTIMIZERS.get(name)
 
-        def recorded(attack, problem, run=original, name=name):
+        def recorded(settings, problem, run=original, name=name):
             calls.append(name)
-            return run(attack, problem)
+            return run(settings, problem)
 
-        recorded.settings = original.settings
+        recorded.settings_class = original.settings_class
         monkeypatch.setitem(OPTIMIZERS._entries, name, recorded)  # restored after the test
     images, labels = eval_images[0][:6], eval_images[1][:6]
     attack_classifier(classifier, images, labels, "pgd", [0.1], options=FAST)

@@ -106,7 +106,7 @@ def test_pieces_cover_every_block_and_image_once_cut_on_chunk_boundaries(n_block
 PLUGIN = """
 import os, time
 from pathlib import Path
-from aerobust.attacks.builtin import LatentAttack
+from aerobust.attacks import LatentAttack
 from aerobust.registry import register_attack
 
 @register_attack("latent-logged")

@@ -19,7 +19,9 @@ from tests.test_audit import _config as audit_config
 from tests.test_audit import checkpoint  # noqa: F401  (the tiny audited model, a fixture)
 
 # Weak but real members keep the tests fast; the point is the bookkeeping of the worst case.
-FAST = {"steps": 6, "lbfgs_maxiter": 15}
+# One option set serves all members: each takes its own optimizer's settings (PGD's steps, L-BFGS-B's cap).
+PGD_FAST, LBFGS_FAST = {"steps": 6}, {"lbfgs_maxiter": 15}
+FAST = {**PGD_FAST, **LBFGS_FAST}
 
 
 @pytest.mark.parametrize("attack_name", ["max-damage", "latent"])
@@ -33,8 +35,8 @@ def test_the_worst_case_is_at_least_as_strong_as_every_member(small_ae, mnist_te
     result = ensemble.sweep(small_ae, x, lambdas, trials, seed, **inputs)
     # Run apart: the default (2 restarts), the default plus 2 more restarts (4 starts of one seed) and the reference.
     default, widened, reference = (
-        ATTACKS.create(attack_name, **FAST, **options).sweep(small_ae, x, lambdas, trials, seed, **inputs)
-        for options in ({}, {"restarts": 4}, REFERENCE_CODE_LBFGS))
+        ATTACKS.create(attack_name, **options).sweep(small_ae, x, lambdas, trials, seed, **inputs)
+        for options in (PGD_FAST, {**PGD_FAST, "restarts": 4}, {**LBFGS_FAST, **REFERENCE_CODE_LBFGS}))
     stronger = (lambda a, b: a >= b) if ensemble.objective.maximize else (lambda a, b: a <= b)
     for member in (default, widened, reference):
         assert stronger(result.attack_loss, member.attack_loss).all()
@@ -73,9 +75,11 @@ def test_audit_records_the_ensemble_and_refuses_to_resume_with_another(tmp_path,
     recorded = manifest["attacks"]["max-damage"]["ensemble"]
     assert recorded["members"] == list(ENSEMBLE_MEMBERS) and recorded["extra_restarts"] == 1
     assert json.loads((out / "audit-fingerprint.json").read_text())["config"]["ensemble_restarts"] == 1
-    for other in (2, None):
+    # Without the ensemble, L-BFGS-B's setting is no option of the PGD attack: the plain audit takes PGD's alone.
+    for other, options in ((2, FAST), (None, PGD_FAST)):
         with pytest.raises(AerobustError, match="ensemble_restarts differ"):
-            Audit(_config(checkpoint, ensemble_restarts=other), out, device="cpu", quiet=True).run()
+            Audit(_config(checkpoint, ensemble_restarts=other, attack_options={"max-damage": dict(options)}), out,
+                  device="cpu", quiet=True).run()
     # The same command resumes: every block is done, so the table is read back unchanged, and the report
     # counts the wins of each member.
     again = run_audit(_config(checkpoint), out, device="cpu", quiet=True)

@@ -6,8 +6,8 @@ A custom attack subclasses :class:`Attack` and overrides ``optimize(problem) -> 
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
+import contextlib
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
@@ -17,8 +17,9 @@ from ..objectives import Objective, make_objective
 from ..threat import BUDGETS, NORMS, budget_norm
 from ..registry import OPTIMIZERS
 from .chunking import images_per_chunk
-from .optimizers import SCHEDULES
+from .optimizers import settings_class_of
 from .problem import AttackProblem, OptimizationResult, SweepResult, input_gradient
+from .settings import OptimizerSettings, whole_number
 from .sweep import run_sweep
 
 
@@ -27,15 +28,19 @@ class Attack:
 
     Options (plain keywords, all recorded in ``config()``):
       optimizer: "pgd" (batched projected gradient, default), "apgd" (adaptive step size and
-        momentum, Croce & Hein 2020; reads steps and random_start only), "lbfgs-legacy" (scipy L-BFGS-B per
-        image, the reference protocol) or "fgsm" (one full-radius step).
-      steps, restarts: PGD iterations and random restarts (worst case kept per sample); restarts
-        defaults to 2 for PGD and 1 for APGD, FGSM and the legacy protocol (which had one start).
-        The PGD default, 100 steps x 2 restarts, reached the same median loss as 200 x 3 on the
-        reference MLP AE (bench/audit_speed.py) at a third of the cost.
-      step_size: first PGD step as a fraction of lambda; schedule: "cosine", "linear", "step" or
-        "constant" decay of it. random_start: start uniformly in the ball (else at x).
-      early_stop: stop a sample after this many steps without improvement (None: never).
+        momentum, Croce & Hein 2020), "lbfgs-legacy" (scipy L-BFGS-B per image, the reference
+        protocol) or "fgsm" (one full-radius step); ``aerobust list optimizers`` names them all.
+      The chosen optimizer's settings, and no other's (another optimizer's option is refused with
+        the list of the chosen one's):
+        pgd: steps (100), step_size (0.25, first step as a fraction of lambda), schedule ("cosine",
+          "linear", "step" or "constant" decay of it), random_start (True: start uniformly in the
+          ball, else at x), early_stop (None: never; else stop a sample after this many steps
+          without improvement). 100 steps x 2 restarts reached the same median loss as 200 x 3 on
+          the reference MLP AE (bench/audit_speed.py) at a third of the cost.
+        apgd: steps (100), random_start (True).  fgsm: random_start (True).
+        lbfgs-legacy: lbfgs_memory (25), lbfgs_factr (10.0), lbfgs_pgtol (1e-5), lbfgs_maxiter (15000).
+      restarts: random restarts (worst case kept per sample); defaults to 2 for PGD and 1 for the
+        others (the legacy protocol had one start).
       budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
@@ -47,34 +52,28 @@ class Attack:
       compile: a torch.compile backend ("inductor", "cudagraphs", "eager", ...) for the objective's
         forward (and, through it, its backward); None (default) runs eagerly. If compiling or a
         compiled call fails, the sweep falls back to eager code and says why in its config.
-      lbfgs_memory, lbfgs_factr, lbfgs_pgtol, lbfgs_maxiter: the legacy optimizer's settings.
       sanity_checks: run the AutoAttack-style checks that fill ``SweepResult.flags``.
 
-    ``config()`` records the settings of the optimizer that runs (``optimizer_settings``): those
-    its registered function names, or, for a subclass with its own ``optimize``, the option names
-    in its ``settings`` class attribute.
+    ``self.settings`` is the settings object the optimizer that runs reads: an instance of the
+    class the registered optimizer declared, or, for a subclass with its own ``optimize``, of its
+    ``settings_class`` attribute. ``config()`` records it.
     """
 
     name = "attack"
     objective_name: str | None = None
-    settings: tuple[str, ...] | None = None  # the options an overriding optimize() reads; None: the optimizer's
+    # The settings an overriding optimize() reads (an OptimizerSettings subclass); None: the optimizer's.
+    settings_class: type[OptimizerSettings] | None = None
     needs_targets = False
     needs_classifier = False
     # True when one image's result depends on the other images attacked with it (a pattern fitted over
     # the set): such an attack must see the audit's whole image set at once, never an image range.
     fits_over_image_set = False
 
-    def __init__(self, *, optimizer: str = "pgd", steps: int = 100, restarts: int | None = None,
-                 step_size: float = 0.25, schedule: str = "cosine", random_start: bool = True,
-                 early_stop: int | None = None, norm: str | None = None, budget: str | None = None,
-                 batch_size: int | str = "auto",
-                 lbfgs_memory: int = 25, lbfgs_factr: float = 10.0, lbfgs_pgtol: float = 1e-5,
-                 lbfgs_maxiter: int = 15000, sanity_checks: bool = True, compile: str | None = None,
-                 **objective_options):
+    def __init__(self, *, optimizer: str = "pgd", restarts: int | None = None, norm: str | None = None,
+                 budget: str | None = None, batch_size: int | str = "auto", sanity_checks: bool = True,
+                 compile: str | None = None, **options):
         if optimizer not in OPTIMIZERS:
             raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS.list())}")
-        if schedule not in SCHEDULES:
-            raise AerobustError(f"unknown step-size schedule '{schedule}'; use one of {', '.join(SCHEDULES)}")
         if norm is not None and norm not in NORMS:
             raise AerobustError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
         if budget is None:
@@ -85,34 +84,20 @@ class Attack:
             raise AerobustError(f"budget '{budget}' is measured in {budget_norm(budget)}, not norm '{norm}'; "
                                 "drop the norm option")
         norm = budget_norm(budget)
-        if optimizer == "lbfgs-legacy" and norm != "l2":
-            raise AerobustError("the legacy L-BFGS-B protocol is defined for the L2 threat only; use norm='l2'")
+        norms = settings_class_of(OPTIMIZERS.get(optimizer)).norms
+        if norm not in norms:
+            raise AerobustError(f"optimizer '{optimizer}' is defined for the {' or '.join(norms)} threat only; "
+                                f"use norm='{norms[0]}'")
         if restarts is None:
             restarts = 2 if optimizer == "pgd" else 1
         if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
             raise AerobustError(f"batch_size must be 'auto' or at least 1, got {batch_size}")
-        for key, value in (("steps", steps), ("restarts", restarts)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() \
-                    or int(value) < 1:
-                raise AerobustError(f"{key} must be a whole number of at least 1, got {value!r}")
-        if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
-            raise AerobustError(f"step_size must be > 0 (a fraction of lambda), got {step_size}")
-        if early_stop is not None and int(early_stop) < 1:
-            raise AerobustError("early_stop must be None or a patience of at least 1 step")
         self.optimizer = optimizer
-        self.steps = int(steps)
-        self.restarts = int(restarts)
-        self.step_size = float(step_size)
-        self.schedule = schedule
-        self.random_start = bool(random_start)
-        self.early_stop = None if early_stop is None else int(early_stop)
+        self.settings = self._settings(optimizer, options)
+        self.restarts = whole_number(1)("restarts", restarts)
         self.norm = norm
         self.budget = budget
         self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
-        self.lbfgs_memory = int(lbfgs_memory)
-        self.lbfgs_factr = float(lbfgs_factr)
-        self.lbfgs_pgtol = float(lbfgs_pgtol)
-        self.lbfgs_maxiter = int(lbfgs_maxiter)
         self.sanity_checks = bool(sanity_checks)
         if compile is not None:
             try:
@@ -121,7 +106,24 @@ class Attack:
                 raise AerobustError(f"compile: {str(error).splitlines()[0]}") from None
         self.compile = compile
         self.compiled_objectives: dict = {}  # objective function -> _CompiledOrEager
-        self.objective = self.make_objective(**objective_options)
+        self.objective = self.make_objective(**options)
+
+    @classmethod
+    def settings_class_for(cls, optimizer: str) -> type[OptimizerSettings]:
+        """The settings class this attack reads when it runs ``optimizer``."""
+        return cls.settings_class or settings_class_of(OPTIMIZERS.get(optimizer))
+
+    def _settings(self, optimizer: str, options: dict) -> OptimizerSettings:
+        """The chosen optimizer's settings, taken out of ``options`` (the rest are the objective's)."""
+        settings_class = self.settings_class_for(optimizer)
+        taken = settings_class.names()
+        refused = sorted(key for key in options if key not in taken and key in optimizer_setting_names())
+        if refused:
+            runs = f"attack '{self.name}' runs its own optimizer, which" if self.settings_class \
+                else f"optimizer '{optimizer}'"
+            raise AerobustError(f"{runs} does not take {', '.join(refused)}; its options are "
+                                f"{', '.join(taken) or 'none'}")
+        return settings_class(**{key: options.pop(key) for key in taken if key in options})
 
     # -- what subclasses may override ---------------------------------------------------------
     def make_objective(self, **options) -> Objective:
@@ -133,22 +135,27 @@ class Attack:
             raise AerobustError(f"attack '{self.name}' does not take the option(s) {', '.join(options)}; "
                                 "see help(aerobust.attacks.Attack) for the options") from None
 
+    def over_image_set(self, model, x: torch.Tensor, radii: list[float], trials: int, seed: int,
+                       image_ids: torch.Tensor) -> ContextManager:
+        """What the attack prepares once per sweep from the whole image set, held while it runs.
+
+        The sweep enters it with the frozen model, the checked images on the model's device, the
+        absolute radii of its lambdas, the trials, seed and image ids. Nothing for most attacks;
+        one with ``fits_over_image_set`` fits its shared pattern here.
+        """
+        return contextlib.nullcontext()
+
     def optimize(self, problem: AttackProblem) -> OptimizationResult:
         """Find adversarial images for a flat batch; the base checks and bookkeeps the result."""
-        return OPTIMIZERS.get(self.optimizer)(self, problem)
-
-    def optimizer_settings(self) -> dict:
-        """The settings the optimizer that runs reads, by option name."""
-        names = self.settings if self.settings is not None else getattr(OPTIMIZERS.get(self.optimizer), "settings", ())
-        return {name: getattr(self, name) for name in names}
+        return OPTIMIZERS.get(self.optimizer)(self.settings, problem)
 
     def config(self) -> dict:
-        own = self.settings is not None
+        own = self.settings_class is not None
         return {
             "attack": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "objective": self.objective.config(),
             "optimizer": f"{type(self).__qualname__}.optimize" if own else self.optimizer,
-            **self.optimizer_settings(), "restarts": self.restarts, "norm": self.norm, "budget": self.budget,
+            **self.settings.as_config(), "restarts": self.restarts, "norm": self.norm, "budget": self.budget,
             "batch_size": self.batch_size, "sanity_checks": self.sanity_checks, "compile": self.compile,
         }
 
@@ -157,7 +164,7 @@ class Attack:
         return images_per_chunk(self.batch_size, trials * self.restarts, image_shape)
 
     def __repr__(self):
-        return f"{type(self).__name__}(optimizer={self.optimizer!r}, steps={self.steps}, restarts={self.restarts})"
+        return f"{type(self).__name__}(optimizer={self.optimizer!r}, {self.settings}, restarts={self.restarts})"
 
     def sweep(self, model, x: torch.Tensor, lambdas: Sequence[float] | float, trials: int, seed: int, *,
               targets: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -165,3 +172,19 @@ class Attack:
         """Attack every image at every lambda in every trial; see :func:`aerobust.attacks.sweep.run_sweep`."""
         return run_sweep(self, model, x, lambdas, trials, seed, targets=targets, labels=labels,
                          classifier=classifier, image_ids=image_ids)
+
+
+def optimizer_setting_names() -> set[str]:
+    """Every option some registered optimizer reads: the options that are no objective's."""
+    return {name for _, optimizer in OPTIMIZERS.items() for name in settings_class_of(optimizer).names()}
+
+
+def options_for(attack_class: type[Attack], optimizer: str, options: dict) -> dict:
+    """``options`` without the optimizer settings ``attack_class`` does not read when it runs ``optimizer``.
+
+    For attacks built from one option set with different optimizers (the ensemble's members): each
+    takes its own optimizer's settings from the set and leaves the others'.
+    """
+    taken = attack_class.settings_class_for(optimizer).names()
+    others = optimizer_setting_names()
+    return {key: value for key, value in options.items() if key in taken or key not in others}

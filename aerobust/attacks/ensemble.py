@@ -23,6 +23,7 @@ import torch
 
 from ..errors import AerobustError
 from ..registry import ATTACKS
+from .base import options_for
 from .optimizers import REFERENCE_CODE_LBFGS
 from .problem import SweepResult
 
@@ -45,11 +46,17 @@ class EnsembleAttack:
     def __init__(self, name: str, options: dict, extra_restarts: int):
         if int(extra_restarts) < 0:
             raise AerobustError(f"the ensemble's extra restarts must be >= 0, got {extra_restarts}")
-        self.default = ATTACKS.create(name, **options)
+        # One option set for members with two optimizers: each member takes its own optimizer's settings.
+        attack_class = ATTACKS.get(name)
+        default_options = options_for(attack_class, options.get("optimizer", "pgd"), options)
+        self.default = ATTACKS.create(name, **default_options)
         self.extra_restarts = int(extra_restarts)
-        self.widened = ATTACKS.create(name, **{**options, "restarts": self.default.restarts + self.extra_restarts})
+        self.widened = ATTACKS.create(name, **{**default_options,
+                                               "restarts": self.default.restarts + self.extra_restarts})
+        reference = REFERENCE_CODE_LBFGS["optimizer"]
         try:
-            self.reference = ATTACKS.create(name, **{**options, **REFERENCE_CODE_LBFGS, "restarts": 1})
+            self.reference = ATTACKS.create(name, **options_for(attack_class, reference, {
+                **options, **REFERENCE_CODE_LBFGS, "restarts": 1}))
         except AerobustError as error:
             raise AerobustError(f"--ensemble includes the reference L-BFGS-B protocol, which refuses attack "
                                 f"'{name}': {error}") from None

@@ -1,13 +1,15 @@
 """Built-in optimizers: batched PGD, adaptive PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B.
 
-Each takes ``(attack, problem)`` and returns an :class:`OptimizationResult`; ``attack`` supplies the
-settings (steps, step size, schedule, ...), ``problem`` the flat batch. They are registered in
-``OPTIMIZERS`` (``aerobust list optimizers``); a plugin adds one with ``@register_optimizer("name")``
-(its ``settings`` attribute, a tuple of Attack option names, says what configs record) and an
-attack picks it with ``optimizer="name"``.
+Each is registered in ``OPTIMIZERS`` (``aerobust list optimizers``) with the settings class it reads
+(:func:`optimizer_with_settings`), and called as ``optimizer(settings, problem)``: ``settings`` is an
+instance of that class (steps, step size, schedule, ...), ``problem`` the flat batch and its threat;
+it returns an :class:`OptimizationResult`. A plugin adds one the same way, and an attack picks it
+with ``optimizer="name"``. :func:`projected_step` is the one projected step every gradient loop
+of the package takes (PGD, the universal attack, the smooth encoders' selection through PGD).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,8 +17,10 @@ import torch
 
 from .. import threat
 from ..registry import register_optimizer
-from ..threat import Workspace
+from ..threat import Threat, Workspace
 from .problem import AttackProblem, OptimizationResult, input_gradient
+from .settings import (OptimizerSettings, finite_number, flag, one_of, optional_whole_number, setting,
+                       whole_number)
 
 SCHEDULES = {
     "constant": lambda k, n: 1.0,
@@ -26,16 +30,65 @@ SCHEDULES = {
 }
 
 
-def _optimizer(name: str, *settings: str):
-    """Register ``function`` as optimizer ``name``; ``settings`` are the Attack options it reads.
+@dataclasses.dataclass(frozen=True)
+class ScheduledSteps(OptimizerSettings):
+    """``steps`` steps whose length, a fraction ``step_size`` of the radius, decays on ``schedule``."""
 
-    A sweep's config records the settings of the optimizer that ran, and only those.
-    """
+    steps: int = setting(100, whole_number(1))
+    step_size: float = setting(0.25, finite_number(0, inclusive=False, meaning=" (a fraction of lambda)"))
+    schedule: str = setting("cosine", one_of(SCHEDULES))
+
+    def step_length(self, step: int, radius: torch.Tensor) -> torch.Tensor:
+        return (self.step_size * SCHEDULES[self.schedule](step, self.steps)) * radius
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDSettings(ScheduledSteps):
+    """PGD's: scheduled steps, a random start in the ball (else at x), early stopping after a patience."""
+
+    random_start: bool = setting(True, flag)
+    early_stop: int | None = setting(None, optional_whole_number(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class APGDSettings(OptimizerSettings):
+    """APGD's: its step sizes adapt, so only the number of steps and the start are chosen."""
+
+    steps: int = setting(100, whole_number(1))
+    random_start: bool = setting(True, flag)
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMSettings(OptimizerSettings):
+    """FGSM's: one full-radius step from a random start or from x."""
+
+    random_start: bool = setting(True, flag)
+
+
+@dataclasses.dataclass(frozen=True)
+class LegacyLBFGSSettings(OptimizerSettings):
+    """The reference protocol's scipy L-BFGS-B: memory, factr, pgtol and the iteration cap."""
+
+    norms = ("l2",)  # its hard norm bound rescales radially: defined for the L2 ball only
+
+    lbfgs_memory: int = setting(25, whole_number(1))
+    lbfgs_factr: float = setting(10.0, finite_number(0, inclusive=True))
+    lbfgs_pgtol: float = setting(1e-5, finite_number(0, inclusive=True))
+    lbfgs_maxiter: int = setting(15000, whole_number(1))
+
+
+def optimizer_with_settings(name: str, settings_class: type[OptimizerSettings]):
+    """Register ``function(settings, problem)`` as optimizer ``name``, reading a ``settings_class`` instance."""
     def add(function):
-        function.settings = settings
+        function.settings_class = settings_class
         return register_optimizer(name, function)
 
     return add
+
+
+def settings_class_of(optimizer) -> type[OptimizerSettings]:
+    """The settings class an optimizer declared; one registered without any takes no settings."""
+    return getattr(optimizer, "settings_class", OptimizerSettings)
 
 
 def step_direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,8 +112,25 @@ def step_direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.T
     return grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1)))), size, bad
 
 
-@_optimizer("pgd", "steps", "step_size", "schedule", "random_start", "early_stop")
-def pgd(attack, problem: AttackProblem) -> OptimizationResult:
+def projected_step(ball: Threat, center: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor,
+                   length: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor], *,
+                   out: torch.Tensor | None = None,
+                   workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One descent step on a minimized loss: ``delta`` moved ``length`` (one per row) against ``grad``
+    in the ball's norm (:func:`step_direction`), then projected onto the ball around ``center``
+    within ``bounds``. Overwrites ``grad``; ``out`` and ``workspace`` as for :meth:`Threat.project`.
+
+    Returns the projected perturbation, the gradient's L2 size and the rows whose gradient was not finite.
+    """
+    direction, size, bad = step_direction(grad, ball.norm)
+    shape = (-1, *([1] * (delta.dim() - 1)))
+    moved = torch.addcmul(delta, direction, length.view(shape), value=-1,
+                          out=None if workspace is None else workspace.get("moved", delta))
+    return ball.project(center, moved, bounds, out=out, workspace=workspace), size, bad
+
+
+@optimizer_with_settings("pgd", PGDSettings)
+def pgd(settings: PGDSettings, problem: AttackProblem) -> OptimizationResult:
     """Projected normalized-gradient descent on the minimized loss, keeping the best iterate per sample.
 
     On CUDA a step queues its work without waiting for the device (sorted projection, where() for
@@ -69,9 +139,9 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
     x, objective, batch = problem.x, problem.objective, len(problem)
     shape = (-1, *([1] * (x.dim() - 1)))
     # contiguous: the projection writes each step's result into it in place
-    delta = problem.random_start() if attack.random_start else torch.zeros_like(x, memory_format=torch.contiguous_format)
+    delta = problem.random_start() if settings.random_start else torch.zeros_like(x, memory_format=torch.contiguous_format)
     radius = problem.threat.radii(x)
-    history = torch.full((batch, attack.steps), float("nan"), device=x.device)
+    history = torch.full((batch, settings.steps), float("nan"), device=x.device)
     best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
     best_delta = delta.clone()
     zero_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
@@ -103,11 +173,19 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
             best_delta[rows[improved]] = candidate[improved]
         return improved
 
-    for step in range(attack.steps):
+    for step in range(settings.steps):
         full = len(rows) == batch
         current = delta if full else delta[rows]
         values, grad = active.loss_and_grad(current)
-        direction, size, bad = step_direction(grad, attack.norm)
+        improved = keep_best(values, current)  # before the step: on a full batch it overwrites current in place
+        length = settings.step_length(step, radius if full else radius[rows])
+        if full:
+            _, size, bad = projected_step(active.threat, active.x, current, grad, length, bounds, out=delta,
+                                          workspace=workspace)
+        else:
+            delta[rows], size, bad = projected_step(active.threat, active.x, current, grad, length,
+                                                    (bounds[0][rows], bounds[1][rows]),
+                                                    out=workspace.get("projected", current), workspace=workspace)
         if step == 0:
             zero_gradient[rows] = size == 0
         if full:
@@ -116,18 +194,9 @@ def pgd(attack, problem: AttackProblem) -> OptimizationResult:
         else:
             nan_gradient[rows] |= bad
             history[rows, step] = values
-        improved = keep_best(values, current)
-        length = (attack.step_size * SCHEDULES[attack.schedule](step, attack.steps)) * (radius if full else radius[rows])
-        moved = torch.addcmul(current, direction, length.view(shape), value=-1, out=workspace.get("moved", current))
-        if full:
-            # current (= delta) is already recorded (history, best iterate): overwrite it in place.
-            active.threat.project(active.x, moved, bounds, out=delta, workspace=workspace)
-        else:
-            delta[rows] = active.threat.project(active.x, moved, (bounds[0][rows], bounds[1][rows]),
-                                                out=workspace.get("projected", moved), workspace=workspace)
-        if attack.early_stop is not None:
+        if settings.early_stop is not None:
             stale[rows] = torch.where(improved, torch.zeros_like(stale[rows]), stale[rows] + 1)
-            keep = stale[rows] < attack.early_stop
+            keep = stale[rows] < settings.early_stop
             if not bool(keep.all()):
                 rows = rows[keep]
                 if len(rows) == 0:
@@ -159,8 +228,8 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return sorted({step for step in steps_at if step < steps})
 
 
-@_optimizer("apgd", "steps", "random_start")
-def apgd(attack, problem: AttackProblem) -> OptimizationResult:
+@optimizer_with_settings("apgd", APGDSettings)
+def apgd(settings: APGDSettings, problem: AttackProblem) -> OptimizationResult:
     """Adaptive PGD: momentum steps whose size halves, per sample, when progress stalls.
 
     At each checkpoint (:func:`apgd_checkpoints`) a sample halves its step size and restarts from
@@ -174,20 +243,20 @@ def apgd(attack, problem: AttackProblem) -> OptimizationResult:
     shape = (-1, *([1] * (x.dim() - 1)))
     bounds = (-x, 1 - x)
     radius = problem.threat.radii(x)
-    delta = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    delta = problem.random_start() if settings.random_start else torch.zeros_like(x)
     previous = delta.clone()
     eta = torch.full((batch,), APGD_FIRST_STEP, device=x.device)
-    history = torch.full((batch, attack.steps), float("nan"), device=x.device)
+    history = torch.full((batch, settings.steps), float("nan"), device=x.device)
     best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
     best_delta, best_grad = delta.clone(), torch.zeros_like(x)
     nan_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
     successes = torch.zeros(batch, device=x.device)
     reduced_last = torch.zeros(batch, dtype=torch.bool, device=x.device)
     best_at_checkpoint = best_values.clone()
-    checkpoints, last_checkpoint = apgd_checkpoints(attack.steps), 0
+    checkpoints, last_checkpoint = apgd_checkpoints(settings.steps), 0
     values_before = None
 
-    for step in range(attack.steps):
+    for step in range(settings.steps):
         values, grad = problem.loss_and_grad(delta)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         if step == 0:
@@ -212,7 +281,7 @@ def apgd(attack, problem: AttackProblem) -> OptimizationResult:
             reduced_last, best_at_checkpoint = reduce, best_values.clone()
             successes.zero_()
             last_checkpoint = step
-        direction, _, bad = step_direction(grad, attack.norm)
+        direction, _, bad = step_direction(grad, problem.threat.norm)
         nan_gradient |= bad
         length = (eta * radius).view(shape)
         target = problem.threat.project(x, delta - direction * length, bounds)
@@ -229,13 +298,13 @@ def apgd(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(problem.threat.apply(x, best_delta), history, zero_gradient, nan_gradient)
 
 
-@_optimizer("fgsm", "random_start")
-def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
+@optimizer_with_settings("fgsm", FGSMSettings)
+def fgsm(settings: FGSMSettings, problem: AttackProblem) -> OptimizationResult:
     """One step of the full radius along the normalized (L2) or signed (L-inf) gradient."""
     x = problem.x
-    start = problem.random_start() if attack.random_start else torch.zeros_like(x)
+    start = problem.random_start() if settings.random_start else torch.zeros_like(x)
     values, grad = problem.loss_and_grad(start)
-    direction, size, bad = step_direction(grad, attack.norm)
+    direction, size, bad = step_direction(grad, problem.threat.norm)
     radius = problem.threat.radii(x).view(-1, *([1] * (x.dim() - 1)))
     x_adv = problem.threat.apply(x, start - direction * radius)
     with torch.no_grad():
@@ -243,8 +312,8 @@ def fgsm(attack, problem: AttackProblem) -> OptimizationResult:
     return OptimizationResult(x_adv, history, size == 0, bad)
 
 
-@_optimizer("lbfgs-legacy", "lbfgs_memory", "lbfgs_factr", "lbfgs_pgtol", "lbfgs_maxiter")
-def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
+@optimizer_with_settings("lbfgs-legacy", LegacyLBFGSSettings)
+def lbfgs_legacy(settings: LegacyLBFGSSettings, problem: AttackProblem) -> OptimizationResult:
     """The reference protocol, one image at a time (numpy/scipy at this edge only).
 
     scipy's L-BFGS-B with box bounds ``[-x, 1 - x]`` on the noise, memory ``lbfgs_memory``,
@@ -282,8 +351,8 @@ def lbfgs_legacy(attack, problem: AttackProblem) -> OptimizationResult:
             return float(loss.detach()), grad.detach().flatten().double().cpu().numpy()
 
         noise, _, _ = fmin_l_bfgs_b(loss_and_grad, start.numpy(), bounds=list(zip(-flat, 1.0 - flat)),
-                                    m=attack.lbfgs_memory, factr=attack.lbfgs_factr,
-                                    pgtol=attack.lbfgs_pgtol, maxiter=attack.lbfgs_maxiter)
+                                    m=settings.lbfgs_memory, factr=settings.lbfgs_factr,
+                                    pgtol=settings.lbfgs_pgtol, maxiter=settings.lbfgs_maxiter)
         noise_t = torch.from_numpy(noise).to(image.dtype).to(image.device).view_as(image)
         length = float(noise_t.norm())
         if length > lam:

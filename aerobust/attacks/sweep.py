@@ -92,7 +92,8 @@ def run_sweep(attack, model, x: torch.Tensor, lambdas: Sequence[float] | float, 
         return AttackProblem(x[n], Threat(radius[rows].to(device), attack.norm), objective, seeds[rows],
                              model, classifier, row_labels, row_targets, row_classes)
 
-    with frozen_modules(*(m for m in (model, classifier) if m is not None)):
+    with frozen_modules(*(m for m in (model, classifier) if m is not None)), \
+            attack.over_image_set(model, x, radii, trials, seed, image_ids):
         x_adv = x[img_idx.to(device)].clone()
         values = torch.empty(total, device=device)
         histories = []

@@ -15,13 +15,11 @@ not give MNIST values): an L2 radius of 1 matches the audit's smallest budget.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .. import losses as L
 from ..attacks.base import AttackProblem
-from ..attacks.optimizers import pgd
+from ..attacks.optimizers import PGDSettings, pgd
 from ..distributed import batch_random
 from ..errors import AerobustError
 from ..objectives import BoundObjective
@@ -29,18 +27,6 @@ from ..registry import register_defense
 from ..threat import NORMS, Threat
 from .base import Option
 from .variational import VAEDefense, reparameterized
-
-
-@dataclass(frozen=True)
-class _SelectionSettings:
-    """The PGD settings :func:`aerobust.attacks.optimizers.pgd` reads from an attack."""
-
-    steps: int
-    step_size: float
-    norm: str
-    schedule: str = "cosine"
-    random_start: bool = True
-    early_stop: int | None = None
 
 
 def _posterior_distance(model, x_adv, references):
@@ -57,7 +43,7 @@ def select_smoothness_points(model, x: torch.Tensor, mu: torch.Tensor, logvar: t
     seeds = batch_random(lambda shape, **kw: torch.randint(2 ** 62, shape, **kw), (len(x),), generator=generator,
                          device=generator.device, dtype=torch.int64).cpu()
     problem = AttackProblem(x.detach(), Threat(radius, norm), objective, seeds)
-    return pgd(_SelectionSettings(steps, step_size, norm), problem).x_adv.detach()
+    return pgd(PGDSettings(steps=steps, step_size=step_size), problem).x_adv.detach()
 
 
 @register_defense("smooth-encoder")
