@@ -312,6 +312,12 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     tested = orderings[orderings["verdict"] != "no data"]
     assert len(tested) and set(tested["verdict"]) <= {"holds", "reversed", "not established"}
     assert (tested["p_holm"] >= tested["p_value"]).all() and (tested["ci_low"] <= tested["ci_high"]).all()
+    # every trained row's robustness beside its fidelity, both attacks at every lambda, with intervals
+    points = pd.read_csv(written["robustness_fidelity"])
+    assert set(points["model"]) == {"VAE", "Ours"} and len(points) == 2 * 2 * 3
+    assert ((points["low"] <= points["robustness"]) & (points["robustness"] <= points["high"])).all()
+    assert ((points["fidelity_min"] <= points["fidelity"]) & (points["fidelity"] <= points["fidelity_max"])).all()
+    assert (points["seeds"] == 2).all() and written["fig_robustness_fidelity"].is_file()
     findings = written["findings"].read_text()
     assert "Holm-corrected over ALL claims" in findings and "blurriness" in findings and "Scope" in findings
     assert "every seed" not in findings

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..output_folder import claim_output_folder
-from ..reproduce import (LAMBDAS, MAIN_ROWS, NORMALISED_LATENT, OURS, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3,
+from ..reproduce import (DAMAGE_RECON, LAMBDAS, LATENT_TARGET, MAIN_ROWS, NORMALISED_LATENT, OURS, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3,
                          TABLE1_CELLS, TABLE1_ROWS, TABLE2_CELLS, TABLE2_ROWS, TABLE3_ROWS, Reproduction,
                          seed_image_matrix)
 from ..runtime import write_manifest
@@ -61,6 +61,63 @@ def attack_loss_over_seeds_figure(curves: pd.DataFrame, models: list[str], ours:
     handles, names = axes[1].get_legend_handles_labels()
     figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=7)
     return figure
+
+# Robustness against fidelity: the two robustness columns of Table 2 (the ones every row has).
+ROBUSTNESS_PANELS = {"latent": "latent attack: MS-SSIM(x_t, x̃_a)\n(lower = more robust)",
+                     "max-damage": "maximum damage: MS-SSIM(x̃, x̃_a)\n(higher = more robust)"}
+
+
+def robustness_fidelity_points(per_image: pd.DataFrame, fidelity: pd.DataFrame, models) -> pd.DataFrame:
+    """One row per (model, attack, lambda): the robustness column's mean with its hierarchical 95 % interval
+    (seeds, then images) and the clean reconstruction MS-SSIM's mean over seeds with the seed range."""
+    metrics = {attack: metric for attack, metric, _ in (LATENT_TARGET, DAMAGE_RECON)}
+    points = []
+    for model in models:
+        clean = fidelity.loc[fidelity["model"] == model, "reconstruction_msssim"]
+        if clean.empty:
+            continue
+        for attack, metric in metrics.items():
+            for lam in LAMBDAS:
+                values = seed_image_matrix(per_image, model, attack, metric, lam)
+                if values.size == 0:
+                    continue
+                interval = hierarchical_interval(values)
+                points.append({"model": model, "attack": attack, "lambda": lam, "robustness": interval.mean,
+                               "low": interval.low, "high": interval.high, "seeds": values.shape[0],
+                               "fidelity": clean.mean(), "fidelity_min": clean.min(), "fidelity_max": clean.max()})
+    return pd.DataFrame(points)
+
+
+@styled
+def robustness_fidelity_figure(points: pd.DataFrame, models: list[str], ours: str):
+    """Every row's robustness (y, 95 % interval over seeds then images) against its clean reconstruction
+    MS-SSIM (x, mean over seeds with their range); columns lambda 1, 3, 5, rows the two attacks."""
+    figure, axes = paper_figure(len(ROBUSTNESS_PANELS), len(LAMBDAS), width="double", height=4.6)
+    colors = dict(zip([m for m in models if m != ours], row_colors(len(models))))
+    for row, (attack, label) in enumerate(ROBUSTNESS_PANELS.items()):
+        for column, lam in enumerate(LAMBDAS):
+            axis = axes[row][column]
+            for model in models:
+                point = points[(points["model"] == model) & (points["attack"] == attack) & (points["lambda"] == lam)]
+                if point.empty:
+                    continue
+                p = point.iloc[0]
+                axis.errorbar(p["fidelity"], p["robustness"],
+                              xerr=[[p["fidelity"] - p["fidelity_min"]], [p["fidelity_max"] - p["fidelity"]]],
+                              yerr=[[p["robustness"] - p["low"]], [p["high"] - p["robustness"]]], fmt="o",
+                              markersize=4 if model == ours else 3, capsize=2, label=model,
+                              color="black" if model == ours else colors[model], zorder=3 if model == ours else 2)
+            axis.set_title(f"λ = {lam:g} (L2 budget, pixel units)", fontsize=8)
+            axis.ticklabel_format(useOffset=False)  # MS-SSIM values as they are, not as offsets from 1
+            axis.grid(alpha=0.3)
+            if column == 0:
+                axis.set_ylabel(label, fontsize=7)
+            if row == len(ROBUSTNESS_PANELS) - 1:
+                axis.set_xlabel("clean MS-SSIM(x, x̃) (higher = sharper)", fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 6), fontsize=7)
+    return figure
+
 
 # -- the tables ------------------------------------------------------------------------------------------
 CELLS_NOTE = ("Cells: mean [95 % interval] over training seeds, then images (hierarchical bootstrap), the paper's "
@@ -125,8 +182,9 @@ def table3(per_image: pd.DataFrame, clean_accuracy: pd.DataFrame, models) -> pd.
 
 
 def write_reproduction(reproduction: Reproduction) -> dict[str, Path]:
-    """Tables 1-3 (CSV, Markdown, LaTeX, HTML), the other tables (CSV, Markdown), Fig. 2, findings.md and
-    manifest.json in ``reproduction.out_dir``; returns the paths by name."""
+    """Tables 1-3 (CSV, Markdown, LaTeX, HTML), the other tables (CSV, Markdown), Fig. 2, robustness against
+    fidelity (figure and CSV), findings.md and manifest.json in ``reproduction.out_dir``; returns the paths by
+    name."""
     out_dir, per_image = reproduction.out_dir, reproduction.per_image
     written = {}
     claim_output_folder(out_dir, "reproduce")
@@ -147,6 +205,10 @@ def write_reproduction(reproduction: Reproduction) -> dict[str, Path]:
         written[stem] = write_table(table, out_dir, stem, formats=("csv", "md"))["csv"]
     written["fig2"] = save_figure(attack_loss_over_seeds_figure(reproduction.curves, list(reproduction.rows), OURS),
                                   out_dir, "fig2_attack_loss")
+    points = robustness_fidelity_points(per_image, reproduction.fidelity, reproduction.rows)
+    written["robustness_fidelity"] = write_table(points, out_dir, "robustness_fidelity", formats=("csv",))["csv"]
+    written["fig_robustness_fidelity"] = save_figure(
+        robustness_fidelity_figure(points, list(reproduction.rows), OURS), out_dir, "fig_robustness_fidelity")
     written["findings"] = out_dir / "findings.md"
     written["findings"].write_text(findings_text(reproduction))
     written["manifest"] = write_manifest(
