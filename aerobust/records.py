@@ -22,8 +22,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .audit.store import RESULTS_FILE, AuditStore
 from .errors import AerobustError
-from .protocol import canonical_hash, protocol_block, sha256_bytes
+from .protocol import canonical_hash, protocol_block
 
 SCHEMA_NAME = "aerobust-record"
 SCHEMA_VERSION = 1
@@ -176,7 +177,7 @@ def build_records(audit_dir) -> list[dict]:
                             "manifest written by `aerobust audit`, rerun the audit")
     attacks = manifest["attacks"]
     protocol = protocol_block(config, attacks, manifest["metrics"])
-    results_hash = sha256_bytes((audit.directory / "results.csv").read_bytes())
+    results_hash = AuditStore(audit.directory).results_sha256()
     image_ids = manifest["plan"]["image_ids"]
     auddc_by_model = auddc_table(results).set_index("model")
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -232,8 +233,8 @@ def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
     for path in map(Path, paths):
         if path.is_dir():
             files = sorted(path.rglob(RECORD_FILE))
-            if not files and (path / "results.csv").is_file() and (path / "manifest.json").is_file():
-                found += [(path / "results.csv", record) for record in build_records(path)]
+            if not files and AuditStore(path).holds_results():
+                found += [(path / RESULTS_FILE, record) for record in build_records(path)]
                 continue
             if not files:
                 raise AerobustError(f"{path} holds no {RECORD_FILE}; pass an audit folder or record files")
@@ -255,7 +256,7 @@ def load_records(paths: Iterable) -> list[tuple[Path, dict]]:
 def _audit_folder_of(path: Path, record: dict) -> Path | None:
     """Where the record's audit lives: the folder it names, else the one it sits in (records/<model>/record.json)."""
     for candidate in (Path(record["source"].get("audit_dir") or ""), path.parent.parent.parent):
-        if str(candidate) not in ("", ".") and (candidate / "results.csv").is_file():
+        if str(candidate) not in ("", ".") and (candidate / RESULTS_FILE).is_file():
             return candidate
     return None
 
@@ -277,7 +278,7 @@ def verify_record(path: Path, record: dict, rebuilt_headlines: dict | None = Non
     folder = _audit_folder_of(path, record)
     if folder is None:
         return "protocol id only (audit folder not found)"
-    if sha256_bytes((folder / "results.csv").read_bytes()) != record["source"].get("results_sha256"):
+    if AuditStore(folder).results_sha256() != record["source"].get("results_sha256"):
         raise AerobustError(f"{path}: {folder}/results.csv is not the results this record was built from "
                             "(hash differs); rebuild the record from that audit folder")
     cache = {} if rebuilt_headlines is None else rebuilt_headlines

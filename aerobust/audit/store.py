@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import AerobustError
 from ..output_folder import claim_output_folder
+from ..protocol import sha256_bytes
 from ..results import (EXAMPLE_COLUMNS, FLOAT_COLUMNS, INTEGER_COLUMNS, RESULT_COLUMNS, SETTING_COLUMNS,
                        block_stem)
 from ..runtime import atomic_write, write_manifest
@@ -262,6 +263,14 @@ class AuditStore:
         return self.out_dir / "classifiers" / f"{block_stem(label, 'head', 0)}.pt"
 
     # -- the audit's outputs ---------------------------------------------------------------------
+    def holds_results(self) -> bool:
+        """True when the folder holds a finished audit's results and manifest."""
+        return (self.out_dir / RESULTS_FILE).is_file() and (self.out_dir / MANIFEST_FILE).is_file()
+
+    def results_sha256(self) -> str:
+        """The content hash of ``results.csv`` (what records name their source by)."""
+        return sha256_bytes((self.out_dir / RESULTS_FILE).read_bytes())
+
     def write_results(self, results: pd.DataFrame, examples: dict[str, np.ndarray]):
         atomic_write(self.out_dir / RESULTS_FILE, lambda p: results.to_csv(p, index=False))
         atomic_write(self.out_dir / EXAMPLES_FILE, lambda p: _save_npz(p, examples))
