@@ -118,7 +118,7 @@ class ReproductionConfig:
     train_images: int = 4000
     images: int = 100
     trials: int = 3
-    # the audit's own default strength (PGD 100 steps x 2 restarts, worst case kept)
+    # PGD 100 steps x 2 restarts (worst case kept) for both attacks: the committed reproduction's strength
     steps: int = 100
     restarts: int = 2
     msssim: str = "paper"

@@ -53,17 +53,20 @@ class Audit:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _fingerprint(self, plan: Plan, models: dict[str, tuple[Autoencoder, dict]]) -> dict:
-        """What the saved blocks depend on: the config, the content of every model and of the data, threads."""
+        """What the saved blocks depend on: the config, every attack's resolved settings (defaults included,
+        so a new default is not mixed with blocks of the old one), the content of every model and of the
+        data, threads."""
         # Factory-built models add the digest of their code; registered ones keep the older fingerprint.
         code = {label: info["code_sha256"] for label, (_, info) in models.items() if info.get("code_sha256")}
         return json.loads(json.dumps({
             "config": self.config.to_dict(),
+            "attacks": {name: attack.config() for name, attack in self.attacks.items()},
             "models": {label: info["weights_sha256"] for label, (_, info) in models.items()},
             **({"code": code} if code else {}),
             "data": plan.digest(),
             "compute": {"torch_threads": torch.get_num_threads(),
                         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
-        }))
+        }, default=str))
 
     # -- per-model preparation -----------------------------------------------------------------
     def load_model(self, spec: ModelSpec, pool: ImageSet) -> tuple[Autoencoder, dict]:

@@ -192,6 +192,12 @@ class AuditStore:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise AerobustError(f"{self.out_dir} holds an audit with a different configuration "
                                 f"({', '.join(changed)} differ); {resume}")
+        if "attacks" in previous and previous["attacks"] != fingerprint["attacks"]:
+            changed = sorted(name for name in set(previous["attacks"]) | set(fingerprint["attacks"])
+                             if previous["attacks"].get(name) != fingerprint["attacks"].get(name))
+            raise AerobustError(f"{self.out_dir} holds an audit whose attack settings differ ({', '.join(changed)}: "
+                                "another version's defaults or another optimizer's settings); audit into a new "
+                                "--out, or rerun with the version that started it")
         for label, digest in fingerprint["models"].items():
             if previous.get("models", {}).get(label) != digest:
                 raise AerobustError(
