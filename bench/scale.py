@@ -60,7 +60,7 @@ def bench_model(name: str, args) -> dict:
         flat_x = x.repeat(args.trials, 1, 1, 1)
         targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
         objective = attack.objective.bind(model, flat_x, targets=targets)
-        attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)  # warm-up (allocator, kernels, memory probe)
+        attack.sweep(model, x, [args.lam], args.trials, 0, **kwargs)  # warm-up (allocator, kernels)
         # On a shared machine the load drifts: each sweep is paired with a roofline measured right
         # before it, and the fraction is the median of the pairs. On CPU the fraction is also taken
         # in this process's CPU time, which other processes on the machine barely disturb.
