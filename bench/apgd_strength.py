@@ -28,28 +28,12 @@ from aerobust.adapter import wrap
 from aerobust.attacks import choose_targets
 from aerobust.classifiers import train_latent_classifier
 from aerobust.datasets import load_dataset
-from aerobust.registry import ATTACKS
 from aerobust.training import train
-from common import MNIST_TEST
+from common import MNIST_TEST, counted_sweep, strength
 
 MODELS = {"mlp-ae": ("ae", "mlp-ae-32", {}), "conv-ae": ("ae", "conv-ae-32x3", {"input_shape": (1, 32, 32)}),
           "mlp-vae": ("vae", "mlp-vae-32", {})}
 ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
-
-
-def counted_sweep(name, options, model, x, labels, targets, head, seed):
-    """The sweep's result and the encoder rows it used per attacked sample."""
-    rows = [0]
-    encoder = next(module for module in model.modules() if len(list(module.children())) == 0)
-    handle = encoder.register_forward_pre_hook(lambda module, args: rows.__setitem__(0, rows[0] + len(args[0])))
-    try:
-        attack = ATTACKS.create(name, sanity_checks=False, **options)
-        result = attack.sweep(model, x, [LAMBDA], 1, seed, targets=targets if attack.needs_targets else None,
-                              labels=labels, classifier=head if attack.needs_classifier else None,
-                              image_ids=torch.arange(len(x)))
-    finally:
-        handle.remove()
-    return result, rows[0] / len(x)
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -68,23 +52,7 @@ def parse_candidate(text: str) -> tuple[str, dict]:
     return name, options
 
 
-def strength(mine: torch.Tensor, strong: torch.Tensor, maximize: bool) -> dict:
-    """Median and 5th percentile of the per-sample loss ratio against PGD 200x3 (>= 1: at least as strong)."""
-    ratio = mine / strong if maximize else strong / mine
-    # 0/0 (both attacks left the loss at exactly zero, e.g. a collapsed model) has no ratio: counted apart,
-    # never folded into the median
-    defined = torch.isfinite(ratio)
-    ratio = ratio[defined]
-    # ratios of distances that an attack drives towards 0 (the latent attack at a large budget) magnify
-    # small absolute gaps: the medians of the losses themselves stand beside them
-    return {"median_loss": round(float(mine.median()), 6), "median_loss_pgd200x3": round(float(strong.median()), 6),
-            "loss_vs_pgd200x3": round(float(ratio.median()), 4) if len(ratio) else None,
-            "loss_vs_pgd200x3_p05": round(float(ratio.quantile(0.05)), 4) if len(ratio) else None,
-            "samples": len(ratio), "samples_without_ratio": int((~defined).sum())}
-
-
 def main():
-    global LAMBDA
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--lam", type=float, default=3.0)
@@ -97,7 +65,6 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    LAMBDA = args.lam
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist-5k", "train", pad_to=32)
     pool = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32)
@@ -120,7 +87,8 @@ def main():
             result, evaluations, seconds = {}, {}, {}
             for run, options in runs.items():
                 start = time.perf_counter()
-                result[run], evaluations[run] = counted_sweep(name, options, model, x, labels, targets, head, args.seed)
+                result[run], evaluations[run] = counted_sweep(name, options, model, x, args.lam, labels, targets, head,
+                                                              args.seed)
                 seconds[run] = round(time.perf_counter() - start, 2)
             strong = result["pgd200x3"].attack_loss.flatten()
             out[f"{label}/{name}"] = {

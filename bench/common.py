@@ -4,7 +4,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from aerobust.adapter import wrap
+from aerobust.registry import ATTACKS
 from aerobust.training import train
 
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
@@ -21,3 +24,33 @@ def reference_ae(epochs: int, seed: int, *, out_dir=None):
     print(f"trained mlp-ae-32 ({epochs} epochs, plain MSE, mnist-5k, seed {seed}) in "
           f"{time.perf_counter() - start:.1f} s")
     return wrap(result.model.eval(), device="cpu"), result
+
+
+def counted_sweep(name, options, model, x, lam, labels, targets, head, seed):
+    """The sweep's result and the encoder rows it used per attacked sample."""
+    rows = [0]
+    encoder = next(module for module in model.modules() if len(list(module.children())) == 0)
+    handle = encoder.register_forward_pre_hook(lambda module, args: rows.__setitem__(0, rows[0] + len(args[0])))
+    try:
+        attack = ATTACKS.create(name, sanity_checks=False, **options)
+        result = attack.sweep(model, x, [lam], 1, seed, targets=targets if attack.needs_targets else None,
+                              labels=labels, classifier=head if attack.needs_classifier else None,
+                              image_ids=torch.arange(len(x)))
+    finally:
+        handle.remove()
+    return result, rows[0] / len(x)
+
+
+def strength(mine: torch.Tensor, strong: torch.Tensor, maximize: bool) -> dict:
+    """Median and 5th percentile of the per-sample loss ratio against PGD 200x3 (>= 1: at least as strong)."""
+    ratio = mine / strong if maximize else strong / mine
+    # 0/0 (both attacks left the loss at exactly zero, e.g. a collapsed model) has no ratio: counted apart,
+    # never folded into the median
+    defined = torch.isfinite(ratio)
+    ratio = ratio[defined]
+    # ratios of distances that an attack drives towards 0 (the latent attack at a large budget) magnify
+    # small absolute gaps: the medians of the losses themselves stand beside them
+    return {"median_loss": round(float(mine.median()), 6), "median_loss_pgd200x3": round(float(strong.median()), 6),
+            "loss_vs_pgd200x3": round(float(ratio.median()), 4) if len(ratio) else None,
+            "loss_vs_pgd200x3_p05": round(float(ratio.quantile(0.05)), 4) if len(ratio) else None,
+            "samples": len(ratio), "samples_without_ratio": int((~defined).sum())}

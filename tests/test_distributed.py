@@ -129,7 +129,8 @@ class LoggedLatentAttack(LatentAttack):
 def _audit_args(checkpoint, out: Path, attacks: str, lambdas: str, images: int) -> list[str]:
     return ["audit", "--checkpoint", f"tiny={checkpoint}", "--data", MNIST_TEST_SPEC, "--pad", "32",
             "--attacks", attacks, "--lambdas", lambdas, "--images", str(images), "--trials", "2", "--seed", "3",
-            # 4 rows per call (2 trials x 2 restarts): chunks of one image, so uneven blocks are cut into ranges
+            # 4 rows per call: chunks of 1 image (2 trials x 2 restarts) or 2 (the latent attack restarts once),
+            # so uneven blocks are cut into ranges
             "--attack-option", f"*.steps={STEPS}", "--attack-option", "*.batch_size=4", "--device", "cpu", "--quiet",
             "--out", str(out)]
 

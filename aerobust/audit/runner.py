@@ -30,6 +30,14 @@ from .plan import Plan
 from .store import FINGERPRINT_FILE, AuditStore
 
 
+def _without_class_paths(settings):
+    """Attack settings without their "class" entries: a plugin file's module gets a per-process name, and the
+    attack's registered name already says which attack ran."""
+    if isinstance(settings, dict):
+        return {key: _without_class_paths(value) for key, value in settings.items() if key != "class"}
+    return settings
+
+
 class Audit:
     """Runs an :class:`AuditConfig` into ``out_dir``; ``run()`` returns the long-format results table."""
 
@@ -60,7 +68,7 @@ class Audit:
         code = {label: info["code_sha256"] for label, (_, info) in models.items() if info.get("code_sha256")}
         return json.loads(json.dumps({
             "config": self.config.to_dict(),
-            "attacks": {name: attack.config() for name, attack in self.attacks.items()},
+            "attacks": {name: _without_class_paths(attack.config()) for name, attack in self.attacks.items()},
             "models": {label: info["weights_sha256"] for label, (_, info) in models.items()},
             **({"code": code} if code else {}),
             "data": plan.digest(),
