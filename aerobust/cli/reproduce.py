@@ -31,8 +31,11 @@ from .common import device_option, quiet_option
 @click.option("--images", type=click.IntRange(min=1), default=None, help="Test images attacked (default 100).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials per image (default 3).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Optimizer steps of both attacks (default 100, the audit's).")
-@click.option("--restarts", type=click.IntRange(min=1), default=None, help="Restarts, worst case kept (default 2).")
+              help="PGD steps of both attacks (default: each attack's own, 100 for maximum damage, 200 for the latent "
+                   "attack).")
+@click.option("--restarts", type=click.IntRange(min=1), default=None,
+              help="Restarts, worst case kept (default: each attack's own, 2 for maximum damage, 1 for the latent "
+                   "attack).")
 @click.option("--msssim", default=None, help="MS-SSIM preset (default paper).")
 @device_option
 @quiet_option

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from ..output_folder import claim_output_folder
-from ..reproduce import (DAMAGE_RECON, LAMBDAS, LATENT_TARGET, MAIN_ROWS, NORMALISED_LATENT, OURS, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3,
-                         TABLE1_CELLS, TABLE1_ROWS, TABLE2_CELLS, TABLE2_ROWS, TABLE3_ROWS, Reproduction,
-                         seed_image_matrix)
+from ..reproduce import (DAMAGE_RECON, LAMBDAS, LATENT_TARGET, MAIN_ROWS, NORMALISED_LATENT, OURS, PAPER_TABLE1,
+                         PAPER_TABLE2, PAPER_TABLE3, TABLE1_CELLS, TABLE1_ROWS, TABLE2_CELLS, TABLE2_ROWS, TABLE3_ROWS,
+                         Reproduction, attack_strength_text, seed_image_matrix)
 from ..runtime import write_manifest
 from ..stats import hierarchical_interval
 from .style import paper_figure, styled
@@ -288,7 +288,7 @@ def findings_text(reproduction: Reproduction) -> str:
         f"{other_seeds} for the other rows. The paper trains on the 60k MNIST images for hundreds of epochs at "
         "2e-4, once.",
         f"- Audit: {config.images} test images (one fixed plan for every model and seed) x {config.trials} trials, "
-        f"lambda in {list(LAMBDAS)}, the audit's optimizer at {config.steps} steps x {config.restarts} restart(s) "
+        f"lambda in {list(LAMBDAS)}, PGD ({attack_strength_text(config)}) "
         "(worst case kept), exact L2-box projection; the paper: 100 images x 10 trials, L-BFGS-B.",
         f"- MS-SSIM: preset `{config.msssim}` ({json.dumps(msssim.as_dict())}).",
         f"- Latent classifier: MLP head, {config.classifier_epochs} epochs on {config.classifier_images} "
