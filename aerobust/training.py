@@ -126,19 +126,8 @@ def _write_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Op
     atomic_write(out_dir / RUN_STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
-def _adopt_the_runs_threads(path: Path):
-    """Before any computation, resume with the thread count the run recorded (this run's own count was
-    automatic); a missing or damaged state is left to :func:`_load_run_state` to report."""
-    try:
-        recorded = json.loads(torch.load(path, map_location="cpu", weights_only=True)["settings"]).get("torch_threads")
-    except Exception:  # noqa: BLE001  (reported with one line when the run state is loaded)
-        return
-    if isinstance(recorded, int) and recorded != torch.get_num_threads():
-        adopt_recorded_threads(recorded, str(path))
-
-
-def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> list[dict]:
-    """Load weights and optimizer state of the run in ``out_dir``; returns its history (one row per epoch)."""
+def _read_run_state(out_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """The run state in ``out_dir`` read once: (the state, its settings, its history); one line if missing or damaged."""
     path = out_dir / RUN_STATE_FILE
     if not path.is_file():
         if (out_dir / MODEL_FILE).is_file():
@@ -155,6 +144,14 @@ def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Opt
     except Exception as exc:  # a damaged file must end in one line, whatever torch or json raise
         raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); the run cannot be resumed, train into "
                               "another --out") from None
+    return state, saved, history
+
+
+def _restore_run_state(out_dir: Path, run_state: tuple[dict, dict, list[dict]], module: nn.Module,
+                       optimizer: torch.optim.Optimizer, config: dict) -> list[dict]:
+    """Load the weights and optimizer state of a read run state into ``module`` and ``optimizer``; returns its
+    history (one row per epoch)."""
+    state, saved, history = run_state
     differing = [key for key in _RESUME_KEYS if _settings_json(saved.get(key)) != _settings_json(config[key])]
     if differing:
         raise AerobustError(f"{out_dir} holds a run with different {', '.join(differing)}; resume with the same "
@@ -163,8 +160,8 @@ def _load_run_state(out_dir: Path, module: nn.Module, optimizer: torch.optim.Opt
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:  # e.g. a user module of the same name but other layers
-        raise CheckpointError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); resume with the model "
-                              "the run was started with, or train into another --out") from None
+        raise CheckpointError(f"{out_dir / RUN_STATE_FILE} does not fit this model ({str(exc).splitlines()[0]}); "
+                              "resume with the model the run was started with, or train into another --out") from None
     return history
 
 
@@ -213,8 +210,12 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         raise AerobustError(f"the learning rate must be positive; got {lr}")
     if out_dir is not None:
         check_output_folder(out_dir, "train")
-        if resume and threads_chosen_automatically():
-            _adopt_the_runs_threads(Path(out_dir) / RUN_STATE_FILE)
+    run_state = _read_run_state(Path(out_dir)) if out_dir is not None and resume else None
+    # Before any computation, resume with the thread count the run recorded when this run's own was automatic.
+    if run_state is not None and threads_chosen_automatically():
+        recorded = run_state[1].get("torch_threads")
+        if isinstance(recorded, int) and recorded != torch.get_num_threads():
+            adopt_recorded_threads(recorded, str(Path(out_dir) / RUN_STATE_FILE))
     defense_obj = _build_defense(defense, defense_options)
     module, arch_name, arch_kwargs = _build_model(arch, arch_kwargs, seed)
     # Under torchrun: join the process group (one GPU per rank); the log and checkpoints come from rank 0.
@@ -240,7 +241,7 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
     history: list[dict] = []
     if out_path is not None:
         if resume:
-            history = _load_run_state(out_path, module, optimizer, config)
+            history = _restore_run_state(out_path, run_state, module, optimizer, config)
             world.on_main(lambda: claim_output_folder(out_path, "train"))
             if history:  # repairs exports that a kill left one epoch behind the run state
                 world.on_main(lambda: _export_epoch(out_path, module, config, defense_obj, history, dev))
