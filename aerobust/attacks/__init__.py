@@ -37,6 +37,7 @@ from .classifier_cw import CarliniWagnerAttack
 from .classifier_lbfgs import PenaltyLBFGSAttack
 from .classifier_deepfool import DeepFoolAttack
 from .optimizers import SCHEDULES
+from . import quasi_newton  # noqa: F401  registers the "pqn" optimizer
 from .settings import OptimizerSettings
 
 __all__ = [

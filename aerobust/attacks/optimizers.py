@@ -44,10 +44,11 @@ class ScheduledSteps(OptimizerSettings):
 
 @dataclasses.dataclass(frozen=True)
 class PGDSettings(ScheduledSteps):
-    """PGD's: scheduled steps, a random start in the ball (else at x), early stopping after a patience."""
+    """PGD's: scheduled steps, a random start in the ball (else at x), early stopping (:class:`EarlyStop`)."""
 
     random_start: bool = setting(True, flag)
     early_stop: int | None = setting(None, optional_whole_number(1))
+    early_stop_rtol: float = setting(0.0, finite_number(0, inclusive=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,32 @@ def optimizer_with_settings(name: str, settings_class: type[OptimizerSettings]):
 def settings_class_of(optimizer) -> type[OptimizerSettings]:
     """The settings class an optimizer declared; one registered without any takes no settings."""
     return getattr(optimizer, "settings_class", OptimizerSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """Per-sample early stopping on the best minimized loss so far.
+
+    A sample is finished once its best loss has fallen by less than ``rtol`` times its size at the
+    last such fall (the anchor) for ``patience`` steps in a row; ``rtol = 0`` counts any fall.
+    """
+
+    patience: int
+    rtol: float
+
+    def update(self, best_loss: torch.Tensor, anchor: torch.Tensor,
+               stale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The new anchor and stale-step count of each sample, and the mask of samples to keep."""
+        # An infinite anchor (no finite loss yet) is beaten by any finite loss.
+        threshold = torch.where(torch.isfinite(anchor), anchor - self.rtol * anchor.abs(), anchor)
+        gained = best_loss < threshold
+        stale = torch.where(gained, torch.zeros_like(stale), stale + 1)
+        return torch.where(gained, best_loss, anchor), stale, stale < self.patience
+
+
+def early_stopping(settings) -> EarlyStop | None:
+    """The :class:`EarlyStop` of settings with ``early_stop`` (a patience or None) and ``early_stop_rtol``."""
+    return None if settings.early_stop is None else EarlyStop(settings.early_stop, settings.early_stop_rtol)
 
 
 def step_direction(grad: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,19 +174,22 @@ def pgd(settings: PGDSettings, problem: AttackProblem) -> OptimizationResult:
     zero_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
     nan_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
     stale = torch.zeros(batch, dtype=torch.long, device=x.device)
+    anchor = torch.full((batch,), math.inf, device=x.device)  # early stopping's, on the minimized loss
+    early_stop = early_stopping(settings)
+    sign = -1.0 if objective.maximize else 1.0  # the minimized loss is sign * value
     rows = torch.arange(batch, device=x.device)
     active = problem  # shrinks only when early stopping retires samples
     bounds = (-x, 1 - x)
     workspace = Workspace()  # the step's (B, D) temporaries, reused across steps
 
-    def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    def keep_best(values: torch.Tensor, candidate: torch.Tensor) -> None:
         if len(rows) == batch:
             improved = objective.stronger(values, best_values)
             torch.where(improved, values, best_values, out=best_values)
             if threat.sync_free(x.device):
                 # No data-dependent sizes on an accelerator: they would sync with the host every step.
                 torch.where(improved.view(shape), candidate, best_delta, out=best_delta)
-                return improved
+                return
             # CPU: copy only the improved rows (all of them at first, few later): cheaper than a
             # where() over the whole perturbation.
             index = improved.nonzero().flatten()
@@ -171,13 +201,12 @@ def pgd(settings: PGDSettings, problem: AttackProblem) -> OptimizationResult:
             improved = objective.stronger(values, best_values[rows])
             best_values[rows] = torch.where(improved, values, best_values[rows])
             best_delta[rows[improved]] = candidate[improved]
-        return improved
 
     for step in range(settings.steps):
         full = len(rows) == batch
         current = delta if full else delta[rows]
         values, grad = active.loss_and_grad(current)
-        improved = keep_best(values, current)  # before the step: on a full batch it overwrites current in place
+        keep_best(values, current)  # before the step: on a full batch it overwrites current in place
         length = settings.step_length(step, radius if full else radius[rows])
         if full:
             _, size, bad = projected_step(active.threat, active.x, current, grad, length, bounds, out=delta,
@@ -194,9 +223,8 @@ def pgd(settings: PGDSettings, problem: AttackProblem) -> OptimizationResult:
         else:
             nan_gradient[rows] |= bad
             history[rows, step] = values
-        if settings.early_stop is not None:
-            stale[rows] = torch.where(improved, torch.zeros_like(stale[rows]), stale[rows] + 1)
-            keep = stale[rows] < settings.early_stop
+        if early_stop is not None:
+            anchor[rows], stale[rows], keep = early_stop.update(sign * best_values[rows], anchor[rows], stale[rows])
             if not bool(keep.all()):
                 rows = rows[keep]
                 if len(rows) == 0:
