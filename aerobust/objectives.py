@@ -38,6 +38,9 @@ class BoundObjective:
     model: nn.Module
     evaluate: Callable[[nn.Module, torch.Tensor, dict], torch.Tensor]
     references: dict = field(default_factory=dict)
+    # The values are Euclidean distances (>= 0, a cone at 0): their square orders points alike and is
+    # smooth where the distance is not, which a quasi-Newton optimizer's curvature model needs.
+    distance: bool = False
 
     def values(self, x_adv: torch.Tensor) -> torch.Tensor:
         return self.evaluate(self.model, x_adv, self.references)
@@ -103,7 +106,8 @@ class LatentObjective(Objective):
             raise ShapeError(f"targets must have the shape of the images {tuple(x.shape)}, got {tuple(targets.shape)}")
         with torch.no_grad():
             codes = model.encode(targets)
-        return BoundObjective(self.name, self.maximize, model, _latent_distance, {"target_codes": codes})
+        return BoundObjective(self.name, self.maximize, model, _latent_distance, {"target_codes": codes},
+                              distance=True)
 
 
 class MaxDamageObjective(Objective):
@@ -116,7 +120,7 @@ class MaxDamageObjective(Objective):
         with torch.no_grad():
             clean = model.decode(model.encode(x))
         return BoundObjective(self.name, self.maximize, model, _reconstruction_damage,
-                              {"clean_reconstructions": clean})
+                              {"clean_reconstructions": clean}, distance=True)
 
 
 class ClassifierObjective(Objective):

@@ -34,6 +34,9 @@ SHRINK_MIN, SHRINK_MAX = 0.1, 0.5
 # A pair enters the memory only when s·y exceeds this share of |s| |y|: a pair of (near) zero or
 # negative curvature would make the inverse Hessian estimate indefinite.
 CURVATURE_RTOL = 1e-8
+# A perturbation this close to the L2 radius (relative) is on the ball's sphere (the projection lands on it exactly
+# up to float rounding).
+ON_SPHERE_RTOL = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,8 @@ class _Rows:
 
 
 def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.Tensor, stored: torch.Tensor,
-                    free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    free: torch.Tensor, delta: torch.Tensor,
+                    multiplier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``-H g`` per row on its free coordinates by the two-loop recursion, and the rows that had a pair.
 
     ``steps_s``/``changes_y`` are (M, B, D) with the newest pair last, ``stored`` (M, B) marks the
@@ -90,8 +94,13 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     restricted curvature fails the test is skipped), so coordinates held at a bound of the box do not
     bend the step of the others; the initial inverse Hessian is ``gamma I`` with the newest usable
     pair's ``s·y / y·y``.
+
+    On the sphere of the ball (``multiplier`` > 0, the estimate of its KKT multiplier mu), the
+    recursion runs on the Lagrangian ``loss + mu/2 ||delta||^2``: gradient ``g + mu delta`` (the
+    component of g along the sphere) and gradient changes ``y + mu s``; otherwise the step would
+    chase the unconstrained minimum outside the ball and the projection would undo most of it.
     """
-    steps_s, changes_y = steps_s * free, changes_y * free
+    steps_s, changes_y = steps_s * free, (changes_y + multiplier[:, None] * steps_s) * free
     curvature = torch.linalg.vecdot(steps_s, changes_y, dim=2)
     usable = stored & (curvature > CURVATURE_RTOL * steps_s.norm(dim=2) * changes_y.norm(dim=2))
     rho = torch.where(usable, 1 / torch.where(usable, curvature, torch.ones_like(curvature)), torch.zeros_like(curvature))
@@ -99,7 +108,7 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     for k in range(len(rho)):
         scale = curvature[k] / torch.linalg.vecdot(changes_y[k], changes_y[k], dim=1).clamp_min(1e-30)
         gamma = torch.where(usable[k], scale, gamma)
-    q = grad * free
+    q = (grad + multiplier[:, None] * delta) * free
     coefficients = []
     for k in reversed(range(len(rho))):
         a = rho[k] * _rowwise_dot(steps_s[k], q)
@@ -112,6 +121,29 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     return q.neg_(), usable.any(dim=0)
 
 
+def sphere_multiplier(delta: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """The L2 ball's KKT multiplier estimate per row: ``-(g·d) / |d|^2`` over the free coordinates
+    where ``|d|`` is at the radius (to ``ON_SPHERE_RTOL``) and the descent direction points out, else 0."""
+    on_sphere = delta.norm(dim=1) >= (1 - ON_SPHERE_RTOL) * radius
+    free_delta = delta * free
+    estimate = -_rowwise_dot(grad, free_delta) / _rowwise_dot(free_delta, free_delta).clamp_min(1e-30)
+    return torch.where(on_sphere, estimate.clamp_min(0), torch.zeros_like(estimate))
+
+
+def minimized_loss(problem: AttackProblem, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The objective values (paper sense) at ``x + delta``, the loss this optimizer minimizes, its gradient (B, D).
+
+    The loss is the minimized loss of the problem, except for a minimized distance (the latent
+    attack's), whose square it minimizes: the same order of points, and smooth at the target code,
+    where the distance's cone would break the curvature model (measured: reports/attack-strength).
+    """
+    values, grad = problem.loss_and_grad(delta)
+    grad = grad.flatten(1)
+    if problem.objective.distance and not problem.objective.maximize:
+        return values, values * values, grad * (2 * values)[:, None]
+    return values, -values if problem.objective.maximize else values, grad
+
+
 @optimizer_with_settings("pqn", PQNSettings)
 def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
     """Projected quasi-Newton descent on the minimized loss, keeping the best evaluated point per sample.
@@ -119,21 +151,18 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
     History column 0 is the start's value, column k the k-th trial's (paper sense). Early stopping
     retires a sample (:class:`aerobust.attacks.optimizers.EarlyStop`) and compacts the batch: a retired sample costs nothing.
     """
-    x, objective, batch = problem.x, problem.objective, len(problem)
+    x, batch = problem.x, len(problem)
     flat = x.flatten(1)
-    sign = -1.0 if objective.maximize else 1.0  # the minimized loss is sign * value
     start = problem.random_start() if settings.random_start else torch.zeros_like(x)
     history = torch.full((batch, settings.steps + 1), float("nan"), device=x.device)
-    values, grad = problem.loss_and_grad(start)
+    values, loss, grad = minimized_loss(problem, start)
     history[:, 0] = values
-    grad = grad.flatten(1)
     size = grad.norm(dim=1)
     zero_gradient = size == 0
     nan_gradient = ~torch.isfinite(size)
     grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-    loss = torch.nan_to_num(sign * values, nan=math.inf)
+    loss = torch.nan_to_num(loss, nan=math.inf)
     memory = settings.lbfgs_memory
-    radius = problem.threat.radii(x)
     state = _Rows(
         rows=torch.arange(batch, device=x.device), delta=start.flatten(1).clone(), loss=loss, grad=grad,
         steps_s=flat.new_zeros(memory, batch, flat.shape[1]), changes_y=flat.new_zeros(memory, batch, flat.shape[1]),
@@ -148,24 +177,26 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
     for step in range(1, settings.steps + 1):
         rows, shape = state.rows, (len(state.rows), *x.shape[1:])
         bounds = (-active.x, 1 - active.x)
+        radius = active.threat.radii(active.x)
         # Coordinates at a bound of the box whose descent direction points out of it stay there.
         free = ~(((state.delta <= bounds[0].flatten(1)) & (state.grad > 0))
                  | ((state.delta >= bounds[1].flatten(1)) & (state.grad < 0)))
-        direction, have_pairs = lbfgs_direction(state.grad, state.steps_s, state.changes_y, state.stored,
-                                                free.to(state.grad.dtype))
+        free = free.to(state.grad.dtype)
+        multiplier = sphere_multiplier(state.delta, state.grad, free, radius) if active.threat.norm == "l2" \
+            else torch.zeros_like(radius)
+        direction, have_pairs = lbfgs_direction(state.grad, state.steps_s, state.changes_y, state.stored, free,
+                                                state.delta, multiplier)
         # Without pairs: PGD's step of alpha * first_step * lambda along the normalized (L2) or signed (L-inf) gradient.
         steepest, _, _ = step_direction(state.grad.clone(), active.threat.norm)
-        length = state.alpha * settings.first_step * active.threat.radii(active.x)
+        length = state.alpha * settings.first_step * radius
         target = torch.where(have_pairs[:, None], state.delta + state.alpha[:, None] * direction,
                              state.delta - length[:, None] * steepest)
         trial = active.threat.project(active.x, target.view(shape), bounds, workspace=workspace).flatten(1)
-        values, trial_grad = active.loss_and_grad(trial.view(shape))
-        trial_grad = trial_grad.flatten(1)
+        values, trial_loss, trial_grad = minimized_loss(active, trial.view(shape))
         bad = ~torch.isfinite(trial_grad.norm(dim=1))
         trial_grad = torch.nan_to_num(trial_grad, nan=0.0, posinf=0.0, neginf=0.0)
         history[rows, step] = values
         nan_gradient[rows] |= bad
-        trial_loss = sign * values
         move = trial - state.delta
         slope = _rowwise_dot(state.grad, move)  # the loss's first-order change along the step
         accept = (trial_loss < state.loss) & (trial_loss <= state.loss + ARMIJO * slope)
