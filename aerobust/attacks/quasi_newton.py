@@ -97,8 +97,9 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
 
     On the sphere of the ball (``multiplier`` > 0, the estimate of its KKT multiplier mu), the
     recursion runs on the Lagrangian ``loss + mu/2 ||delta||^2``: gradient ``g + mu delta`` (the
-    component of g along the sphere) and gradient changes ``y + mu s``; otherwise the step would
-    chase the unconstrained minimum outside the ball and the projection would undo most of it.
+    component of g along the sphere) and gradient changes ``y + mu s``, and the step is kept tangent
+    to the sphere; otherwise the step would chase the unconstrained minimum outside the ball and the
+    projection would undo most of it.
     """
     steps_s, changes_y = steps_s * free, (changes_y + multiplier[:, None] * steps_s) * free
     curvature = torch.linalg.vecdot(steps_s, changes_y, dim=2)
@@ -118,6 +119,12 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     for k, a in zip(range(len(rho)), reversed(coefficients)):
         b = rho[k] * _rowwise_dot(changes_y[k], q)
         q.addcmul_(steps_s[k], (a - b)[:, None])
+    # On the sphere the step runs along it (the projection then only retracts): an inward part would
+    # leave the sphere against the multiplier and undo the descent.
+    radial = delta * free
+    inward = torch.where(multiplier > 0, _rowwise_dot(q, radial) / _rowwise_dot(radial, radial).clamp_min(1e-30),
+                         torch.zeros_like(multiplier))
+    q.addcmul_(radial, inward[:, None], value=-1)
     return q.neg_(), usable.any(dim=0)
 
 
@@ -198,7 +205,9 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
         history[rows, step] = values
         nan_gradient[rows] |= bad
         move = trial - state.delta
-        slope = _rowwise_dot(state.grad, move)  # the loss's first-order change along the step
+        # The first-order change along the step, of the Lagrangian on the sphere: a chord of the sphere has
+        # delta·s = -|s|^2 / 2, so g·s alone would call a good step along the sphere an ascent.
+        slope = _rowwise_dot(state.grad + multiplier[:, None] * state.delta, move)
         accept = (trial_loss < state.loss) & (trial_loss <= state.loss + ARMIJO * slope)
         better = trial_loss < state.best_loss
         state.best_loss = torch.where(better, trial_loss, state.best_loss)
