@@ -301,16 +301,26 @@ def test_budget_units_give_the_same_attack_as_the_absolute_radius(small_ae, batc
         ATTACKS.create("max-damage", budget="pixels")
 
 
-def test_forced_small_chunks_give_the_results_of_one_chunk(small_ae, batch):
+# (pixel atol, loss rtol). The quasi-Newton step divides by curvatures, so the float32 rounding of
+# differently sized matmuls grows faster than in PGD; losses still agree to 1e-6.
+CHUNKING_TOLERANCES = {"pgd": (1e-6, 1e-6), "pqn": (1e-3, 1e-6)}
+
+
+@pytest.mark.parametrize("optimizer", sorted(CHUNKING_TOLERANCES))
+def test_forced_small_chunks_give_the_results_of_one_chunk(small_ae, batch, optimizer):
     x, _, targets, _ = batch
-    options = dict(steps=6, restarts=2)
+    options = dict(optimizer=optimizer, steps=6, restarts=2)
     one = ATTACKS.create("latent", batch_size=10_000, **options).sweep(small_ae, x, [1.0, 2.0], 2, 3, targets=targets)
     small = ATTACKS.create("latent", batch_size=3, **options).sweep(small_ae, x, [1.0, 2.0], 2, 3, targets=targets)
     assert one.config["chunk_size"] == 10_000 and small.config["chunk_size"] == 3
-    torch.testing.assert_close(small.x_adv, one.x_adv, rtol=0, atol=1e-6)
+    pixels, losses = CHUNKING_TOLERANCES[optimizer]
+    torch.testing.assert_close(small.x_adv, one.x_adv, rtol=0, atol=pixels)
     # losses of size ~10: float32 sums over differently sized matmuls agree to a relative 1e-6
-    torch.testing.assert_close(small.attack_loss, one.attack_loss, rtol=1e-6, atol=0)
-    assert torch.equal(small.restart, one.restart)
+    torch.testing.assert_close(small.attack_loss, one.attack_loss, rtol=losses, atol=0)
+    if optimizer == "pgd":
+        assert torch.equal(small.restart, one.restart)
+    # pqn: two restarts can end at the same point (to the pixel tolerance above) and the same loss to
+    # float32 rounding, and then which of them is kept may differ; the kept point and loss do not.
 
 
 # Few steps: float32 differences between batch shapes grow with every step.

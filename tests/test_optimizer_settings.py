@@ -10,13 +10,15 @@ from aerobust.attacks import Attack, OptimizationResult
 from aerobust.attacks.base import options_for
 from aerobust.attacks.optimizers import (APGDSettings, FGSMSettings, LegacyLBFGSSettings, PGDSettings,
                                          projected_step, settings_class_of)
+from aerobust.attacks.quasi_newton import PQNSettings
 from aerobust.attacks.settings import OptimizerSettings, setting, whole_number
 from aerobust.errors import AerobustError
 from aerobust.registry import ATTACKS, OPTIMIZERS, register_attack
 from aerobust.threat import Threat
 from tests.test_beyond_attacks import tiny_ae
 
-BUILT_IN = {"pgd": PGDSettings, "apgd": APGDSettings, "fgsm": FGSMSettings, "lbfgs-legacy": LegacyLBFGSSettings}
+BUILT_IN = {"pgd": PGDSettings, "apgd": APGDSettings, "fgsm": FGSMSettings, "lbfgs-legacy": LegacyLBFGSSettings,
+            "pqn": PQNSettings}
 
 
 def test_each_optimizer_declares_its_settings_class_and_an_attack_holds_that_object_alone():
