@@ -9,7 +9,8 @@ Modules, each importing only those above it:
   chunking    how many samples one optimizer call may take on this device
   settings    OptimizerSettings: one frozen, checked settings class per optimizer
   optimizers  PGD, APGD, FGSM and the legacy L-BFGS-B with their settings, registered in OPTIMIZERS;
-              projected_step, the one projected gradient step
+              projected_step, the one projected gradient step; EarlyStop, the per-sample early stopping
+  quasi_newton  the projected quasi-Newton optimizer ("pqn") and its settings
   sanity      the AutoAttack-style flags of a finished sweep
   sweep       the engine: lambdas x trials x restarts x images, lambda -> radius, threat checks, worst case
   base        Attack, the plugin API (objective from OBJECTIVES + optimizer + its settings object)

@@ -28,15 +28,20 @@ class Attack:
 
     Options (plain keywords, all recorded in ``config()``):
       optimizer: "pgd" (batched projected gradient, default), "apgd" (adaptive step size and
-        momentum, Croce & Hein 2020), "lbfgs-legacy" (scipy L-BFGS-B per image, the reference
-        protocol) or "fgsm" (one full-radius step); ``aerobust list optimizers`` names them all.
+        momentum, Croce & Hein 2020), "pqn" (batched projected quasi-Newton: L-BFGS directions,
+        backtracked per sample), "lbfgs-legacy" (scipy L-BFGS-B per image, the reference protocol)
+        or "fgsm" (one full-radius step); ``aerobust list optimizers`` names them all.
       The chosen optimizer's settings, and no other's (another optimizer's option is refused with
         the list of the chosen one's):
         pgd: steps (100), step_size (0.25, first step as a fraction of lambda), schedule ("cosine",
           "linear", "step" or "constant" decay of it), random_start (True: start uniformly in the
-          ball, else at x), early_stop (None: never; else stop a sample after this many steps
-          without improvement). An attack may set other PGD defaults (``pgd_defaults``): the latent
-          attack runs 200 steps x 1 restart (reports/attack-strength).
+          ball, else at x), early_stop (None: never; else a sample leaves the batch once its best
+          loss has fallen by less than early_stop_rtol (0.0: by nothing) times its size for this
+          many steps). An attack may set other PGD defaults (``pgd_defaults``): the latent attack
+          runs 200 steps x 1 restart (reports/attack-strength).
+        pqn: steps (48 iterations, steps + 1 forward+backward evaluations), lbfgs_memory (8 pairs),
+          first_step (0.25, the gradient step without pairs as a fraction of lambda), random_start
+          (True), early_stop and early_stop_rtol (as PGD's).
         apgd: steps (100), random_start (True).  fgsm: random_start (True).
         lbfgs-legacy: lbfgs_memory (25), lbfgs_factr (10.0), lbfgs_pgtol (1e-5), lbfgs_maxiter (15000).
       restarts: random restarts (worst case kept per sample); defaults to 2 for PGD (unless the

@@ -1,4 +1,5 @@
-"""Built-in optimizers: batched PGD, adaptive PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B.
+"""Built-in optimizers: batched PGD, adaptive PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B
+(the projected quasi-Newton optimizer, "pqn", is in :mod:`aerobust.attacks.quasi_newton`).
 
 Each is registered in ``OPTIMIZERS`` (``aerobust list optimizers``) with the settings class it reads
 (:func:`optimizer_with_settings`), and called as ``optimizer(settings, problem)``: ``settings`` is an
