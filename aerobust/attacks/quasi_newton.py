@@ -112,7 +112,8 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     steps_s, changes_y = steps_s * free, (changes_y + multiplier[:, None] * steps_s) * free
     curvature = torch.linalg.vecdot(steps_s, changes_y, dim=2)
     usable = stored & (curvature > CURVATURE_RTOL * steps_s.norm(dim=2) * changes_y.norm(dim=2))
-    rho = torch.where(usable, 1 / torch.where(usable, curvature, torch.ones_like(curvature)), torch.zeros_like(curvature))
+    rho = torch.where(usable, 1 / torch.where(usable, curvature, torch.ones_like(curvature)),
+                      torch.zeros_like(curvature))
     gamma = torch.zeros_like(grad[:, 0])
     for k in range(len(rho)):
         scale = curvature[k] / torch.linalg.vecdot(changes_y[k], changes_y[k], dim=1).clamp_min(1e-30)
@@ -136,7 +137,8 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     return q.neg_(), usable.any(dim=0)
 
 
-def sphere_multiplier(delta: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def sphere_multiplier(delta: torch.Tensor, grad: torch.Tensor, free: torch.Tensor,
+                      radius: torch.Tensor) -> torch.Tensor:
     """The L2 ball's KKT multiplier estimate per row: ``-(g·d) / |d|^2`` over the free coordinates
     where ``|d|`` is at the radius (to ``ON_SPHERE_RTOL``) and the descent direction points out, else 0."""
     on_sphere = delta.norm(dim=1) >= (1 - ON_SPHERE_RTOL) * radius
@@ -164,7 +166,8 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
     """Projected quasi-Newton descent on the minimized loss, keeping the best evaluated point per sample.
 
     History column 0 is the start's value, column k the k-th trial's (paper sense). Early stopping
-    retires a sample (:class:`aerobust.attacks.optimizers.EarlyStop`) and compacts the batch: a retired sample costs nothing.
+    retires a sample (:class:`aerobust.attacks.optimizers.EarlyStop`) and compacts the batch: a retired
+    sample costs nothing.
     """
     x, batch = problem.x, len(problem)
     flat = x.flatten(1)
