@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .attacks.ensemble import ONE_SWEEP_MEMBERS
 from .attacks.optimizers import REFERENCE_CODE_LBFGS
 from .audit import AuditConfig, ModelSpec, run_audit
 from .checkpoints import resolve_model
@@ -122,6 +123,11 @@ class ReproductionConfig:
     # cost; reports/attack-strength); the committed reproduction ran 100 x 2 on both
     steps: int | None = None
     restarts: int | None = None
+    # Per sample the worst case over the attack as configured and the same with this many more random
+    # restarts (attacks/ensemble.py, one sweep; 2 takes the latent attack to PGD 200 x 3, the strength
+    # reference of reports/attack-strength); 0: the attack alone. The reference L-BFGS-B member is too slow
+    # for every row: the legacy comparison runs it on ``legacy_images`` images instead.
+    ensemble_restarts: int = 2
     msssim: str = "paper"
     classifier_epochs: int = 30
     classifier_images: int = 4000
@@ -129,8 +135,8 @@ class ReproductionConfig:
     fidelity_images: int = 1000  # test images whose clean reconstructions are scored (mnist-5k has 1,000)
     legacy_images: int = 20
     legacy_maxiter: int = 15000
-    # Ours vs GMM-DAE at other training lengths (epochs), ``length_seeds`` seeds each: is a small gap
-    # under-training? Empty: not run.
+    # Ours vs GMM-DAE at other training lengths (epochs), on the first ``length_seeds`` of ``seeds``: is a
+    # small gap under-training? Empty: not run.
     training_lengths: tuple = ()
     length_seeds: int = 3
     # Train and audit only these rows (labels of ROWS); empty: every row. Invocations of different seeds
@@ -143,7 +149,7 @@ class ReproductionConfig:
     @classmethod
     def quick(cls) -> "ReproductionConfig":
         return cls(seeds=(0, 1), other_row_seeds=1, epochs=2, train_images=500, images=10, trials=1, steps=10,
-                   restarts=1, classifier_epochs=5, classifier_images=1000, generated_samples=200, legacy_images=2,
+                   restarts=1, ensemble_restarts=1, classifier_epochs=5, classifier_images=1000, generated_samples=200, legacy_images=2,
                    legacy_maxiter=200)
 
     def seeds_of(self, label: str) -> tuple:
@@ -165,6 +171,8 @@ class ReproductionConfig:
                 raise AerobustError(f"{key} must be at least 1; got {getattr(self, key)}")
         if not self.lr > 0:
             raise AerobustError(f"the learning rate must be positive; got {self.lr}")
+        if self.ensemble_restarts < 0:
+            raise AerobustError(f"--ensemble-restarts must be 0 (no ensemble) or more; got {self.ensemble_restarts}")
         if self.other_row_seeds < 1 or self.length_seeds < 1:
             raise AerobustError(f"--other-row-seeds and --length-seeds must be at least 1; got "
                                 f"{self.other_row_seeds} and {self.length_seeds}")
@@ -175,6 +183,9 @@ class ReproductionConfig:
             raise AerobustError(f"--legacy-images must be 0 (skip) or more; got {self.legacy_images}")
         if any(epochs < 1 for epochs in self.training_lengths):
             raise AerobustError(f"--training-lengths must be epoch counts of at least 1; got {list(self.training_lengths)}")
+        if self.training_lengths and self.length_seeds > len(self.seeds):
+            raise AerobustError(f"the training-length study runs on the first --length-seeds of --seeds: give at least "
+                                f"{self.length_seeds} seeds, or fewer --length-seeds; got seeds {list(self.seeds)}")
         resolve_msssim_settings(self.msssim)
 
 
@@ -184,11 +195,15 @@ def attack_options(config: ReproductionConfig) -> dict:
 
 
 def attack_strength_text(config: ReproductionConfig) -> str:
-    """"latent: PGD 200 steps x 1 restart(s); max-damage: ..." as the audits run them."""
+    """"latent: PGD 200 steps x 1 restart(s) ...; max-damage: ..." as the audits run them."""
     parts = []
     for name in ("latent", "max-damage"):
         attack = ATTACKS.create(name, **attack_options(config))
-        parts.append(f"{name} {attack.config()['steps']} steps x {attack.restarts} restart(s)")
+        text = f"{name} {attack.config()['steps']} steps x {attack.restarts} restart(s)"
+        if config.ensemble_restarts:
+            text += (f", per sample the worst case of those and {config.ensemble_restarts} more restart(s) "
+                     f"({attack.restarts + config.ensemble_restarts} in all)")
+        parts.append(text)
     return "; ".join(parts)
 
 
@@ -198,7 +213,9 @@ def _audit_config(config: ReproductionConfig, checkpoints: dict[str, Path]) -> A
                        data="mnist-5k", split="test", pad_to=32, attacks=("latent", "max-damage"),
                        lambdas=LAMBDAS, images=config.images, trials=config.trials, seed=config.audit_seed,
                        attack_options={"latent": dict(attack), "max-damage": dict(attack)}, msssim=config.msssim,
-                       classifier_epochs=config.classifier_epochs, classifier_images=config.classifier_images)
+                       classifier_epochs=config.classifier_epochs, classifier_images=config.classifier_images,
+                       ensemble_restarts=config.ensemble_restarts or None,
+                       ensemble_members=list(ONE_SWEEP_MEMBERS) if config.ensemble_restarts else None)
 
 
 def _audit(config: AuditConfig, out_dir: Path, device: str, quiet: bool) -> pd.DataFrame:
@@ -426,7 +443,7 @@ def training_length_study(config: ReproductionConfig, train_set, runs_dir: Path,
     pending = []
     for epochs in config.training_lengths:
         frames = []
-        for seed in range(config.length_seeds):
+        for seed in config.seeds[:config.length_seeds]:
             checkpoints = {}
             for row in (r for r in ROWS if r.label in ("GMM-DAE", OURS)):
                 run_dir = runs_dir / "lengths" / f"epochs{epochs}" / f"seed{seed}" / row.label
@@ -475,6 +492,7 @@ class Reproduction:
     legacy: pd.DataFrame
     flag_counts: pd.DataFrame
     lengths: pd.DataFrame | None  # the training-length study, when asked for
+    members: pd.DataFrame | None  # (seed, model, attack, lambda, trial, image): the ensemble member that won
     curves: pd.DataFrame  # Fig. 2's data
     msssim: MSSSIMSettings
     device: torch.device
@@ -482,6 +500,47 @@ class Reproduction:
     wall_s: float  # this invocation's computing time
     command: str
     provenance: dict  # the manifest's account of rows, data, checkpoints, plan and legacy attack
+
+
+def _checked_folders(out_dir, runs_dir, kind: str) -> tuple[Path, Path]:
+    """``out_dir`` and ``runs_dir`` as paths, refused before any work when they overlap or ``out_dir`` is another's."""
+    out_dir, runs_dir = Path(out_dir), Path(runs_dir)
+    if runs_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise AerobustError("--runs must lie outside --out: checkpoints and audit blocks are not part of the report")
+    check_output_folder(out_dir, kind)
+    return out_dir, runs_dir
+
+
+@dataclasses.dataclass
+class LengthStudy:
+    """The training-length study alone (``aerobust reproduce --lengths-only``); written by
+    :func:`aerobust.report.reproduction.write_length_study`."""
+
+    out_dir: Path
+    config: ReproductionConfig
+    lengths: pd.DataFrame
+    device: torch.device
+    threads: int
+    wall_s: float
+    command: str
+    runs_dir: Path
+
+
+def reproduce_training_lengths(out_dir, runs_dir, config: ReproductionConfig, *, device: str = "auto",
+                               quiet: bool = False, command: str = "aerobust reproduce --lengths-only") -> LengthStudy:
+    """Only Ours against GMM-DAE by training length: several invocations (one per seed and length) can share
+    ``runs_dir`` and run at once, since each trains and audits folders of its own; a final one with every seed
+    and length resumes them all and tabulates."""
+    config.validate()
+    if not config.training_lengths:
+        raise AerobustError("--lengths-only runs the training-length study: give --training-lengths, e.g. 30,100,200")
+    started = time.perf_counter()
+    out_dir, runs_dir = _checked_folders(out_dir, runs_dir, "reproduce-lengths")
+    dev = resolve_device(device)
+    train_set = load_dataset("mnist-5k", "train", pad_to=32, limit=config.train_images)
+    lengths = training_length_study(config, train_set, runs_dir, dev, quiet)
+    return LengthStudy(out_dir=out_dir, config=config, lengths=lengths, device=dev, threads=torch.get_num_threads(),
+                       wall_s=time.perf_counter() - started, command=command, runs_dir=runs_dir)
 
 
 def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, device: str = "auto",
@@ -492,10 +551,7 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
     config = config or ReproductionConfig()
     config.validate()
     started = time.perf_counter()
-    out_dir, runs_dir = Path(out_dir), Path(runs_dir)
-    if runs_dir.resolve().is_relative_to(out_dir.resolve()):
-        raise AerobustError("--runs must lie outside --out: checkpoints and audit blocks are not part of the report")
-    check_output_folder(out_dir, "reproduce")
+    out_dir, runs_dir = _checked_folders(out_dir, runs_dir, "reproduce")
     dev = resolve_device(device)
     msssim = resolve_msssim_settings(config.msssim)
     train_set = load_dataset("mnist-5k", "train", pad_to=32, limit=config.train_images)
@@ -508,7 +564,7 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
     reference = test_set.images[order[: config.generated_samples]]
     fidelity_set = test_set.subset(order[: config.fidelity_images])
     per_image_frames, fidelity_rows, sidecars, max_damage, checkpoints_by_seed = [], [], {}, {}, {}
-    accuracy_rows, flags = [], []
+    accuracy_rows, flags, member_frames = [], [], []
     for seed in config.seeds:
         checkpoints = {}
         for row in (r for r in ROWS if seed in config.seeds_of(r.label)):
@@ -536,6 +592,9 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
         flags += [{**flag, "seed": seed} for flag in json.loads((audit_dir / "manifest.json").read_text()).get("flags")
                   or []]
         per_image_frames.append(per_image_values(results, seed))
+        if "attack_member" in results.columns:
+            member_frames.append(results[["model", "attack", "lambda", "trial", "image_id", "attack_member"]]
+                                 .assign(seed=seed))
         max_damage[seed] = results[results["attack"] == "max-damage"]
         checkpoints_by_seed[seed] = checkpoints
     per_image = pd.concat(per_image_frames, ignore_index=True)
@@ -558,7 +617,9 @@ def reproduce(out_dir, runs_dir, config: ReproductionConfig | None = None, *, de
     return Reproduction(
         out_dir=out_dir, config=config, rows=row_labels, per_image=per_image, per_seed=per_seed,
         clean_accuracy=clean_accuracy, fidelity=fidelity, orderings=orderings, certificate=certificate, legacy=legacy,
-        flag_counts=flag_counts, lengths=lengths, curves=attack_loss_curves(per_image, list(row_labels)), msssim=msssim,
+        flag_counts=flag_counts, lengths=lengths,
+        members=pd.concat(member_frames, ignore_index=True) if member_frames else None,
+        curves=attack_loss_curves(per_image, list(row_labels)), msssim=msssim,
         device=dev, threads=torch.get_num_threads(), wall_s=time.perf_counter() - started, command=command,
         provenance={"rows": [dataclasses.asdict(r) for r in ROWS], "runs_dir": str(runs_dir),
                     "train_data": {"spec": "mnist-5k", "split": "train", "n": len(train_set), "pad_to": 32},

@@ -185,6 +185,15 @@ def _export_epoch(out_dir: Path, module, config, defense, history, device) -> Pa
     return path
 
 
+def _exports_current(out_dir: Path, history: list[dict]) -> bool:
+    """Did the last export finish for exactly these epochs? Its manifest, written last, says so."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("epochs_completed") == len(history) and (out_dir / MODEL_FILE).is_file()
+
+
 def _format_epoch(row: dict) -> str:
     terms = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "epoch_time_s"))
     return f"epoch {row['epoch']}: {terms} ({row['epoch_time_s']:.1f}s)"
@@ -243,7 +252,9 @@ def train(defense: str | Defense, arch: str | nn.Module, data: ImageSet, *, epoc
         if resume:
             history = _restore_run_state(out_path, run_state, module, optimizer, config)
             world.on_main(lambda: claim_output_folder(out_path, "train"))
-            if history:  # repairs exports that a kill left one epoch behind the run state
+            if history and not _exports_current(out_path, history):
+                # repairs exports that a kill left one epoch behind the run state; a finished run is only read,
+                # so other processes may resume (read) it at the same time
                 world.on_main(lambda: _export_epoch(out_path, module, config, defense_obj, history, dev))
         else:
             if has_training_run(out_path) or (out_path / MODEL_FILE).is_file():

@@ -13,8 +13,9 @@ from aerobust.training import train
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
 
 
-def reference_ae(epochs: int, seed: int, *, out_dir=None):
-    """mlp-ae-32 (1024-200x4-10) trained with plain MSE on mnist-5k padded to 32; returns (wrapped, result)."""
+def reference_ae(epochs: int, seed: int, *, out_dir=None, device: str = "cpu"):
+    """mlp-ae-32 (1024-200x4-10) trained with plain MSE on mnist-5k padded to 32 (on the CPU, so the weights
+    do not depend on ``device``); returns (wrapped on ``device``, result)."""
     from aerobust.datasets import load_dataset
 
     start = time.perf_counter()
@@ -23,7 +24,7 @@ def reference_ae(epochs: int, seed: int, *, out_dir=None):
                    out_dir=out_dir, quiet=True)
     print(f"trained mlp-ae-32 ({epochs} epochs, plain MSE, mnist-5k, seed {seed}) in "
           f"{time.perf_counter() - start:.1f} s")
-    return wrap(result.model.eval(), device="cpu"), result
+    return wrap(result.model.eval(), device=device), result
 
 
 def counted_sweep(name, options, model, x, lam, labels, targets, head, seed):

@@ -409,3 +409,28 @@ def test_classifier_objective_refuses_a_module_without_logits(small_ae, batch):
     for name in ("classifier", "classifier-cw"):
         with pytest.raises(ShapeError, match="logits of shape"):
             ATTACKS.create(name, steps=2, restarts=1).sweep(small_ae, x, [1.0], 1, 0, labels=y)
+
+
+@pytest.mark.parametrize("budget, lam", [("l2", 2.0), ("linf-255", 16.0)])
+def test_random_noise_lies_on_the_budget_sphere_and_is_weaker_than_the_attack(small_ae, batch, budget, lam):
+    x, _, _, _ = batch
+    grey = torch.full_like(x, 0.5)  # far from the box: the drawn noise is not clipped
+    noise = ATTACKS.create("random-noise", budget=budget)
+    result = noise.sweep(small_ae, grey, [lam], 2, 0)
+    delta = (result.x_adv[0] - grey).flatten(2)
+    radius = result.radii[0]
+    if budget == "l2":
+        torch.testing.assert_close(delta.norm(dim=2), torch.full(delta.shape[:2], radius), rtol=1e-5, atol=0)
+    else:
+        torch.testing.assert_close(delta.abs(), torch.full_like(delta, radius), rtol=1e-5, atol=1e-7)
+    assert result.flags == [] and noise.config()["sanity_checks"] is False
+    # one draw per (trial, image): another trial draws another direction, the same seed the same one
+    assert not torch.equal(result.x_adv[0, 0], result.x_adv[0, 1])
+    again = noise.sweep(small_ae, grey[2:5], [lam], 2, 0, image_ids=torch.arange(2, 5))
+    torch.testing.assert_close(again.x_adv[0], result.x_adv[0, :, 2:5], rtol=0, atol=1e-7)
+    # on real digits the box clips the noise; the optimized attack at the same budget does more damage
+    real = noise.sweep(small_ae, x, [lam], 1, 0)
+    attack = ATTACKS.create("max-damage", budget=budget, **FAST).sweep(small_ae, x, [lam], 1, 0)
+    if budget == "l2":
+        assert bool((real.delta_norm <= radius + 1e-5).all())
+    assert bool((attack.attack_loss > real.attack_loss).all())

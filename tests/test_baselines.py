@@ -321,6 +321,11 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     findings = written["findings"].read_text()
     assert "Holm-corrected over ALL claims" in findings and "blurriness" in findings and "Scope" in findings
     assert "every seed" not in findings
+    # the default ensemble: per sample the worst of the attack and 2 more restarts, its wins counted per row
+    wins = pd.read_csv(written["ensemble_wins"])
+    assert set(wins["model"]) == {"VAE", "Ours"} and (wins["rows"] == 2 * 2).all()  # 2 seeds x 2 images, 1 trial
+    assert (wins["default wins"] + wins["extra-restarts wins"] == wins["rows"]).all()
+    assert "2 more random restart(s)" in findings and "reference-lbfgs wins" not in wins.columns
     from tests.latex import check_tables, require_pdflatex
 
     require_pdflatex()
@@ -330,3 +335,13 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     history = (tmp_path / "runs" / "seed0" / "Ours" / "history.jsonl").read_text()
     reproduction.reproduce(tmp_path / "out", tmp_path / "runs", config, device="cpu", quiet=True)
     assert (tmp_path / "runs" / "seed0" / "Ours" / "history.jsonl").read_text() == history  # resumed, not retrained
+
+
+def test_reproduce_runs_the_length_study_on_the_first_seeds(tmp_path):
+    from aerobust.reproduce import ReproductionConfig
+
+    with pytest.raises(AerobustError, match="first --length-seeds of --seeds"):
+        ReproductionConfig(seeds=(3,), training_lengths=(30,), length_seeds=2).validate()
+    ReproductionConfig(seeds=(3,), length_seeds=2).validate()  # no study: nothing to refuse
+    with pytest.raises(AerobustError, match="--ensemble-restarts must be 0"):
+        ReproductionConfig(ensemble_restarts=-1).validate()

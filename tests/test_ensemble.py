@@ -1,6 +1,7 @@
 """The ensemble attack (attacks/ensemble.py) and `aerobust audit --ensemble` on a tiny model and real MNIST."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -105,3 +106,38 @@ def test_cli_ensemble_flag_and_its_bad_input(tmp_path, checkpoint):
     bad = CliRunner().invoke(main, [*common, "--budget", "linf", "--ensemble", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2
     assert "reference L-BFGS-B" in bad.output and "Traceback" not in bad.output
+
+
+def test_an_ensemble_without_the_reference_lbfgs_runs_and_reports_only_its_members(tmp_path, checkpoint):
+    members = ["default", "extra-restarts"]
+    out = tmp_path / "audit"
+    results = run_audit(_config(checkpoint, ensemble_members=members), out, device="cpu", quiet=True)
+    assert set(results["attack_member"]) <= set(members)
+    recorded = json.loads((out / "manifest.json").read_text())["attacks"]["max-damage"]["ensemble"]
+    assert recorded["members"] == members and "reference-lbfgs" not in recorded["configs"]
+    build_report(out)
+    wins = pd.read_csv(out / "report" / "ensemble_wins.csv")
+    assert not any("reference-lbfgs" in column for column in wins.columns)
+    assert wins["default wins"].item() + wins["extra-restarts wins"].item() == len(results)
+    # The default and the extra restarts are one sweep: the first is the plain attack's result per sample
+    # (to float rounding: the wider sweep's calls hold more rows).
+    plain = run_audit(_config(checkpoint, ensemble_restarts=None, attack_options={"max-damage": dict(PGD_FAST)}),
+                      tmp_path / "plain", device="cpu", quiet=True)
+    won_by_default = results["attack_member"] == "default"
+    np.testing.assert_allclose(results.loc[won_by_default, "attack_loss"], plain.loc[won_by_default, "attack_loss"],
+                               rtol=1e-5)
+    assert (results["attack_loss"] >= plain["attack_loss"] - 1e-6).all()
+    with pytest.raises(AerobustError, match="only reference-lbfgs may be left out"):
+        EnsembleAttack("max-damage", FAST, extra_restarts=1, members=["default"])
+
+
+def test_cli_ensemble_without_lbfgs(tmp_path, checkpoint):
+    common = ["audit", "--checkpoint", f"tiny={checkpoint}", "--data", MNIST_TEST_SPEC, "--pad", "32",
+              "--attacks", "max-damage", "--lambdas", "2", "--images", "2", "--trials", "1", "--device", "cpu",
+              "--quiet", "--no-report", "--attack-option", "max-damage.steps=4", "--budget", "linf"]
+    done = CliRunner().invoke(main, [*common, "--ensemble", "--ensemble-without-lbfgs", "--out", str(tmp_path / "a")])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["config"]["ensemble_members"] == ["default", "extra-restarts"]
+    alone = CliRunner().invoke(main, [*common, "--ensemble-without-lbfgs", "--out", str(tmp_path / "b")])
+    assert alone.exit_code == 2 and "give --ensemble too" in alone.output and "Traceback" not in alone.output

@@ -270,3 +270,15 @@ def test_every_defense_resumes_bit_identically_and_a_finished_rerun_rewrites_the
     assert load_checkpoint(tmp_path / "split" / "model.pt")[1]["weights_sha256"] == \
         load_checkpoint(tmp_path / "straight" / "model.pt")[1]["weights_sha256"]
     assert (tmp_path / "split" / "model.pt").read_bytes() == exported
+
+
+def test_resuming_a_finished_run_only_reads_it(small_set, tmp_path):
+    # Several reproduction invocations resume the same finished runs at once: none may rewrite them.
+    common = dict(epochs=1, batch_size=50, lr=1e-3, seed=0, device="cpu", quiet=True)
+    data = small_set.subset(range(100))
+    run = tmp_path / "run"
+    train("ae", "mlp-ae-32", data, out_dir=run, **common)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()}
+    train("ae", "mlp-ae-32", data, out_dir=run, resume=True, **common)
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()}
+    assert after == before

@@ -14,8 +14,8 @@ Modules, each importing only those above it:
   sanity      the AutoAttack-style flags of a finished sweep
   sweep       the engine: lambdas x trials x restarts x images, lambda -> radius, threat checks, worst case
   base        Attack, the plugin API (objective from OBJECTIVES + optimizer + its settings object)
-  latent, max_damage, latent_classifier, latent_kl, latent_skl, max_kl, jacobian, universal
-              the registered attacks on autoencoders, one per module
+  latent, max_damage, latent_classifier, latent_kl, latent_skl, max_kl, jacobian, universal, random_noise
+              the registered attacks on autoencoders, one per module (random_noise: the baseline, no optimizer)
   classifier  the attack on image classifiers and the base of its minimum-norm attacks, one per module:
               classifier_cw, classifier_lbfgs, classifier_deepfool
   ensemble    the worst case over several optimizers of one attack (--ensemble)
@@ -32,6 +32,7 @@ from .latent_skl import LatentSymmetricKLAttack
 from .max_kl import MaxKLAttack
 from .jacobian import JacobianAttack
 from .universal import UniversalAttack
+from .random_noise import RandomNoiseAttack
 from ..registry import OPTIMIZERS
 from .classifier import ClassifierAttack, MinimumNormAttack, require_torchattacks, within_budget
 from .classifier_cw import CarliniWagnerAttack

@@ -13,7 +13,8 @@ member. The default and the extra restarts run as one sweep with ``restarts + ex
 start of a restart depends only on (seed, trial, image, restart index), so its first ``restarts``
 starts are exactly the default's, and a kept restart index below ``restarts`` means the default
 alone reached the worst case. Ties go to the earlier member, so a member is credited only when it
-is strictly stronger.
+is strictly stronger. ``members`` may leave out ``reference-lbfgs`` (one scipy run per sample, too
+slow for a large study on a small machine): the reproduction runs it on a stated subset instead.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from .problem import SweepResult
 
 # In order of precedence on ties; the audit's ``attack_member`` column holds these names.
 ENSEMBLE_MEMBERS = ("default", "extra-restarts", "reference-lbfgs")
+# The first two are one sweep and always run; the others may be left out.
+ONE_SWEEP_MEMBERS, OPTIONAL_MEMBERS = ENSEMBLE_MEMBERS[:2], ENSEMBLE_MEMBERS[2:]
 # Engine bookkeeping shared by every member (same lambdas, trials, seed and images).
 _SWEEP_KEYS = ("lambdas", "radii", "trials", "seed", "image_ids", "device", "attack_loss", "history", "delta_norm")
 
@@ -43,9 +46,10 @@ class EnsembleResult(SweepResult):
 class EnsembleAttack:
     """The worst case over the members of one configured attack; ``sweep`` as :meth:`Attack.sweep`."""
 
-    def __init__(self, name: str, options: dict, extra_restarts: int):
+    def __init__(self, name: str, options: dict, extra_restarts: int, members=ENSEMBLE_MEMBERS):
         if int(extra_restarts) < 0:
             raise AerobustError(f"the ensemble's extra restarts must be >= 0, got {extra_restarts}")
+        check_members(members)
         # One option set for members with two optimizers: each member takes its own optimizer's settings.
         attack_class = ATTACKS.get(name)
         default_options = options_for(attack_class, options.get("optimizer", "pgd"), options)
@@ -53,13 +57,16 @@ class EnsembleAttack:
         self.extra_restarts = int(extra_restarts)
         self.widened = ATTACKS.create(name, **{**default_options,
                                                "restarts": self.default.restarts + self.extra_restarts})
-        reference = REFERENCE_CODE_LBFGS["optimizer"]
-        try:
-            self.reference = ATTACKS.create(name, **options_for(attack_class, reference, {
-                **options, **REFERENCE_CODE_LBFGS, "restarts": 1}))
-        except AerobustError as error:
-            raise AerobustError(f"--ensemble includes the reference L-BFGS-B protocol, which refuses attack "
-                                f"'{name}': {error}") from None
+        self.reference = None
+        if "reference-lbfgs" in members:
+            reference = REFERENCE_CODE_LBFGS["optimizer"]
+            try:
+                self.reference = ATTACKS.create(name, **options_for(attack_class, reference, {
+                    **options, **REFERENCE_CODE_LBFGS, "restarts": 1}))
+            except AerobustError as error:
+                raise AerobustError(f"--ensemble includes the reference L-BFGS-B protocol, which refuses attack "
+                                    f"'{name}': {error}") from None
+        self.members = tuple(m for m in ENSEMBLE_MEMBERS if m in members)
         self.name = self.default.name
         self.objective = self.default.objective
         self.needs_targets = self.default.needs_targets
@@ -69,25 +76,33 @@ class EnsembleAttack:
     def images_per_chunk(self, trials: int, image_shape) -> int:
         """The largest chunk of images among the members (powers of two: a multiple of every member's)."""
         return max(member.images_per_chunk(trials, image_shape) for member in (self.default, self.widened,
-                                                                               self.reference))
+                                                                               self.reference) if member)
 
     def member_configs(self) -> dict[str, dict]:
-        return {"default": self.default.config(), "extra-restarts": self.widened.config(),
-                "reference-lbfgs": self.reference.config()}
+        configs = {"default": self.default.config(), "extra-restarts": self.widened.config()}
+        if self.reference is not None:
+            configs["reference-lbfgs"] = self.reference.config()
+        return configs
 
     def config(self) -> dict:
         default = self.default.config()
+        reference = ", and the reference L-BFGS-B" if self.reference is not None else ""
         return {"attack": self.name, "objective": default["objective"], "norm": default["norm"],
                 "budget": default["budget"],
                 "optimizer": (f"ensemble: worst case per sample of {default['optimizer']} with {self.default.restarts} "
-                              f"restart(s), the same with {self.extra_restarts} more, and the reference L-BFGS-B"),
-                "ensemble": {"members": list(ENSEMBLE_MEMBERS), "extra_restarts": self.extra_restarts,
+                              f"restart(s), the same with {self.extra_restarts} more{reference}"),
+                "ensemble": {"members": list(self.members), "extra_restarts": self.extra_restarts,
                              "ties": "the earlier member is kept", "configs": self.member_configs()}}
 
     def sweep(self, model, x: torch.Tensor, lambdas, trials: int, seed: int, **inputs) -> EnsembleResult:
         widened = self.widened.sweep(model, x, lambdas, trials, seed, **inputs)
-        reference = self.reference.sweep(model, x, lambdas, trials, seed, **inputs)
         from_extra = (widened.restart >= self.default.restarts).long()
+        if self.reference is None:
+            config = {**self.config(), **{key: widened.config[key] for key in _SWEEP_KEYS if key in widened.config},
+                      "member_sweeps": {"default+extra-restarts": widened.config}}
+            return EnsembleResult(**{**vars(widened), "config": config, "member": from_extra,
+                                     "flags": [{**flag, "member": "default+extra-restarts"} for flag in widened.flags]})
+        reference = self.reference.sweep(model, x, lambdas, trials, seed, **inputs)
         if self.objective.maximize:
             stronger = reference.attack_loss > widened.attack_loss
         else:
@@ -115,3 +130,12 @@ class EnsembleAttack:
             radii=widened.radii, trials=widened.trials, flags=flags, config=config, clean_loss=widened.clean_loss,
             restart=torch.where(stronger, torch.zeros_like(widened.restart), widened.restart),
             target_classes=widened.target_classes, member=member)
+
+
+def check_members(members) -> None:
+    """Refuse an unknown member, or leaving out one of the two that are one sweep."""
+    unknown = sorted(set(members) - set(ENSEMBLE_MEMBERS))
+    missing = [m for m in ONE_SWEEP_MEMBERS if m not in members]
+    if unknown or missing:
+        raise AerobustError(f"ensemble members must be {', '.join(ENSEMBLE_MEMBERS)} (only "
+                            f"{', '.join(OPTIONAL_MEMBERS)} may be left out); got {list(members)}")

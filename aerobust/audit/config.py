@@ -65,6 +65,8 @@ class AuditConfig:
     # None: each attack as configured; N: per sample the worst case over the attack, the same with N more
     # restarts and the reference L-BFGS-B (attacks/ensemble.py); the ``attack_member`` column names the winner.
     ensemble_restarts: int | None = None
+    # None: every member (attacks/ensemble.py ENSEMBLE_MEMBERS); a list may leave out "reference-lbfgs".
+    ensemble_members: list | None = None
 
     def validate(self):
         """Refuse what would put two results under one key (file name, table label) or cannot run."""
@@ -89,6 +91,10 @@ class AuditConfig:
             ATTACKS.get(name)
         if self.ensemble_restarts is not None and self.ensemble_restarts < 0:
             raise AerobustError(f"--ensemble-restarts must be >= 0, got {self.ensemble_restarts}")
+        if self.ensemble_members is not None:
+            from ..attacks.ensemble import check_members
+
+            check_members(self.ensemble_members)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,7 +110,8 @@ class AuditConfig:
         options = self.attack_options.get(name, {})
         try:
             if self.ensemble_restarts is not None:
-                return EnsembleAttack(name, options, self.ensemble_restarts)
+                return EnsembleAttack(name, options, self.ensemble_restarts,
+                                      **({} if self.ensemble_members is None else {"members": self.ensemble_members}))
             return ATTACKS.create(name, **options)
         except (TypeError, ValueError) as exc:  # an option the attack does not take, or a value of the wrong type
             raise AerobustError(f"attack '{name}' rejects the options {options} ({exc}); "

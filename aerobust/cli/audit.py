@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..attacks.ensemble import ONE_SWEEP_MEMBERS
 from ..audit import PAPER_ATTACKS, AuditConfig, ModelSpec, run_audit
 from ..distributed import is_main_process
 from ..threat import BUDGETS
@@ -54,7 +55,7 @@ def audit_options(function):
 
 
 def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options, msssim,
-            seed, ensemble_restarts: int | None = None):
+            seed, ensemble_restarts: int | None = None, ensemble_members: list | None = None):
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()]
     options = parse_attack_options(attack_options, attack_names)
     if budget != "l2":  # the default unit stays out of the config, so earlier audits still resume
@@ -63,7 +64,8 @@ def _config(models, data, split, pad, resize, attacks, lambdas, budget, images, 
     return AuditConfig(
         models=models, data=data, split=split, pad_to=pad, resize=resize, attacks=attack_names,
         lambdas=parse_float_list(lambdas, "--lambdas"), images=images, trials=trials, seed=seed,
-        attack_options=options, msssim=msssim, ensemble_restarts=ensemble_restarts)
+        attack_options=options, msssim=msssim, ensemble_restarts=ensemble_restarts,
+        ensemble_members=ensemble_members)
 
 
 def model_and_data_options(function):
@@ -122,10 +124,13 @@ def model_specs(models, checkpoints, model_args=(), trust_factory: bool = False,
               "attack_member column of results.csv names the member that won.")
 @click.option("--ensemble-restarts", default=4, show_default=True, type=click.IntRange(min=0),
               help="Extra random restarts of the --ensemble's second member.")
+@click.option("--ensemble-without-lbfgs", is_flag=True,
+              help="Leave the reference L-BFGS-B (one scipy run per sample, slow on large audits) out of the "
+              "--ensemble.")
 @trust_unhashed_option
 def audit_command(models, model_args, checkpoints, trust_factory, data, split, pad, resize, download, attacks,
                   lambdas, budget, images, trials, attack_options, msssim, seed, device, quiet, out, no_report,
-                  pixel_range, posterior, ensemble, ensemble_restarts, trust_unhashed):
+                  pixel_range, posterior, ensemble, ensemble_restarts, ensemble_without_lbfgs, trust_unhashed):
     """Attack models with the latent-space, maximum-damage and latent-classifier attacks.
 
     Writes results.csv (one row per model, attack, lambda, trial, image), the paper's tables, figures,
@@ -144,9 +149,12 @@ def audit_command(models, model_args, checkpoints, trust_factory, data, split, p
       aerobust audit --checkpoint m.pt --pad 32 --plugin attacks/random_search.py \\
                      --attacks random-search --out rs
     """
+    if ensemble_without_lbfgs and not ensemble:
+        raise UserError("--ensemble-without-lbfgs changes the --ensemble: give --ensemble too, or drop it")
     specs = model_specs(models, checkpoints, model_args, trust_factory, pixel_range, posterior)
     config = _config(specs, data, split, pad, resize, attacks, lambdas, budget, images, trials, attack_options,
-                     msssim, seed, ensemble_restarts if ensemble else None)
+                     msssim, seed, ensemble_restarts if ensemble else None,
+                     list(ONE_SWEEP_MEMBERS) if ensemble and ensemble_without_lbfgs else None)
     try:
         results = _audit_with_views(config, out, device=device, quiet=quiet, report=not no_report,
                                     download=download, trust_unhashed=trust_unhashed)

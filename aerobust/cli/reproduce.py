@@ -17,8 +17,11 @@ from .common import device_option, quiet_option
               help="How many of the seeds train the rows outside VAE, GMM-DAE, Augmented and Ours (default 3).")
 @click.option("--training-lengths", default=None,
               help="Also compare Ours with GMM-DAE after these epoch counts, comma-separated (e.g. 30,100,200).")
+@click.option("--lengths-only", is_flag=True,
+              help="Run only the training-length study (needs --training-lengths). Invocations of different "
+                   "--seeds and lengths can share --runs and run at once; a final one with all of them tabulates.")
 @click.option("--length-seeds", type=click.IntRange(min=1), default=None,
-              help="Training seeds per length of --training-lengths (default 3).")
+              help="Training seeds per length of --training-lengths: the first this many of --seeds (default 3).")
 @click.option("--rows", "rows", default=None,
               help="Train and audit only these rows, comma-separated labels (default every row). Invocations of "
                    "different --seeds (each with the rows the full run trains for them) can share --runs; a "
@@ -36,11 +39,16 @@ from .common import device_option, quiet_option
 @click.option("--restarts", type=click.IntRange(min=1), default=None,
               help="Restarts, worst case kept (default: each attack's own, 2 for maximum damage, 1 for the latent "
                    "attack).")
+@click.option("--ensemble-restarts", type=click.IntRange(min=0), default=None,
+              help="Per sample, the worst case of the attack and the same with this many more random restarts "
+                   "(default 2; 0: the attack alone).")
 @click.option("--msssim", default=None, help="MS-SSIM preset (default paper).")
 @device_option
 @quiet_option
-def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training_lengths, length_seeds, rows,
-                      legacy_images, epochs, train_images, images, trials, steps, restarts, msssim, device, quiet):
+def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training_lengths, lengths_only, length_seeds,
+                      rows,
+                      legacy_images, epochs, train_images, images, trials, steps, restarts, ensemble_restarts, msssim, device,
+                      quiet):
     """Train every row of the paper's Tables 1-3 on MNIST for several seeds, audit them, tabulate.
 
     Rows: VAE, beta-VAE, beta-TCVAE, LipschitzVAE, SE, AAVE, GMM-DAE, Augmented (cross block free and
@@ -55,13 +63,13 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
     """
     import dataclasses
 
-    from ..report.reproduction import write_reproduction
-    from ..reproduce import ReproductionConfig, reproduce
+    from ..report.reproduction import write_length_study, write_reproduction
+    from ..reproduce import ReproductionConfig, reproduce, reproduce_training_lengths
     from .common import UserError
 
     config = ReproductionConfig.quick() if quick else ReproductionConfig()
     overrides = {"epochs": epochs, "train_images": train_images, "images": images, "trials": trials, "steps": steps,
-                 "restarts": restarts, "msssim": msssim, "other_row_seeds": other_row_seeds,
+                 "restarts": restarts, "ensemble_restarts": ensemble_restarts, "msssim": msssim, "other_row_seeds": other_row_seeds,
                  "length_seeds": length_seeds, "legacy_images": legacy_images,
                  "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())}
     for option, key, text in (("--seeds", "seeds", seeds), ("--training-lengths", "training_lengths", training_lengths)):
@@ -73,9 +81,13 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
             raise UserError(f"{option} takes integers separated by commas, e.g. 0,1,2; got '{text}'") from None
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        reproduction = reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
-                                 command="aerobust reproduce" + (" --quick" if quick else ""))
-        written = write_reproduction(reproduction)
+        if lengths_only:
+            written = write_length_study(reproduce_training_lengths(
+                out_dir, runs_dir, config, device=device, quiet=quiet,
+                command="aerobust reproduce --lengths-only" + (" --quick" if quick else "")))
+        else:
+            written = write_reproduction(reproduce(out_dir, runs_dir, config, device=device, quiet=quiet,
+                                                   command="aerobust reproduce" + (" --quick" if quick else "")))
     except KeyboardInterrupt:
         raise UserError(f"interrupted; finished training epochs and audit blocks are kept in {runs_dir}: rerun the "
                         "same command to resume") from None

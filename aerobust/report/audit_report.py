@@ -11,7 +11,7 @@ from ..metrics import resolve_msssim_settings
 from ..output_folder import claim_output_folder
 from ..runtime import write_manifest
 from .columns import FLOAT_COLUMNS
-from .ensemble import ensemble_wins
+from .ensemble import ensemble_wins, members_that_ran
 from .figures import attack_budget, attack_loss_figure, example_grid_figure, robustness_fidelity_figure
 from .flags import sanity_flags_table
 from .page import html_page
@@ -69,7 +69,7 @@ def write_tables_and_figures(results: pd.DataFrame, out_dir: Path, prefix: str =
     written["robustness_vs_fidelity"] = save_figure(robustness_fidelity_figure(results, manifest), out_dir,
                                                     f"{prefix}robustness_vs_fidelity")
     written.update(_statistics_outputs(results, out_dir, prefix))
-    wins = ensemble_wins(results)
+    wins = ensemble_wins(results, members_that_ran(manifest or {}))
     if wins is not None:
         written["ensemble_wins"] = write_table(wins, out_dir, f"{prefix}ensemble_wins")
     return written
