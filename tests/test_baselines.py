@@ -326,6 +326,9 @@ def test_reproduce_end_to_end_on_two_rows_resumes(tmp_path, monkeypatch):
     assert set(wins["model"]) == {"VAE", "Ours"} and (wins["rows"] == 2 * 2).all()  # 2 seeds x 2 images, 1 trial
     assert (wins["default wins"] + wins["extra-restarts wins"] == wins["rows"]).all()
     assert "2 more random restart(s)" in findings and "reference-lbfgs wins" not in wins.columns
+    pooled = pd.read_csv(written["ensemble_wins_pooled"])
+    assert len(pooled) == 2 * 3 and (pooled["rows"] == 2 * 2 * 2).all()  # summed over the two models
+    assert pooled["extra-restarts wins"].sum() == wins["extra-restarts wins"].sum()
     from tests.latex import check_tables, require_pdflatex
 
     require_pdflatex()
