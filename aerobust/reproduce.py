@@ -119,13 +119,12 @@ class ReproductionConfig:
     train_images: int = 4000
     images: int = 100
     trials: int = 3
-    # None: each attack's own default (PGD 100 x 2 on maximum damage, 200 x 1 on the latent attack, the same
-    # cost; reports/attack-strength); the committed reproduction ran 100 x 2 on both
+    # None: each attack's own default (PGD 100 x 2 on maximum damage; pqn 48 x 2 with early stopping on the
+    # latent attack; reports/attack-strength)
     steps: int | None = None
     restarts: int | None = None
     # Per sample the worst case over the attack as configured and the same with this many more random
-    # restarts (attacks/ensemble.py, one sweep; 2 takes the latent attack to PGD 200 x 3, the strength
-    # reference of reports/attack-strength); 0: the attack alone. The reference L-BFGS-B member is too slow
+    # restarts (attacks/ensemble.py, one sweep); 0: the attack alone. The reference L-BFGS-B member is too slow
     # for every row: the legacy comparison runs it on ``legacy_images`` images instead.
     ensemble_restarts: int = 2
     msssim: str = "paper"
@@ -195,11 +194,15 @@ def attack_options(config: ReproductionConfig) -> dict:
 
 
 def attack_strength_text(config: ReproductionConfig) -> str:
-    """"latent: PGD 200 steps x 1 restart(s) ...; max-damage: ..." as the audits run them."""
+    """"latent: pqn 48 steps x 2 restart(s), ...; max-damage: pgd ..." as the audits run them."""
     parts = []
     for name in ("latent", "max-damage"):
         attack = ATTACKS.create(name, **attack_options(config))
-        text = f"{name} {attack.config()['steps']} steps x {attack.restarts} restart(s)"
+        settings = attack.config()
+        text = f"{name}: {attack.optimizer} {settings['steps']} steps x {attack.restarts} restart(s)"
+        if settings.get("early_stop"):
+            text += (f" (a sample stops after {settings['early_stop']} steps of less than a "
+                     f"{settings['early_stop_rtol']:g} relative gain)")
         if config.ensemble_restarts:
             text += (f", per sample the worst case of those and {config.ensemble_restarts} more restart(s) "
                      f"({attack.restarts + config.ensemble_restarts} in all)")

@@ -37,9 +37,9 @@ ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
-    """``NAME=KEY:VALUE,...`` -> (NAME, options); values are ints, floats or words."""
+    """``NAME=KEY:VALUE,...`` -> (NAME, options); values are ints, floats or words; the optimizer is PGD unless named."""
     name, _, items = text.partition("=")
-    options = {}
+    options = {"optimizer": "pgd"}
     for item in filter(None, items.split(",")):
         key, _, value = item.partition(":")
         for kind in (int, float):
@@ -61,7 +61,8 @@ def main():
     parser.add_argument("--conv-epochs", type=int, default=8, help="training epochs of the conv AE (it "
                         "learns slower: after 2 epochs its output ignored the input)")
     parser.add_argument("--candidate", action="append", default=[], metavar="NAME=KEY:VALUE,...",
-                        help="attack options of a candidate, e.g. pgd50=steps:50,restarts:1,early_stop:10")
+                        help="attack options of a candidate, e.g. pgd50=steps:50,restarts:1,early_stop:10 (the "
+                        "optimizer is PGD unless optimizer:NAME says otherwise, whatever the attack's default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -73,7 +74,8 @@ def main():
                                          image_ids=torch.arange(args.images), pool_size=len(pool))]
     candidates = dict(parse_candidate(text) for text in args.candidate) or {
         "apgd": {"optimizer": "apgd", "steps": args.apgd_steps, "restarts": 1}}
-    runs = {**candidates, "pgd100x2": {"steps": 100, "restarts": 2}, "pgd200x3": {"steps": 200, "restarts": 3}}
+    runs = {**candidates, "pgd100x2": {"optimizer": "pgd", "steps": 100, "restarts": 2},
+            "pgd200x3": {"optimizer": "pgd", "steps": 200, "restarts": 3}}
     out = {}
     start_all = time.perf_counter()
     for label, (defense, arch, arch_kwargs) in MODELS.items():

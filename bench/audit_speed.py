@@ -3,7 +3,7 @@
 Protocol: 100 MNIST test images (../shared/data/mnist-test, padded to 32) x 10 trials x lambda in
 {1, 3, 5} x the latent-space, maximum-damage and latent-classifier attacks, one model (mlp-ae-32
 trained here with plain MSE), each (attack, lambda) block one sweep. The attacks run at their
-defaults (PGD 100 steps x 2 restarts; the latent attack 200 x 1) unless --steps/--restarts say
+defaults (PGD 100 steps x 2 restarts; the latent attack pqn 48 x 2 with early stopping) unless --steps/--restarts say
 otherwise; the threads are aerobust's default (the idle cores) unless --threads says otherwise.
 
 * seconds: the audit itself (attacks, sanity checks, metrics, results), measured; the report is
@@ -46,8 +46,8 @@ from common import MNIST_TEST, counted_sweep, reference_ae, strength
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, help="PGD steps (default: each attack's default)")
-    parser.add_argument("--restarts", type=int, help="PGD restarts (default: each attack's default)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: each attack's default)")
+    parser.add_argument("--restarts", type=int, help="restarts (default: each attack's default)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of the audited AE")
     parser.add_argument("--legacy-images", type=int, default=5)
     parser.add_argument("--strength-images", type=int, default=50)
@@ -112,8 +112,8 @@ def main():
                          image_ids=torch.arange(n))
             legacy_total += (time.perf_counter() - start) / n * images * trials
         legacy_estimate += legacy_total
-        runs = {"default": options, "pgd100x2": {"steps": 100, "restarts": 2},
-                "pgd200x3": {"steps": 200, "restarts": 3}}
+        runs = {"default": options, "pgd100x2": {"optimizer": "pgd", "steps": 100, "restarts": 2},
+                "pgd200x3": {"optimizer": "pgd", "steps": 200, "restarts": 3}}
         k = args.strength_images
         swept = {run: counted_sweep(name, run_options, model, x[:k], args.strength_lambda, labels[:k], targets[:, :k],
                                     head, args.seed)

@@ -47,12 +47,14 @@ def test_registry_contract():
         ATTACKS.create("latent", optimizer="adam")
 
 
-def test_lambda_zero_returns_x_and_results_stay_in_the_threat(small_ae, batch):
+@pytest.mark.parametrize("optimizer, evaluations", [("pgd", FAST["steps"]), ("pqn", FAST["steps"] + 1)])
+def test_lambda_zero_returns_x_and_results_stay_in_the_threat(small_ae, batch, optimizer, evaluations):
     x, _, targets, _ = batch
-    result = ATTACKS.create("latent", **FAST).sweep(small_ae, x, [0.0, 1.0, 3.0], 2, 0, targets=targets)
+    result = ATTACKS.create("latent", optimizer=optimizer, **FAST).sweep(small_ae, x, [0.0, 1.0, 3.0], 2, 0,
+                                                                         targets=targets)
     assert result.x_adv.shape == (3, 2, N_IMAGES, *x.shape[1:])
     assert result.attack_loss.shape == result.delta_norm.shape == (3, 2, N_IMAGES)
-    assert result.history.shape == (3, 2, N_IMAGES, FAST["steps"])
+    assert result.history.shape == (3, 2, N_IMAGES, evaluations)  # PQN also records its start
     assert torch.equal(result.x_adv[0], x.expand(2, *x.shape))
     assert bool((result.delta_norm[0] == 0).all())
     for i, lam in enumerate(result.lambdas):

@@ -27,7 +27,8 @@ class Attack:
     """An optimizer over a threat for an objective; subclasses set ``objective_name``.
 
     Options (plain keywords, all recorded in ``config()``):
-      optimizer: "pgd" (batched projected gradient, default), "apgd" (adaptive step size and
+      optimizer: "pgd" (batched projected gradient, the default unless the attack's ``default_optimizer``
+        names another: the latent attack runs "pqn"), "apgd" (adaptive step size and
         momentum, Croce & Hein 2020), "pqn" (batched projected quasi-Newton: L-BFGS directions,
         backtracked per sample), "lbfgs-legacy" (scipy L-BFGS-B per image, the reference protocol)
         or "fgsm" (one full-radius step); ``aerobust list optimizers`` names them all.
@@ -37,15 +38,17 @@ class Attack:
           "linear", "step" or "constant" decay of it), random_start (True: start uniformly in the
           ball, else at x), early_stop (None: never; else a sample leaves the batch once its best
           loss has fallen by less than early_stop_rtol (0.0: by nothing) times its size for this
-          many steps). An attack may set other PGD defaults (``pgd_defaults``): the latent attack
-          runs 200 steps x 1 restart (reports/attack-strength).
+          many steps).
         pqn: steps (48 iterations, steps + 1 forward+backward evaluations), lbfgs_memory (8 pairs),
           first_step (0.25, the gradient step without pairs as a fraction of lambda), random_start
           (True), early_stop and early_stop_rtol (as PGD's).
         apgd: steps (100), random_start (True).  fgsm: random_start (True).
         lbfgs-legacy: lbfgs_memory (25), lbfgs_factr (10.0), lbfgs_pgtol (1e-5), lbfgs_maxiter (15000).
-      restarts: random restarts (worst case kept per sample); defaults to 2 for PGD (unless the
-        attack's ``pgd_defaults`` say otherwise) and 1 for the others (the legacy protocol had one start).
+      restarts: random restarts (worst case kept per sample); defaults to 2 for PGD and 1 for the others
+        (the legacy protocol had one start).
+      An attack may set other defaults per optimizer (``optimizer_defaults``, settings and restarts; the
+        user's options win): the latent attack runs pqn 48 steps x 2 restarts with early stopping after
+        5 steps under a 1e-4 relative gain, and PGD, if asked for, 200 x 1 (reports/attack-strength).
       budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.
@@ -73,13 +76,16 @@ class Attack:
     # True when one image's result depends on the other images attacked with it (a pattern fitted over
     # the set): such an attack must see the audit's whole image set at once, never an image range.
     fits_over_image_set = False
-    # PGD settings (and "restarts") this attack uses unless told otherwise, where its objective needs
-    # another balance of steps and restarts than the engine's default (measured: reports/attack-strength).
-    pgd_defaults: dict = {}
+    # The optimizer this attack runs unless told otherwise, and per optimizer the settings (and "restarts")
+    # it uses unless told otherwise, where its objective needs another optimizer or another balance of steps
+    # and restarts than the engine's defaults (measured: reports/attack-strength).
+    default_optimizer = "pgd"
+    optimizer_defaults: dict = {}
 
-    def __init__(self, *, optimizer: str = "pgd", restarts: int | None = None, norm: str | None = None,
+    def __init__(self, *, optimizer: str | None = None, restarts: int | None = None, norm: str | None = None,
                  budget: str | None = None, batch_size: int | str = "auto", sanity_checks: bool = True,
                  compile: str | None = None, **options):
+        optimizer = self.default_optimizer if optimizer is None else optimizer
         if optimizer not in OPTIMIZERS:
             raise AerobustError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS.list())}")
         if norm is not None and norm not in NORMS:
@@ -96,13 +102,10 @@ class Attack:
         if norm not in norms:
             raise AerobustError(f"optimizer '{optimizer}' is defined for the {' or '.join(norms)} threat only; "
                                 f"use norm='{norms[0]}'")
-        if optimizer == "pgd":
-            defaults = dict(self.pgd_defaults)
-            default_restarts = defaults.pop("restarts", 2)
-            restarts = default_restarts if restarts is None else restarts
-            options = {**defaults, **options}
-        elif restarts is None:
-            restarts = 1
+        defaults = dict(self.optimizer_defaults.get(optimizer, {}))
+        default_restarts = defaults.pop("restarts", 2 if optimizer == "pgd" else 1)
+        restarts = default_restarts if restarts is None else restarts
+        options = {**defaults, **options}
         if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
             raise AerobustError(f"batch_size must be 'auto' or at least 1, got {batch_size}")
         self.optimizer = optimizer

@@ -52,7 +52,7 @@ class EnsembleAttack:
         check_members(members)
         # One option set for members with two optimizers: each member takes its own optimizer's settings.
         attack_class = ATTACKS.get(name)
-        default_options = options_for(attack_class, options.get("optimizer", "pgd"), options)
+        default_options = options_for(attack_class, options.get("optimizer", attack_class.default_optimizer), options)
         self.default = ATTACKS.create(name, **default_options)
         self.extra_restarts = int(extra_restarts)
         self.widened = ATTACKS.create(name, **{**default_options,

@@ -237,7 +237,7 @@ def write_length_study(study: LengthStudy) -> dict[str, Path]:
         f"- Training: {config.train_images} mnist-5k training images padded to 32 px, {list(config.training_lengths)} "
         f"epochs, batch 100, Adam {config.lr:g}; training seeds {list(config.seeds[:config.length_seeds])} per length.",
         f"- Audit: {config.images} test images x {config.trials} trials, lambda in {list(LAMBDAS)}, "
-        f"PGD ({attack_strength_text(config)}), exact L2-box projection.",
+        f"{attack_strength_text(config)}, exact L2-box projection.",
         f"- Verdicts ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}): difference Ours minus GMM-DAE "
         "(> 0: Ours more robust) with its 95 % interval from a hierarchical paired bootstrap (seeds, then images), "
         "Holm over every (length, attack, lambda) of this study.", "",
@@ -346,7 +346,7 @@ def findings_text(reproduction: Reproduction) -> str:
         f"{other_seeds} for the other rows. The paper trains on the 60k MNIST images for hundreds of epochs at "
         "2e-4, once.",
         f"- Audit: {config.images} test images (one fixed plan for every model and seed) x {config.trials} trials, "
-        f"lambda in {list(LAMBDAS)}, PGD ({attack_strength_text(config)}) "
+        f"lambda in {list(LAMBDAS)}, {attack_strength_text(config)} "
         "(worst case kept), exact L2-box projection; the paper: 100 images x 10 trials, L-BFGS-B.",
         f"- MS-SSIM: preset `{config.msssim}` ({json.dumps(msssim.as_dict())}).",
         f"- Latent classifier: MLP head, {config.classifier_epochs} epochs on {config.classifier_images} "
