@@ -31,7 +31,7 @@ from .optimizers import early_stopping, optimizer_with_settings, step_direction
 from .problem import AttackProblem, OptimizationResult
 from .settings import (OptimizerSettings, finite_number, flag, optional_whole_number, setting,
                        whole_number)
-from ..threat import Workspace
+from ..threat import Workspace, sync_free
 
 # Armijo's sufficient-decrease constant, and the shrink of a rejected step (Nocedal & Wright, ch. 3).
 ARMIJO = 1e-4
@@ -228,9 +228,17 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
         curvature = _rowwise_dot(move, change)
         stored = accept & (curvature > CURVATURE_RTOL * move.norm(dim=1) * change.norm(dim=1)) & ~bad
         # The newest pair enters last; the oldest leaves.
-        state.steps_s = torch.where(stored[None, :, None], torch.cat([state.steps_s[1:], move[None]]), state.steps_s)
-        state.changes_y = torch.where(stored[None, :, None], torch.cat([state.changes_y[1:], change[None]]),
-                                      state.changes_y)
+        if sync_free(x.device):
+            state.steps_s = torch.where(stored[None, :, None], torch.cat([state.steps_s[1:], move[None]]),
+                                        state.steps_s)
+            state.changes_y = torch.where(stored[None, :, None], torch.cat([state.changes_y[1:], change[None]]),
+                                          state.changes_y)
+        else:
+            # CPU: shift only the rows that store a pair (a where() over the whole memory costs more than the
+            # rest of the step on small models).
+            index = stored.nonzero().flatten()
+            state.steps_s[:, index] = torch.cat([state.steps_s[1:, index], move[index][None]])
+            state.changes_y[:, index] = torch.cat([state.changes_y[1:, index], change[index][None]])
         state.stored = torch.where(stored[None], torch.cat([state.stored[1:], stored[None]]), state.stored)
         # A projected step that does not descend: the pairs mislead here; the next trial is a gradient step.
         state.stored &= ~(~accept & (slope >= 0))[None]
