@@ -377,7 +377,7 @@ def test_the_sync_free_step_used_on_cuda_gives_the_cpu_results(small_ae, batch, 
     from aerobust import threat
 
     x, _, targets, _ = batch
-    attack = ATTACKS.create("latent", **FEW_STEPS)
+    attack = ATTACKS.create("latent", optimizer="pgd", **FEW_STEPS)  # pqn's own test is in test_quasi_newton
     usual = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
     monkeypatch.setattr(threat, "sync_free", lambda device: True)
     queued = attack.sweep(small_ae, x, [1.0, 3.0], 1, 0, targets=targets[:1])
