@@ -97,11 +97,11 @@ class EnsembleAttack:
     def sweep(self, model, x: torch.Tensor, lambdas, trials: int, seed: int, **inputs) -> EnsembleResult:
         widened = self.widened.sweep(model, x, lambdas, trials, seed, **inputs)
         from_extra = (widened.restart >= self.default.restarts).long()
+        flags = [{**flag, "member": "default+extra-restarts"} for flag in widened.flags]
+        config = {**self.config(), **{key: widened.config[key] for key in _SWEEP_KEYS if key in widened.config},
+                  "member_sweeps": {"default+extra-restarts": widened.config}}
         if self.reference is None:
-            config = {**self.config(), **{key: widened.config[key] for key in _SWEEP_KEYS if key in widened.config},
-                      "member_sweeps": {"default+extra-restarts": widened.config}}
-            return EnsembleResult(**{**vars(widened), "config": config, "member": from_extra,
-                                     "flags": [{**flag, "member": "default+extra-restarts"} for flag in widened.flags]})
+            return EnsembleResult(**{**vars(widened), "config": config, "member": from_extra, "flags": flags})
         reference = self.reference.sweep(model, x, lambdas, trials, seed, **inputs)
         if self.objective.maximize:
             stronger = reference.attack_loss > widened.attack_loss
@@ -120,17 +120,14 @@ class EnsembleAttack:
             padded = [torch.nn.functional.pad(h, (0, length - h.shape[-1]), value=float("nan"))
                       for h in (widened.history, reference.history)]
             history = pick(*padded)
-        flags = ([{**flag, "member": "default+extra-restarts"} for flag in widened.flags]
-                 + [{**flag, "member": "reference-lbfgs"} for flag in reference.flags])
-        config = {**self.config(), **{key: widened.config[key] for key in _SWEEP_KEYS if key in widened.config},
-                  "member_sweeps": {"default+extra-restarts": widened.config, "reference-lbfgs": reference.config}}
+        flags += [{**flag, "member": "reference-lbfgs"} for flag in reference.flags]
+        config["member_sweeps"]["reference-lbfgs"] = reference.config
         return EnsembleResult(
             x_adv=pick(widened.x_adv, reference.x_adv), attack_loss=pick(widened.attack_loss, reference.attack_loss),
             delta_norm=pick(widened.delta_norm, reference.delta_norm), history=history, lambdas=widened.lambdas,
             radii=widened.radii, trials=widened.trials, flags=flags, config=config, clean_loss=widened.clean_loss,
             restart=torch.where(stronger, torch.zeros_like(widened.restart), widened.restart),
             target_classes=widened.target_classes, member=member)
-
 
 def check_members(members) -> None:
     """Refuse an unknown member, or leaving out one of the two that are one sweep."""

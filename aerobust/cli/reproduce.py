@@ -45,9 +45,8 @@ from .common import device_option, quiet_option
 @device_option
 @quiet_option
 def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training_lengths, lengths_only, length_seeds,
-                      rows,
-                      legacy_images, epochs, train_images, images, trials, steps, restarts, ensemble_restarts, msssim, device,
-                      quiet):
+                      rows, legacy_images, epochs, train_images, images, trials, steps, restarts, ensemble_restarts,
+                      msssim, device, quiet):
     """Train every row of the paper's Tables 1-3 on MNIST for several seeds, audit them, tabulate.
 
     Rows: VAE, beta-VAE, beta-TCVAE, LipschitzVAE, SE, AAVE, GMM-DAE, Augmented (cross block free and
@@ -68,8 +67,8 @@ def reproduce_command(out_dir, runs_dir, quick, seeds, other_row_seeds, training
 
     config = ReproductionConfig.quick() if quick else ReproductionConfig()
     overrides = {"epochs": epochs, "train_images": train_images, "images": images, "trials": trials, "steps": steps,
-                 "restarts": restarts, "ensemble_restarts": ensemble_restarts, "msssim": msssim, "other_row_seeds": other_row_seeds,
-                 "length_seeds": length_seeds, "legacy_images": legacy_images,
+                 "restarts": restarts, "ensemble_restarts": ensemble_restarts, "msssim": msssim,
+                 "other_row_seeds": other_row_seeds, "length_seeds": length_seeds, "legacy_images": legacy_images,
                  "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())}
     for option, key, text in (("--seeds", "seeds", seeds), ("--training-lengths", "training_lengths", training_lengths)):
         if text is None:
