@@ -119,17 +119,21 @@ def test_fgsm_and_linf_options(small_ae, batch):
     assert float(step.max()) <= 0.05 * (1 + 1e-5) and float(linf.attack_loss.min()) > 0
 
 
-def test_sweep_is_deterministic_and_independent_of_the_batch(small_ae, batch):
+# A row's last bits can depend on its batch's size (the matrix kernels a CPU library picks by shape): PGD's
+# fixed steps keep that at float noise; pqn's line-search tests can flip on it (measured on the device
+# machine's CPU, torch 2.11: iterates 2e-4 apart), so its results agree to 1e-3.
+@pytest.mark.parametrize("optimizer, tolerance", [("pgd", 1e-5), ("pqn", 1e-3)])
+def test_sweep_is_deterministic_and_independent_of_the_batch(small_ae, batch, optimizer, tolerance):
     x, _, targets, _ = batch
-    attack = ATTACKS.create("latent", steps=15, restarts=2)
+    attack = ATTACKS.create("latent", optimizer=optimizer, steps=15, restarts=2)
     first = attack.sweep(small_ae, x, [1.0, 3.0], 2, 5, targets=targets)
     second = attack.sweep(small_ae, x, [1.0, 3.0], 2, 5, targets=targets)
     assert torch.equal(first.x_adv, second.x_adv) and torch.equal(first.attack_loss, second.attack_loss)
     # Same (seed, lambda, trial, image id) in a different company: same result.
     keep = torch.tensor([5, 2])
     alone = attack.sweep(small_ae, x[keep], [3.0], 2, 5, targets=targets[:, keep], image_ids=keep)
-    torch.testing.assert_close(alone.x_adv[0], first.x_adv[1][:, keep], rtol=0, atol=1e-5)
-    torch.testing.assert_close(alone.attack_loss[0], first.attack_loss[1][:, keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone.x_adv[0], first.x_adv[1][:, keep], rtol=0, atol=tolerance)
+    torch.testing.assert_close(alone.attack_loss[0], first.attack_loss[1][:, keep], rtol=tolerance, atol=tolerance)
     other_seed = attack.sweep(small_ae, x[keep], [3.0], 2, 6, targets=targets[:, keep], image_ids=keep)
     assert not torch.equal(other_seed.x_adv, alone.x_adv)
 

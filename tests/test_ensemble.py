@@ -38,7 +38,10 @@ def test_the_worst_case_is_at_least_as_strong_as_every_member(small_ae, mnist_te
     default, widened, reference = (
         ATTACKS.create(attack_name, **options).sweep(small_ae, x, lambdas, trials, seed, **inputs)
         for options in (PGD_FAST, {**PGD_FAST, "restarts": 4}, {**LBFGS_FAST, **REFERENCE_CODE_LBFGS}))
-    stronger = (lambda a, b: a >= b) if ensemble.objective.maximize else (lambda a, b: a <= b)
+    # A member run apart shares its batch with other rows than inside the ensemble, and a row's last bits can
+    # depend on its batch's size (the device machine's CPU, torch 2.11: 1e-5 apart on the latent attack's pqn).
+    slack = 1e-4
+    stronger = (lambda a, b: a >= b * (1 - slack)) if ensemble.objective.maximize else (lambda a, b: a <= b * (1 + slack))
     for member in (default, widened, reference):
         assert stronger(result.attack_loss, member.attack_loss).all()
     won = result.member
