@@ -156,6 +156,14 @@ def test_choose_targets_picks_other_classes_reproducibly(mnist_test):
     torch.testing.assert_close(choose_targets(labels[subset], 3, 1, pool, image_ids=subset), index[:, subset])
     unlabeled = choose_targets(None, 4, seed=0, image_ids=torch.arange(5))
     assert bool((unlabeled != torch.arange(5)).all()) and int(unlabeled.max()) < 5
+    # From a larger pool that holds the attacked images (the audit's split), never the image itself; the
+    # draws that did not hit the image are the ones made without the rule.
+    ids, positions = torch.arange(40), torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    anywhere = choose_targets(None, 6, seed=2, image_ids=ids, pool_size=40)
+    elsewhere = choose_targets(None, 6, seed=2, image_ids=ids, pool_size=40, pool_positions=positions)
+    assert bool((elsewhere != positions).all()) and int(elsewhere.max()) < 40
+    hit = anywhere == positions
+    assert bool(hit.any()) and torch.equal(elsewhere[~hit], anywhere[~hit])
     assert len(set(index.flatten().tolist())) > 10
 
 

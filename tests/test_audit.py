@@ -149,3 +149,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     before = (tmp_path / "audit" / "results.csv").read_bytes()
     assert _cli(args).exit_code == 0  # a rerun resumes: nothing retrained or re-attacked, same table
     assert (tmp_path / "audit" / "results.csv").read_bytes() == before
+
+
+def test_targets_of_unlabeled_photographs_are_other_photographs():
+    from aerobust.audit.plan import Plan
+    from aerobust.datasets import load_dataset
+
+    config = AuditConfig(models=[ModelSpec("m", model="mlp-ae-32")], data="skimage", images=8, trials=6, seed=0)
+    plan = Plan(load_dataset("skimage", "test"), config, need_targets=True).as_dict()
+    # seed 0 drew photograph 5 as its own target before the rule (reports/taef2 at 256 px, 2026-12-04)
+    assert all(target != image for row in plan["target_ids"] for target, image in zip(row, plan["image_ids"]))

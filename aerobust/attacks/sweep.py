@@ -259,12 +259,14 @@ def _target_classes(model, classifier, labels, trials, seed, image_ids) -> torch
 
 def choose_targets(labels: torch.Tensor | None, trials: int, seed: int,
                    pool_labels: torch.Tensor | None = None, *, image_ids: torch.Tensor | None = None,
-                   pool_size: int | None = None) -> torch.Tensor:
+                   pool_size: int | None = None, pool_positions: torch.Tensor | None = None) -> torch.Tensor:
     """Indices ``(trials, N)`` into a pool of target images, one per (trial, image), reproducibly.
 
     With labels, each target has another class than its image; the pool is the attacked images
     themselves unless ``pool_labels`` (or, without labels, ``pool_size``) describes another pool.
-    Without labels the target is a random other image. Each choice depends only on
+    Without labels the target is a random other image: ``pool_positions`` (N,) says where each attacked
+    image sits in another pool, and a draw of the image itself is drawn again (the same generator, so
+    every other choice is the one drawn before this rule existed). Each choice depends only on
     ``(seed, trial, image_id)``.
     """
     if labels is None and image_ids is None:
@@ -281,7 +283,7 @@ def choose_targets(labels: torch.Tensor | None, trials: int, seed: int,
             raise AerobustError(f"the target pool has no image of a class other than {missing}; use a larger pool")
     else:
         size = n_images if same_pool else (len(pool_labels) if pool_labels is not None else int(pool_size))
-        if size < (2 if same_pool else 1):
+        if size < (2 if same_pool or pool_positions is not None else 1):
             raise AerobustError("the target pool needs at least one image other than the attacked one")
     chosen = torch.empty(int(trials), n_images, dtype=torch.long)
     for t in range(int(trials)):
@@ -294,5 +296,9 @@ def choose_targets(labels: torch.Tensor | None, trials: int, seed: int,
                 pick = int(torch.randint(size - 1, (1,), generator=generator))
                 chosen[t, n] = pick + (pick >= n)
             else:
-                chosen[t, n] = int(torch.randint(size, (1,), generator=generator))
+                pick = int(torch.randint(size, (1,), generator=generator))
+                # Its own code as the target: the attack would start at its optimum and mean nothing.
+                while pool_positions is not None and pick == int(pool_positions[n]):
+                    pick = int(torch.randint(size, (1,), generator=generator))
+                chosen[t, n] = pick
     return chosen

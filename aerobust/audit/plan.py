@@ -30,9 +30,11 @@ class Plan:
         self.image_ids = pool.ids[self.index]
         self.target_index = None
         if need_targets:
-            # Targets come from the whole split (pool) and belong to another class than the image.
+            # Targets come from the whole split (pool) and belong to another class than the image (without
+            # labels: are another image of it).
             self.target_index = choose_targets(self.labels, config.trials, config.seed, pool_labels=pool.labels,
-                                               image_ids=self.image_ids, pool_size=len(pool))
+                                               image_ids=self.image_ids, pool_size=len(pool),
+                                               pool_positions=self.index)
         self.pool = pool
 
     def targets(self) -> torch.Tensor | None:

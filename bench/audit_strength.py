@@ -1,0 +1,90 @@
+"""How strong one audit's attacks are against other audits of the same plan, per sample.
+
+``--audit`` is the audit under test, each ``--reference NAME=FOLDER`` another audit of the same model,
+images, targets and seed (their ``plan.json`` and model hashes must match: one clear line otherwise)
+that ran the attacks with other settings (more steps, another optimizer). Per reference, attack and
+lambda the rows of ``results.csv`` are paired on (trial, image id) and the per-sample loss ratio is
+oriented so that >= 1 means the audit under test is at least as strong (max-damage maximizes its loss,
+the latent attack minimizes its distance): count, median, 5th percentile, minimum, maximum, the share of
+samples at least as strong, and the median losses of both. Writes ``--out`` (CSV); last line one JSON
+object with the smallest 5th percentile per reference.
+
+    python bench/audit_strength.py --audit reports/taef2 \\
+        --reference pqn1000=reports/taef2/convergence/pqn1000 --out reports/taef2/convergence.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from aerobust.registry import ATTACKS
+
+PAIRING = ["model", "attack", "lambda", "trial", "image_id"]
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _what_was_attacked(folder: Path) -> tuple:
+    """The plan (images, targets), the data settings, the seed and the models' content hashes."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    config = manifest["config"]
+    models = {label: (model["weights_sha256"], model["code_sha256"]) for label, model in manifest["models"].items()}
+    data = {key: config[key] for key in ("data", "split", "resize", "pad_to", "images", "trials", "seed")}
+    return json.loads((folder / "plan.json").read_text()), data, models
+
+
+def _same_inputs(ours: tuple, theirs: tuple) -> bool:
+    """Same images, data, seed and models; the same targets where both drew them (an audit without a
+    targeted attack draws none)."""
+    (plan, *rest), (other_plan, *other_rest) = ours, theirs
+    targets = plan["target_ids"], other_plan["target_ids"]
+    return (rest == other_rest and plan["image_ids"] == other_plan["image_ids"]
+            and (None in targets or targets[0] == targets[1]))
+
+
+def strength_table(audit: Path, references: dict[str, Path]) -> pd.DataFrame:
+    attacked = _what_was_attacked(audit)
+    mine = pd.read_csv(audit / "results.csv")
+    rows = []
+    for name, folder in references.items():
+        if not _same_inputs(attacked, _what_was_attacked(folder)):
+            _refuse(f"{folder} audited other images, targets or models than {audit}; "
+                    "compare audits of one plan (same --data, --images, --seed and models)")
+        paired = mine.merge(pd.read_csv(folder / "results.csv"), on=PAIRING, suffixes=("", "_reference"),
+                            validate="one_to_one")
+        for (model, attack, lam), group in paired.groupby(["model", "attack", "lambda"], sort=True):
+            maximize = ATTACKS.create(attack).objective.maximize
+            ours, theirs = group["attack_loss"], group["attack_loss_reference"]
+            ratio = (ours / theirs) if maximize else (theirs / ours)
+            rows.append({"reference": name, "model": model, "attack": attack, "lambda": lam, "samples": len(ratio),
+                         "ratio_median": ratio.median(), "ratio_p05": ratio.quantile(0.05), "ratio_min": ratio.min(),
+                         "ratio_max": ratio.max(), "share_at_least_as_strong": float((ratio >= 1).mean()),
+                         "loss_median": ours.median(), "loss_median_reference": theirs.median()})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--audit", type=Path, required=True)
+    parser.add_argument("--reference", action="append", required=True, metavar="NAME=FOLDER")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if not all("=" in item for item in args.reference):
+        _refuse("give each --reference as NAME=FOLDER, e.g. pgd2000=runs/taef2-pgd2000")
+    references = {name: Path(folder) for name, folder in (item.split("=", 1) for item in args.reference)}
+    table = strength_table(args.audit, references)
+    table.round(4).to_csv(args.out, index=False)
+    print(table.round(4).to_string(index=False))
+    print(json.dumps({"bench": "audit_strength", "audit": str(args.audit),
+                      "ratio_p05_min": table.groupby("reference")["ratio_p05"].min().round(4).to_dict()}))
+
+
+if __name__ == "__main__":
+    main()
