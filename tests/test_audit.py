@@ -1,4 +1,5 @@
 """The audit runner and `aerobust audit` end to end on real MNIST with a tiny model."""
+import json
 import subprocess
 import sys
 
@@ -159,3 +160,27 @@ def test_targets_of_unlabeled_photographs_are_other_photographs():
     plan = Plan(load_dataset("skimage", "test"), config, need_targets=True).as_dict()
     # seed 0 drew photograph 5 as its own target before the rule (reports/taef2 at 256 px, 2026-12-04)
     assert all(target != image for row in plan["target_ids"] for target, image in zip(row, plan["image_ids"]))
+
+
+def test_the_unbounded_check_runs_once_per_model_and_gives_every_lambda_its_flags(tmp_path, checkpoint, monkeypatch):
+    from aerobust.attacks import sanity
+
+    calls = []
+    real_check = sanity._run_unbounded_check
+    monkeypatch.setattr(sanity, "_run_unbounded_check", lambda *args: calls.append(1) or real_check(*args))
+    # 2 steps cannot reach the target code from the box's far side: the flag is raised, at every lambda.
+    options = {"latent": {"steps": 2, "restarts": 1}}
+    config = _config(checkpoint, attacks=["latent"], lambdas=[0.5, 1.0, 1.5], attack_options=options)
+    Audit(config, tmp_path / "memo", device="cpu", quiet=True).run()
+    assert len(calls) == 1
+    flags = [f for f in json.loads((tmp_path / "memo" / "manifest.json").read_text())["flags"]
+             if f["flag"] == "unbounded-target-missed"]
+    assert sorted(f["lambda"] for f in flags) == [0.5, 1.0, 1.5]
+    # Each block alone (no memo across blocks): the same flags.
+    for lam in (0.5, 1.5):
+        alone = Audit(_config(checkpoint, attacks=["latent"], lambdas=[lam], attack_options=options),
+                      tmp_path / f"alone{lam}", device="cpu", quiet=True)
+        alone.run()
+        flag = [f for f in json.loads((tmp_path / f"alone{lam}" / "manifest.json").read_text())["flags"]
+                if f["flag"] == "unbounded-target-missed"]
+        assert flag == [f for f in flags if f["lambda"] == lam]

@@ -122,6 +122,9 @@ class Attack:
                 raise AerobustError(f"compile: {str(error).splitlines()[0]}") from None
         self.compile = compile
         self.compiled_objectives: dict = {}  # objective function -> _CompiledOrEager
+        # The unbounded-radius check does not depend on lambda; an owner that keeps its models fixed (the
+        # audit) sets a dict here so that the check runs once per model and samples, not once per lambda.
+        self.unbounded_check_memo: dict | None = None
         self.objective = self.make_objective(**options)
 
     @classmethod

@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from ..runtime import tensor_digest
 from ..threat import Threat, seeded_noise
 from .problem import sample_seeds
 
@@ -97,7 +98,7 @@ def sanity_flags(attack, model, *, bind, lambdas, shape, adv, loss, clean, seed,
         flags.append(per_sample_flag("weaker-than-noise", noise_count, noise_total))
 
     if getattr(attack.objective, "target_reachable", False):
-        flags.extend(_unbounded_check(attack, bind, shape, clean))
+        flags.extend(_unbounded_check(attack, model, bind, shape, clean))
     return flags
 
 
@@ -153,11 +154,27 @@ def non_finite_flag(parts: dict[str, torch.Tensor]) -> dict | None:
                        "not numbers, so every mean in the report says how many rows it averages"}
 
 
-def _unbounded_check(attack, bind, shape, clean) -> list[dict]:
-    """Run the attack on a few samples with a radius that covers the whole pixel box."""
+def _unbounded_check(attack, model, bind, shape, clean) -> list[dict]:
+    """Run the attack on a few samples with a radius that covers the whole pixel box.
+
+    The rows (trial 0, restart 0, the first images) and their random starts do not depend on lambda, so
+    with ``attack.unbounded_check_memo`` set the flags of a (model, rows) pair are computed once.
+    """
     n_lambdas, trials, restarts, n_images = shape
     count = min(UNBOUNDED_SAMPLES, n_images)
     cached = bind(torch.arange(count))  # lambda index 0, trial 0, restart 0
+    memo = attack.unbounded_check_memo
+    if memo is None:
+        return _run_unbounded_check(attack, cached, clean[0, :count])
+    key = (id(model), tensor_digest({"x": cached.x, "seeds": cached.seeds, "targets": cached.targets,
+                                     "labels": cached.labels, "target_classes": cached.target_classes}))
+    if key not in memo or memo[key][0] is not model:  # the model kept alive beside its id: never a reused id
+        memo[key] = (model, _run_unbounded_check(attack, cached, clean[0, :count]))
+    return [dict(flag) for flag in memo[key][1]]
+
+
+def _run_unbounded_check(attack, cached, start: torch.Tensor) -> list[dict]:
+    count = len(cached)
     dims = cached.x[0].numel()
     diameter = math.sqrt(dims) if attack.norm == "l2" else 1.0
     # A copy: the sweep caches the problem it bound, and its threat must stay the sweep's.
@@ -167,7 +184,6 @@ def _unbounded_check(attack, bind, shape, clean) -> list[dict]:
     problem.threat.check(problem.x, result.x_adv)
     with torch.no_grad():
         reached = problem.values(result.x_adv)
-    start = clean[0, :count]
     missed = reached > UNBOUNDED_REACH * start
     if not bool(missed.any()):
         return []

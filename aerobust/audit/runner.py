@@ -53,6 +53,8 @@ class Audit:
         self.download = download
         self.trust_unhashed = trust_unhashed
         self.attacks = {name: config.create_attack(name) for name in config.attacks}
+        for attack in self.attacks.values():  # the audit's models stay fixed: one unbounded check per model
+            attack.unbounded_check_memo = {}
         from ..metrics import AUTO_MSSSIM, resolve_msssim_settings
 
         if config.msssim != AUTO_MSSSIM:
