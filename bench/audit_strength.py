@@ -35,7 +35,7 @@ def _what_was_attacked(folder: Path) -> tuple:
     """The plan (images, targets), the data settings, the seed and the models' content hashes."""
     manifest = json.loads((folder / "manifest.json").read_text())
     config = manifest["config"]
-    models = {label: (model["weights_sha256"], model["code_sha256"]) for label, model in manifest["models"].items()}
+    models = {label: (model["weights_sha256"], model.get("code_sha256")) for label, model in manifest["models"].items()}
     data = {key: config[key] for key in ("data", "split", "resize", "pad_to", "images", "trials", "seed")}
     return json.loads((folder / "plan.json").read_text()), data, models
 

@@ -5,7 +5,8 @@ pretrained ``taef2`` (weights from ``--taef2-dir``, default ../shared/data/taef2
 photographs bundled with scikit-image, centre-cropped and resized to ``--size`` px.
 
 For each model and attack (max-damage, eq. 13; latent, eq. 12): one sweep of ``--images`` x
-``--trials`` samples, ``--steps`` PGD steps, 1 restart, sanity checks off, timed after a warm-up;
+``--trials`` samples, ``--steps`` steps of ``--optimizer`` (default PGD, whatever the attack's own
+default), 1 restart, sanity checks off, timed after a warm-up;
 ``roofline_fraction`` = steps x (median time of one forward+backward of the same bound objective on
 the same flat batch, measured just before the sweep) / sweep time, median over ``--repeats`` pairs;
 on CPU in this process's CPU time (``time.process_time``, one thread: robust to other processes on a
@@ -56,7 +57,7 @@ def bench_model(name: str, args) -> dict:
         if attack_name == "latent":
             index = choose_targets(None, args.trials, 0, image_ids=torch.arange(len(photos)))[:, : args.images]
             kwargs["targets"] = photos.images[index].to(model.device)
-        attack = ATTACKS.create(attack_name, steps=args.steps, restarts=1, sanity_checks=False)
+        attack = ATTACKS.create(attack_name, optimizer=args.optimizer, steps=args.steps, restarts=1, sanity_checks=False)
         flat_x = x.repeat(args.trials, 1, 1, 1)
         targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
         objective = attack.objective.bind(model, flat_x, targets=targets)
@@ -104,6 +105,7 @@ def main():
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--optimizer", default="pgd", help="every attack's optimizer (pgd, pqn, apgd)")
     parser.add_argument("--lam", type=float, default=1.0, help="absolute L2 radius")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (medians)")
     parser.add_argument("--threads", type=int, default=1)
@@ -116,7 +118,8 @@ def main():
                  for row in rows for attack, values in row["attacks"].items()}
     print(json.dumps({
         "bench": "scale", "device": args.device, "threads": torch.get_num_threads(), "size": args.size,
-        "images": args.images, "trials": args.trials, "steps": args.steps, "lambda": args.lam,
+        "images": args.images, "trials": args.trials, "optimizer": args.optimizer, "steps": args.steps,
+        "lambda": args.lam,
         "repeats": args.repeats, "torch": torch.__version__,
         "roofline_clock": "process CPU time" if args.device == "cpu" else "wall time",
         "roofline_fraction": fractions, "min_roofline_fraction": min(fractions.values()),
