@@ -1,12 +1,13 @@
 """How strong one audit's attacks are against other audits of the same plan, per sample.
 
-``--audit`` is the audit under test, each ``--reference NAME=FOLDER`` another audit of the same model,
-images, targets and seed (their ``plan.json`` and model hashes must match: one clear line otherwise)
-that ran the attacks with other settings (more steps, another optimizer). Per reference, attack and
-lambda the rows of ``results.csv`` are paired on (trial, image id) and the per-sample loss ratio is
-oriented so that >= 1 means the audit under test is at least as strong (max-damage maximizes its loss,
-the latent attack minimizes its distance): count, median, 5th percentile, minimum, maximum, the share of
-samples at least as strong, and the median losses of both. Writes ``--out`` (CSV); last line one JSON
+``--audit`` is the audit under test, each ``--reference NAME=FOLDER`` another audit of the same models,
+data and seed (content hashes and settings must match, and the images both attacked must have the same
+targets: one clear line otherwise) that ran the attacks with other settings (more steps, another
+optimizer), on the same images or some of them (a smaller --images draws the first of the same
+sequence). Per reference, attack and lambda the rows of ``results.csv`` are paired on (trial, image
+id) and the per-sample loss ratio is oriented so that >= 1 means the audit under test is at least as
+strong (max-damage maximizes its loss, the latent attack minimizes its distance): count, median, 5th
+percentile, minimum, maximum, the share of samples at least as strong, and the median losses of both. Writes ``--out`` (CSV); last line one JSON
 object with the smallest 5th percentile per reference.
 
     python bench/audit_strength.py --audit reports/taef2 \\
@@ -31,22 +32,26 @@ def _refuse(message: str) -> None:
     sys.exit(2)
 
 
-def _what_was_attacked(folder: Path) -> tuple:
-    """The plan (images, targets), the data settings, the seed and the models' content hashes."""
+def _what_was_attacked(folder: Path) -> tuple[dict, dict, dict]:
+    """Per image id its target ids (one per trial; None without a targeted attack), the data settings and
+    seed, and the models' content hashes."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    config = manifest["config"]
+    config, plan = manifest["config"], json.loads((folder / "plan.json").read_text())
+    targets = plan["target_ids"]
+    by_image = {image: None if targets is None else tuple(trial[n] for trial in targets)
+                for n, image in enumerate(plan["image_ids"])}
     models = {label: (model["weights_sha256"], model.get("code_sha256")) for label, model in manifest["models"].items()}
-    data = {key: config[key] for key in ("data", "split", "resize", "pad_to", "images", "trials", "seed")}
-    return json.loads((folder / "plan.json").read_text()), data, models
+    data = {key: config[key] for key in ("data", "split", "resize", "pad_to", "seed")}
+    return by_image, data, models
 
 
-def _same_inputs(ours: tuple, theirs: tuple) -> bool:
-    """Same images, data, seed and models; the same targets where both drew them (an audit without a
-    targeted attack draws none)."""
-    (plan, *rest), (other_plan, *other_rest) = ours, theirs
-    targets = plan["target_ids"], other_plan["target_ids"]
-    return (rest == other_rest and plan["image_ids"] == other_plan["image_ids"]
-            and (None in targets or targets[0] == targets[1]))
+def _shared_images(ours: tuple, theirs: tuple) -> list[int]:
+    """The images both audits attacked, when they share data, seed and models and those images' targets
+    (where both drew targets; an audit without a targeted attack draws none); else an empty list."""
+    (images, *rest), (other_images, *other_rest) = ours, theirs
+    shared = [image for image in images if image in other_images]
+    same_targets = all(None in (images[i], other_images[i]) or images[i] == other_images[i] for i in shared)
+    return shared if rest == other_rest and same_targets else []
 
 
 def strength_table(audit: Path, references: dict[str, Path]) -> pd.DataFrame:
@@ -54,9 +59,9 @@ def strength_table(audit: Path, references: dict[str, Path]) -> pd.DataFrame:
     mine = pd.read_csv(audit / "results.csv")
     rows = []
     for name, folder in references.items():
-        if not _same_inputs(attacked, _what_was_attacked(folder)):
-            _refuse(f"{folder} audited other images, targets or models than {audit}; "
-                    "compare audits of one plan (same --data, --images, --seed and models)")
+        if not _shared_images(attacked, _what_was_attacked(folder)):
+            _refuse(f"{folder} shares no image with {audit} (or audited other data, seed, models or targets); "
+                    "compare audits of one plan (same --data, --seed and models; --images may differ)")
         paired = mine.merge(pd.read_csv(folder / "results.csv"), on=PAIRING, suffixes=("", "_reference"),
                             validate="one_to_one")
         for (model, attack, lam), group in paired.groupby(["model", "attack", "lambda"], sort=True):
