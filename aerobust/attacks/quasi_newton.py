@@ -196,9 +196,12 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
         rows, shape = state.rows, (len(state.rows), *x.shape[1:])
         bounds = (-active.x, 1 - active.x)
         radius = active.threat.radii(active.x)
-        # Coordinates at a bound of the box whose descent direction points out of it stay there.
-        free = ~(((state.delta <= bounds[0].flatten(1)) & (state.grad > 0))
-                 | ((state.delta >= bounds[1].flatten(1)) & (state.grad < 0)))
+        # Coordinates at a face of the feasible box whose descent direction points out of it stay there. Under
+        # L-inf the feasible set is itself a box: the pixel box cut by the ball's faces at -lambda and +lambda.
+        lower, upper = bounds[0].flatten(1), bounds[1].flatten(1)
+        if active.threat.norm == "linf":
+            lower, upper = lower.clamp_min(-radius[:, None]), upper.clamp_max(radius[:, None])
+        free = ~(((state.delta <= lower) & (state.grad > 0)) | ((state.delta >= upper) & (state.grad < 0)))
         free = free.to(state.grad.dtype)
         multiplier = sphere_multiplier(state.delta, state.grad, free, radius) if active.threat.norm == "l2" \
             else torch.zeros_like(radius)
