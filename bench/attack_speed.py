@@ -58,7 +58,8 @@ def bench_attack(name: str, model, test, args) -> dict:
         index = choose_targets(labels, args.trials, args.seed, pool_labels=test.labels)
         kwargs["targets"] = test.images[index].to(model.device)
     options = dict(restarts=1, sanity_checks=False)
-    pgd = ATTACKS.create(name, optimizer="pgd", steps=args.steps, **options)  # PGD by name: the latent attack defaults to pqn
+    # PGD by name: the latent attack defaults to pqn.
+    pgd = ATTACKS.create(name, optimizer="pgd", steps=args.steps, **options)
     # One warm-up sweep, then the median of three: a single cold sweep on a shared 2-core machine
     # varies by +-15%, while the roofline below is a median too.
     fast = pgd.sweep(model, x, [args.lam], args.trials, args.seed, **kwargs)

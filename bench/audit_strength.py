@@ -7,8 +7,8 @@ optimizer), on the same images or some of them (a smaller --images draws the fir
 sequence). Per reference, attack and lambda the rows of ``results.csv`` are paired on (trial, image
 id) and the per-sample loss ratio is oriented so that >= 1 means the audit under test is at least as
 strong (max-damage maximizes its loss, the latent attack minimizes its distance): count, median, 5th
-percentile, minimum, maximum, the share of samples at least as strong, and the median losses of both. Writes ``--out`` (CSV); last line one JSON
-object with the smallest 5th percentile per reference.
+percentile, minimum, maximum, the share of samples at least as strong, and the median losses of both.
+Writes ``--out`` (CSV); last line one JSON object with the smallest 5th percentile per reference.
 
     python bench/audit_strength.py --audit reports/taef2 \\
         --reference pqn1000=reports/taef2/convergence/pqn1000 --out reports/taef2/convergence.csv

@@ -57,7 +57,8 @@ def bench_model(name: str, args) -> dict:
         if attack_name == "latent":
             index = choose_targets(None, args.trials, 0, image_ids=torch.arange(len(photos)))[:, : args.images]
             kwargs["targets"] = photos.images[index].to(model.device)
-        attack = ATTACKS.create(attack_name, optimizer=args.optimizer, steps=args.steps, restarts=1, sanity_checks=False)
+        attack = ATTACKS.create(attack_name, optimizer=args.optimizer, steps=args.steps, restarts=1,
+                                sanity_checks=False)
         flat_x = x.repeat(args.trials, 1, 1, 1)
         targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
         objective = attack.objective.bind(model, flat_x, targets=targets)
