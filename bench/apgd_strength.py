@@ -37,7 +37,8 @@ ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
-    """``NAME=KEY:VALUE,...`` -> (NAME, options); values are ints, floats or words; the optimizer is PGD unless named."""
+    """``NAME=KEY:VALUE,...`` -> (NAME, options); values are ints, floats or words; the optimizer is PGD
+    unless named."""
     name, _, items = text.partition("=")
     options = {"optimizer": "pgd"}
     for item in filter(None, items.split(",")):

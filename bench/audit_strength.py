@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aerobust.registry import ATTACKS
+from common import strength_ratio
 
 PAIRING = ["model", "attack", "lambda", "trial", "image_id"]
 
@@ -57,6 +57,9 @@ def _shared_images(ours: tuple, theirs: tuple) -> list[int]:
 def strength_table(audit: Path, references: dict[str, Path]) -> pd.DataFrame:
     attacked = _what_was_attacked(audit)
     mine = pd.read_csv(audit / "results.csv")
+    # Whether each attack maximizes its loss, as the audit recorded it (a plugin attack need not be registered here).
+    maximizes = {name: attack["objective"]["maximize"]
+                 for name, attack in json.loads((audit / "manifest.json").read_text())["attacks"].items()}
     rows = []
     for name, folder in references.items():
         if not _shared_images(attacked, _what_was_attacked(folder)):
@@ -65,9 +68,8 @@ def strength_table(audit: Path, references: dict[str, Path]) -> pd.DataFrame:
         paired = mine.merge(pd.read_csv(folder / "results.csv"), on=PAIRING, suffixes=("", "_reference"),
                             validate="one_to_one")
         for (model, attack, lam), group in paired.groupby(["model", "attack", "lambda"], sort=True):
-            maximize = ATTACKS.create(attack).objective.maximize
             ours, theirs = group["attack_loss"], group["attack_loss_reference"]
-            ratio = (ours / theirs) if maximize else (theirs / ours)
+            ratio = strength_ratio(ours, theirs, maximizes[attack])
             rows.append({"reference": name, "model": model, "attack": attack, "lambda": lam, "samples": len(ratio),
                          "ratio_median": ratio.median(), "ratio_p05": ratio.quantile(0.05), "ratio_min": ratio.min(),
                          "ratio_max": ratio.max(), "share_at_least_as_strong": float((ratio >= 1).mean()),

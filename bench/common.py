@@ -42,9 +42,14 @@ def counted_sweep(name, options, model, x, lam, labels, targets, head, seed):
     return result, rows[0] / len(x)
 
 
+def strength_ratio(mine, reference, maximize: bool):
+    """Per-sample loss ratio oriented so that >= 1 means ``mine`` is at least as strong (tensors or Series)."""
+    return mine / reference if maximize else reference / mine
+
+
 def strength(mine: torch.Tensor, strong: torch.Tensor, maximize: bool) -> dict:
     """Median and 5th percentile of the per-sample loss ratio against PGD 200x3 (>= 1: at least as strong)."""
-    ratio = mine / strong if maximize else strong / mine
+    ratio = strength_ratio(mine, strong, maximize)
     # 0/0 (both attacks left the loss at exactly zero, e.g. a collapsed model) has no ratio: counted apart,
     # never folded into the median
     defined = torch.isfinite(ratio)

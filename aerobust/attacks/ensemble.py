@@ -52,7 +52,8 @@ class EnsembleAttack:
         check_members(members)
         # One option set for members with two optimizers: each member takes its own optimizer's settings.
         attack_class = ATTACKS.get(name)
-        default_options = options_for(attack_class, options.get("optimizer", attack_class.default_optimizer), options)
+        optimizer = options.get("optimizer", attack_class.default_optimizer)
+        default_options = options_for(attack_class, optimizer, options)
         self.default = ATTACKS.create(name, **default_options)
         self.extra_restarts = int(extra_restarts)
         self.widened = ATTACKS.create(name, **{**default_options,
@@ -128,6 +129,7 @@ class EnsembleAttack:
             radii=widened.radii, trials=widened.trials, flags=flags, config=config, clean_loss=widened.clean_loss,
             restart=torch.where(stronger, torch.zeros_like(widened.restart), widened.restart),
             target_classes=widened.target_classes, member=member)
+
 
 def check_members(members) -> None:
     """Refuse an unknown member, or leaving out one of the two that are one sweep."""
