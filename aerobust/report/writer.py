@@ -76,11 +76,12 @@ _LATEX_MARKUP = re.compile(r"\$[^$]+\$|\\[A-Za-z]+|\\[&%$#_{}]")
 
 
 def _is_latex_markup(text: str) -> bool:
-    """Math (``$...$``), a command or an escaped special; balanced braces and dollars, no bare ``& % #``."""
+    """Math (``$...$``), a command or an escaped special; balanced braces and dollars, no bare ``& % #``, and
+    no ``\\\\`` (a line break: in a table cell it would end the row)."""
     unescaped = re.sub(r"\\.", "", text)
     return bool(_LATEX_MARKUP.search(text)) and unescaped.count("$") % 2 == 0 and \
         unescaped.count("{") == unescaped.count("}") and not re.search(r"[&%#]", unescaped) and \
-        not text.endswith("\\")
+        not text.endswith("\\") and "\\\\" not in text
 
 
 def latex_text(text) -> str:
