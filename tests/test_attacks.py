@@ -140,8 +140,9 @@ def test_sweep_is_deterministic_and_independent_of_the_batch(small_ae, batch, op
 
 def test_early_stop_retires_samples_without_losing_strength(small_ae, batch):
     x = batch[0]
-    full = ATTACKS.create("max-damage", steps=60, restarts=1).sweep(small_ae, x, [1.0], 1, 0)
-    early = ATTACKS.create("max-damage", steps=60, restarts=1, early_stop=5).sweep(small_ae, x, [1.0], 1, 0)
+    full = ATTACKS.create("max-damage", optimizer="pgd", steps=60, restarts=1).sweep(small_ae, x, [1.0], 1, 0)
+    early = ATTACKS.create("max-damage", optimizer="pgd", steps=60, restarts=1, early_stop=5).sweep(
+        small_ae, x, [1.0], 1, 0)
     assert bool(torch.isnan(early.history).any())  # some samples stopped before the last step
     assert float(early.attack_loss.median()) >= 0.95 * float(full.attack_loss.median())
 

@@ -197,7 +197,7 @@ def test_defend_attacks_run_on_the_audit_engine(classifier, small_ae, eval_image
     attack_classifier(classifier, images, labels, "lbfgs", [0.5, 3.0], options=FAST)
     assert calls == ["check-l2"] * 3
     calls.clear()
-    ATTACKS.create("max-damage", steps=2, restarts=1).sweep(small_ae, images, [1.0], 1, 0)
+    ATTACKS.create("max-damage", optimizer="pgd", steps=2, restarts=1).sweep(small_ae, images, [1.0], 1, 0)
     assert calls == ["pgd", "check-l2"]
 
 

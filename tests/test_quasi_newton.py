@@ -206,7 +206,8 @@ def test_an_early_stopped_row_is_the_row_of_a_run_that_ends_at_its_last_step(sma
 
 def test_a_larger_rtol_retires_pgd_rows_sooner(small_ae, batch):
     x = batch[0]
-    runs = {rtol: ATTACKS.create("max-damage", steps=60, restarts=1, early_stop=5, early_stop_rtol=rtol)
+    runs = {rtol: ATTACKS.create("max-damage", optimizer="pgd", steps=60, restarts=1, early_stop=5,
+                                 early_stop_rtol=rtol)
             .sweep(small_ae, x, [1.0], 1, 0) for rtol in (0.0, 1e-2)}
     steps = {rtol: int((~torch.isnan(run.history)).sum()) for rtol, run in runs.items()}
     assert steps[1e-2] < steps[0.0]

@@ -28,7 +28,9 @@ class Attack:
 
     Options (plain keywords, all recorded in ``config()``):
       optimizer: "pgd" (batched projected gradient, the default unless the attack's ``default_optimizer``
-        names another: the latent attack runs "pqn"), "apgd" (adaptive step size and
+        names another: the latent attack runs "pqn", maximum damage and the latent classifier
+        "pgd-halving"), "pgd-halving" (PGD whose step halves per sample on a stall, each sample
+        leaving once it stops gaining), "apgd" (adaptive step size and
         momentum, Croce & Hein 2020), "pqn" (batched projected quasi-Newton: L-BFGS directions,
         backtracked per sample), "lbfgs-legacy" (scipy L-BFGS-B per image, the reference protocol)
         or "fgsm" (one full-radius step); ``aerobust list optimizers`` names them all.
@@ -42,13 +44,17 @@ class Attack:
         pqn: steps (48 iterations, steps + 1 forward+backward evaluations), lbfgs_memory (8 pairs),
           first_step (0.25, the gradient step without pairs as a fraction of lambda), random_start
           (True), early_stop and early_stop_rtol (as PGD's).
+        pgd-halving: steps (100, the cap per sample), step_size (0.25, first step as a fraction of lambda),
+          patience (4) and rtol (1e-4: a stall is this many steps without a gain of this share of the best
+          loss), halvings (3: the stall after this many halvings ends the sample), random_start (True).
         apgd: steps (100), random_start (True).  fgsm: random_start (True).
         lbfgs-legacy: lbfgs_memory (25), lbfgs_factr (10.0), lbfgs_pgtol (1e-5), lbfgs_maxiter (15000).
       restarts: random restarts (worst case kept per sample); defaults to 2 for PGD and 1 for the others
         (the legacy protocol had one start).
       An attack may set other defaults per optimizer (``optimizer_defaults``, settings and restarts; the
         user's options win): the latent attack runs pqn 48 steps x 2 restarts with early stopping after
-        5 steps under a 1e-4 relative gain, and PGD, if asked for, 200 x 1 (reports/attack-strength).
+        5 steps under a 1e-4 relative gain, and PGD, if asked for, 200 x 1; maximum damage and the latent
+        classifier run pgd-halving with 2 restarts (reports/attack-strength).
       budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.

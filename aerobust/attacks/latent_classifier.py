@@ -5,10 +5,12 @@ Paper: Saseendran et al., Trading off Image Quality for Robustness is not Necess
 Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1] box.
 Arguments:
     targeted (bool): aim at a reproducible other class instead of away from the label. (Default: False)
-    optimizer (str): "pgd", "apgd", "fgsm" or "lbfgs-legacy" (aerobust list optimizers). (Default: "pgd")
-    steps (int): optimizer iterations. (Default: 100)
-    restarts (int): random starts; the worst case per sample is kept. (Default: 2 for PGD)
-    step_size (float): first PGD step as a fraction of lambda. (Default: 0.25)
+    optimizer (str): "pgd-halving", "pgd", "pqn", "apgd", "fgsm" or "lbfgs-legacy" (aerobust list
+        optimizers). (Default: "pgd-halving": PGD whose step halves per sample on a stall, as for
+        max-damage; reports/attack-strength)
+    steps (int): optimizer iterations (pgd-halving: the cap per sample). (Default: 100)
+    restarts (int): random starts; the worst case per sample is kept. (Default: 2)
+    step_size (float): first step as a fraction of lambda. (Default: 0.25)
     budget (str): unit of lambda: "l2", "rms", "linf" or "linf-255". (Default: "l2")
     ...and the other options of :class:`aerobust.attacks.Attack`.
 Shape: x (N, C, H, W), labels (N,), classifier codes (N, latent_dim) -> logits (N, K);
@@ -30,6 +32,9 @@ class LatentClassifierAttack(Attack):
 
     objective_name = "latent-classifier"
     needs_classifier = True
+
+    default_optimizer = "pgd-halving"
+    optimizer_defaults = {"pgd-halving": {"restarts": 2}}
 
     def __init__(self, *, targeted: bool = False, **options):
         super().__init__(targeted=targeted, **options)

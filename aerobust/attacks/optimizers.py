@@ -1,5 +1,6 @@
-"""Built-in optimizers: batched PGD, adaptive PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B
-(the projected quasi-Newton optimizer, "pqn", is in :mod:`aerobust.attacks.quasi_newton`).
+"""Built-in optimizers: batched PGD, PGD whose step halves per sample on a stall ("pgd-halving"), adaptive
+PGD (APGD), FGSM, and the reference protocol's per-image L-BFGS-B (the projected quasi-Newton optimizer,
+"pqn", is in :mod:`aerobust.attacks.quasi_newton`).
 
 Each is registered in ``OPTIMIZERS`` (``aerobust list optimizers``) with the settings class it reads
 (:func:`optimizer_with_settings`), and called as ``optimizer(settings, problem)``: ``settings`` is an
@@ -50,6 +51,18 @@ class PGDSettings(ScheduledSteps):
     random_start: bool = setting(True, flag)
     early_stop: int | None = setting(None, optional_whole_number(1))
     early_stop_rtol: float = setting(0.0, finite_number(0, inclusive=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class HalvingSettings(OptimizerSettings):
+    """pgd-halving's: a step cap, the first step, when a sample has stalled, how often its step halves."""
+
+    steps: int = setting(100, whole_number(1))
+    step_size: float = setting(0.25, finite_number(0, inclusive=False, meaning=" (a fraction of lambda)"))
+    patience: int = setting(4, whole_number(1))
+    rtol: float = setting(1e-4, finite_number(0, inclusive=True))
+    halvings: int = setting(3, whole_number(0))
+    random_start: bool = setting(True, flag)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +250,77 @@ def pgd(settings: PGDSettings, problem: AttackProblem) -> OptimizationResult:
             keep_best(active.values(active.x + current), current)
     return OptimizationResult(problem.threat.apply(x, best_delta, workspace=workspace), history, zero_gradient,
                               nan_gradient)
+
+
+@optimizer_with_settings("pgd-halving", HalvingSettings)
+def pgd_halving(settings: HalvingSettings, problem: AttackProblem) -> OptimizationResult:
+    """PGD whose step size halves per sample when its progress stalls; a sample leaves once it has halved enough.
+
+    Every sample starts with steps of ``step_size`` times its radius (normalized gradient for L2,
+    signed for L-inf, projected exactly onto the threat). When its best loss has not gained
+    ``rtol`` of itself for ``patience`` steps in a row (:class:`EarlyStop`'s rule), it goes back to
+    its best point, halves its step and steps from there along the gradient it had there; after
+    ``halvings`` halvings its next stall ends it, and the batch is compacted so that it costs
+    nothing more. ``steps`` caps the steps of any sample. So a sample pays for the steps it still
+    gains from: where the loss is flat quickly (most samples of a converged attack), 20-40 steps.
+    In the spirit of APGD (Croce & Hein 2020: the step halves on a stall and restarts from the
+    best point) with per-sample stall tests instead of fixed checkpoints, and without momentum.
+    Each sample's path depends on that sample only, so results do not depend on chunking.
+    """
+    x, objective, batch = problem.x, problem.objective, len(problem)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    delta = problem.random_start() if settings.random_start else torch.zeros_like(x)
+    radius = problem.threat.radii(x)
+    step_fraction = torch.full((batch,), settings.step_size, device=x.device)
+    halved = torch.zeros(batch, dtype=torch.long, device=x.device)
+    history = torch.full((batch, settings.steps), float("nan"), device=x.device)
+    best_values = torch.full((batch,), -math.inf if objective.maximize else math.inf, device=x.device)
+    best_delta, best_grad = delta.clone(), torch.zeros_like(x)
+    zero_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    nan_gradient = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    stall = EarlyStop(settings.patience, settings.rtol)
+    stale = torch.zeros(batch, dtype=torch.long, device=x.device)
+    anchor = torch.full((batch,), math.inf, device=x.device)
+    sign = -1.0 if objective.maximize else 1.0  # the minimized loss is sign * value
+    rows = torch.arange(batch, device=x.device)
+    active = problem  # shrinks as samples finish
+    bounds = (-x, 1 - x)
+
+    for step in range(settings.steps):
+        current = delta[rows]
+        values, grad = active.loss_and_grad(current)
+        improved = objective.stronger(values, best_values[rows])
+        best_values[rows] = torch.where(improved, values, best_values[rows])
+        best_delta[rows[improved]] = current[improved]
+        best_grad[rows[improved]] = grad[improved]
+        history[rows, step] = values
+        anchor[rows], stale[rows], moving = stall.update(sign * best_values[rows], anchor[rows], stale[rows])
+        stalled = ~moving
+        step_fraction[rows] = torch.where(stalled, step_fraction[rows] / 2, step_fraction[rows])
+        halved[rows] += stalled.long()
+        stale[rows] = torch.where(stalled, torch.zeros_like(stale[rows]), stale[rows])
+        # a stalled sample steps from its best point, along the gradient it had there
+        start = torch.where(stalled.view(shape), best_delta[rows], current)
+        grad = torch.where(stalled.view(shape), best_grad[rows], grad)
+        delta[rows], size, bad = projected_step(active.threat, active.x, start, grad,
+                                                step_fraction[rows] * radius[rows], (bounds[0][rows], bounds[1][rows]))
+        if step == 0:
+            zero_gradient = size == 0
+        nan_gradient[rows] |= bad
+        finished = halved[rows] > settings.halvings
+        if bool(finished.any()):
+            keep = ~finished
+            rows = rows[keep]
+            if len(rows) == 0:
+                break
+            active = active.select(keep.nonzero().flatten().cpu())
+    if len(rows):
+        current = delta[rows]
+        with torch.no_grad():
+            values = active.values(active.x + current)
+        improved = objective.stronger(values, best_values[rows])
+        best_delta[rows[improved]] = current[improved]
+    return OptimizationResult(problem.threat.apply(x, best_delta), history, zero_gradient, nan_gradient)
 
 
 # APGD's constants (Croce & Hein 2020, "Reliable evaluation of adversarial robustness ..."): the
