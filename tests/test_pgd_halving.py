@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from aerobust.adapter import wrap
 from aerobust.attacks import AttackProblem
@@ -15,24 +14,7 @@ from aerobust.attacks.optimizers import HalvingSettings, pgd_halving
 from aerobust.objectives import make_objective
 from aerobust.registry import ATTACKS
 from aerobust.threat import Threat
-
-SHAPE = (1, 6, 6)
-SCALES = torch.logspace(0, 1, 36)  # code = SCALES * pixels: an unevenly scaled distance, a few stalls
-
-
-class ScaledCode(nn.Module):
-    input_shape = SHAPE
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("scales", SCALES.clone())
-
-    def encode(self, x):
-        return x.flatten(1) * self.scales
-
-    def decode(self, z):
-        return (z / self.scales).view(len(z), *SHAPE)
-
+from tests.linear_codes import SCALES, SHAPE, StretchedCode
 
 def one_sample_loop(image, target, radius, norm, options):
     """The rule for one image, written apart: (values at each evaluated step, the best value)."""
@@ -68,7 +50,7 @@ def test_each_row_follows_the_rule_of_a_one_sample_loop(norm, lam):
     x, targets = torch.rand(2, 5, *SHAPE, generator=generator)
     options = {"steps": 60, "step_size": 0.25, "patience": 3, "rtol": 1e-3, "halvings": 2}
     result = ATTACKS.create("latent", optimizer="pgd-halving", random_start=False, restarts=1, budget=norm,
-                            sanity_checks=False, **options).sweep(wrap(ScaledCode(), device="cpu"), x, [lam], 1, 0,
+                            sanity_checks=False, **options).sweep(wrap(StretchedCode(), device="cpu"), x, [lam], 1, 0,
                                                                   targets=targets[None])
     retired = 0
     for row in range(len(x)):
@@ -88,7 +70,7 @@ def test_every_iterate_lies_in_the_threat_and_retired_rows_cost_nothing(seed, la
     # pixels on both faces of the box and inside it
     x = torch.rand(4, *SHAPE, generator=generator).round() * torch.rand(4, 1, 1, 1, generator=generator)
     targets = torch.rand(4, *SHAPE, generator=generator)
-    model = wrap(ScaledCode(), device="cpu")
+    model = wrap(StretchedCode(), device="cpu")
     threat = Threat(lam if norm == "l2" else lam / 6, norm)
     objective = make_objective("max-damage" if maximize else "latent").bind(model, x, targets=targets)
     seen = []

@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
-from torch import nn
 
 from aerobust.adapter import wrap
 from aerobust.attacks import AttackProblem, choose_targets
@@ -18,9 +17,8 @@ from aerobust.errors import AerobustError
 from aerobust.objectives import make_objective
 from aerobust.registry import ATTACKS
 from aerobust.threat import Threat
+from tests.linear_codes import SCALES, SHAPE, StretchedCode
 
-SHAPE = (1, 6, 6)
-SCALES = torch.logspace(0, 1.5, 36)  # code = SCALES * pixels: the squared distance has condition number 1000
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +26,6 @@ def batch(mnist_test):
     """8 real digits and a target digit of another class for each."""
     x, labels = mnist_test.images[:8], mnist_test.labels[:8]
     return x, mnist_test.images[choose_targets(labels, 1, seed=0, pool_labels=mnist_test.labels)]
-
-
-class StretchedCode(nn.Module):
-    """A linear code of very unequal scales: the latent attack's loss is an ill-conditioned quadratic."""
-
-    input_shape = SHAPE
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("scales", SCALES.clone())
-
-    def encode(self, x):
-        return x.flatten(1) * self.scales
-
-    def decode(self, z):
-        return (z / self.scales).view(len(z), *SHAPE)
 
 
 def scipy_projected_minimum(x: torch.Tensor, target: torch.Tensor, radius: float) -> torch.Tensor:
