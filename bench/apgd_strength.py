@@ -5,7 +5,7 @@ Three small models trained here with ``aerobust.training.train`` on mnist-5k (pa
 mlp-vae-32 (the vae defense). On --images shared MNIST test images at lambda --lam (L2), trial 0,
 each of the latent, max-damage and latent-classifier attacks runs on the same images and targets with
 every candidate (--candidate, repeatable; default APGD --apgd-steps x 1 restart), PGD 100x2 (the
-default) and PGD 200x3.
+maximum-damage default before pgd-halving) and PGD 200x3.
 
 * evaluations: images passed through the model's encoder during the sweep (a forward pre-hook counts
   rows; each forward+backward step counts once), divided by the attacked samples. Sanity checks off.

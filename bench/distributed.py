@@ -106,7 +106,7 @@ def main():
         "load_average_1min": round(os.getloadavg()[0], 2),
         "audit": {"model": "mlp-ae-32 (5 epochs, mnist-5k)", "data": "mnist-5k test, padded 32",
                   "images": args.images, "trials": args.trials, "lambdas": [1, 3],
-                  "attacks": "latent, max-damage, latent-classifier (PGD 100 steps x 2 restarts)"},
+                  "attacks": "latent, max-damage, latent-classifier (each at its default)"},
         "train": {"defense": "coupled-ks", "architecture": "mlp-ae-32", "data": "mnist-5k train (4000 images)",
                   "batch_size": 100, "epochs": args.epochs},
     }))
