@@ -12,7 +12,8 @@ from scipy.optimize import minimize
 from aerobust.adapter import wrap
 from aerobust.attacks import AttackProblem, choose_targets
 from aerobust.attacks.optimizers import EarlyStop
-from aerobust.attacks.quasi_newton import PQNSettings, lbfgs_direction, pqn
+from aerobust.attacks.quasi_newton import (CPU_ROW_BLOCK, PQNSettings, blocked_lbfgs_direction,
+                                           lbfgs_direction, pqn)
 from aerobust.errors import AerobustError
 from aerobust.objectives import make_objective
 from aerobust.registry import ATTACKS
@@ -112,6 +113,21 @@ def test_two_loop_recursion_is_the_dense_bfgs_inverse_and_skips_empty_slots():
         s, y = pairs[-1]
         expected = -dense_bfgs_inverse(pairs, dimension, float((s @ y) / (y @ y))) @ grad[row]
         torch.testing.assert_close(direction[row], expected)
+
+
+def test_the_cpu_recursion_by_blocks_of_rows_gives_the_same_bits():
+    generator = torch.Generator().manual_seed(2)
+    memory, rows, dimension = 4, 2 * CPU_ROW_BLOCK + 37, 50
+    steps_s = torch.randn(memory, rows, dimension, generator=generator)
+    changes_y = steps_s * 0.5 + 0.1 * torch.randn(memory, rows, dimension, generator=generator)
+    stored = torch.rand(memory, rows, generator=generator) > 0.3
+    free = (torch.rand(rows, dimension, generator=generator) > 0.2).float()
+    grad, delta = torch.randn(2, rows, dimension, generator=generator)
+    multiplier = torch.rand(rows, generator=generator).where(torch.rand(rows, generator=generator) > 0.5,
+                                                             torch.zeros(rows))
+    arguments = (grad, steps_s, changes_y, stored, free, delta, multiplier)
+    for blocked, whole in zip(blocked_lbfgs_direction(*arguments), lbfgs_direction(*arguments)):
+        assert torch.equal(blocked, whole)
 
 
 @settings(max_examples=15, deadline=None)

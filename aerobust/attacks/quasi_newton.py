@@ -43,6 +43,10 @@ CURVATURE_RTOL = 1e-8
 # rounding is far smaller); on the latent attack at lambda 3 (an earlier version of this optimizer) 1e-3
 # gave a 5th-percentile strength as good as 1e-4 or better, 1e-2 a worse one.
 ON_SPHERE_RTOL = 1e-3
+# Rows per block of the CPU's L-BFGS recursion: the pair memory of 128 rows of 1,024 pixels (8 pairs, 4 MiB per
+# array) stays in a 32 MiB cache through the recursion; on 2,000 MNIST rows a direction took 0.07 s instead of
+# 0.27 s, and blocks of 64 or 256 rows did as well.
+CPU_ROW_BLOCK = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +141,24 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     return q.neg_(), usable.any(dim=0)
 
 
+def blocked_lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.Tensor, stored: torch.Tensor,
+                            free: torch.Tensor, delta: torch.Tensor,
+                            multiplier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`lbfgs_direction`, on the CPU ``CPU_ROW_BLOCK`` rows at a time: the same numbers, far faster.
+
+    The recursion passes over the (M, B, D) pair memory about fifteen times; for a block of rows the
+    memory stays in the cache across those passes, while the whole batch's streams from main memory
+    each time. Every row's arithmetic is its own, so blocks change no bit (tested). On an accelerator
+    one call over all rows keeps the device queue full.
+    """
+    if sync_free(grad.device) or len(grad) <= CPU_ROW_BLOCK:
+        return lbfgs_direction(grad, steps_s, changes_y, stored, free, delta, multiplier)
+    parts = [lbfgs_direction(grad[rows], steps_s[:, rows], changes_y[:, rows], stored[:, rows], free[rows],
+                             delta[rows], multiplier[rows])
+             for rows in (slice(start, start + CPU_ROW_BLOCK) for start in range(0, len(grad), CPU_ROW_BLOCK))]
+    return torch.cat([direction for direction, _ in parts]), torch.cat([have for _, have in parts])
+
+
 def sphere_multiplier(delta: torch.Tensor, grad: torch.Tensor, free: torch.Tensor,
                       radius: torch.Tensor) -> torch.Tensor:
     """The L2 ball's KKT multiplier estimate per row: ``-(g·d) / |d|^2`` over the free coordinates
@@ -205,8 +227,8 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
         free = free.to(state.grad.dtype)
         multiplier = sphere_multiplier(state.delta, state.grad, free, radius) if active.threat.norm == "l2" \
             else torch.zeros_like(radius)
-        direction, have_pairs = lbfgs_direction(state.grad, state.steps_s, state.changes_y, state.stored, free,
-                                                state.delta, multiplier)
+        direction, have_pairs = blocked_lbfgs_direction(state.grad, state.steps_s, state.changes_y, state.stored,
+                                                        free, state.delta, multiplier)
         # Without pairs: PGD's step of alpha * first_step * lambda along the normalized (L2) or signed (L-inf) gradient.
         steepest, _, _ = step_direction(state.grad.clone(), active.threat.norm)
         length = state.alpha * settings.first_step * radius
@@ -238,10 +260,13 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
                                           state.changes_y)
         else:
             # CPU: shift only the rows that store a pair (a where() over the whole memory costs more than the
-            # rest of the step on small models).
-            index = stored.nonzero().flatten()
-            state.steps_s[:, index] = torch.cat([state.steps_s[1:, index], move[index][None]])
-            state.changes_y[:, index] = torch.cat([state.changes_y[1:, index], change[index][None]])
+            # rest of the step on small models), a block of rows at a time for the cache.
+            for start in range(0, len(stored), CPU_ROW_BLOCK):
+                block = slice(start, start + CPU_ROW_BLOCK)
+                index = stored[block].nonzero().flatten()
+                for memory, pair in ((state.steps_s, move), (state.changes_y, change)):
+                    rows_of_block = memory[:, block]
+                    rows_of_block[:, index] = torch.cat([rows_of_block[1:, index], pair[block][index][None]])
         state.stored = torch.where(stored[None], torch.cat([state.stored[1:], stored[None]]), state.stored)
         # A projected step that does not descend: the pairs mislead here; the next trial is a gradient step.
         state.stored &= ~(~accept & (slope >= 0))[None]
