@@ -265,7 +265,8 @@ def pgd_halving(settings: HalvingSettings, problem: AttackProblem) -> Optimizati
     gains from: where the loss is flat quickly (most samples of a converged attack), 20-40 steps.
     In the spirit of APGD (Croce & Hein 2020: the step halves on a stall and restarts from the
     best point) with per-sample stall tests instead of fixed checkpoints, and without momentum.
-    Each sample's path depends on that sample only, so results do not depend on chunking.
+    Each sample's path depends on that sample only, so results do not depend on chunking. Asking
+    whether a sample has finished waits for the device once per step (as early stopping does).
     """
     x, objective, batch = problem.x, problem.objective, len(problem)
     shape = (-1, *([1] * (x.dim() - 1)))
