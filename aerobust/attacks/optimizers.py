@@ -291,11 +291,12 @@ def pgd_halving(settings: HalvingSettings, problem: AttackProblem) -> Optimizati
         current = delta[rows]
         values, grad = active.loss_and_grad(current)
         improved = objective.stronger(values, best_values[rows])
-        best_values[rows] = torch.where(improved, values, best_values[rows])
+        best = torch.where(improved, values, best_values[rows])
+        best_values[rows] = best
         best_delta[rows[improved]] = current[improved]
         best_grad[rows[improved]] = grad[improved]
         history[rows, step] = values
-        anchor[rows], stale[rows], moving = stall.update(sign * best_values[rows], anchor[rows], stale[rows])
+        anchor[rows], stale[rows], moving = stall.update(sign * best, anchor[rows], stale[rows])
         stalled = ~moving
         step_fraction[rows] = torch.where(stalled, step_fraction[rows] / 2, step_fraction[rows])
         halved[rows] += stalled.long()

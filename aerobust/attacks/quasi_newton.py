@@ -141,6 +141,11 @@ def lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.
     return q.neg_(), usable.any(dim=0)
 
 
+def cpu_row_blocks(rows: int) -> list[slice]:
+    """Consecutive slices of ``CPU_ROW_BLOCK`` rows covering ``rows``: the CPU's cache-sized blocks."""
+    return [slice(start, start + CPU_ROW_BLOCK) for start in range(0, rows, CPU_ROW_BLOCK)]
+
+
 def blocked_lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y: torch.Tensor, stored: torch.Tensor,
                             free: torch.Tensor, delta: torch.Tensor,
                             multiplier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +160,7 @@ def blocked_lbfgs_direction(grad: torch.Tensor, steps_s: torch.Tensor, changes_y
         return lbfgs_direction(grad, steps_s, changes_y, stored, free, delta, multiplier)
     parts = [lbfgs_direction(grad[rows], steps_s[:, rows], changes_y[:, rows], stored[:, rows], free[rows],
                              delta[rows], multiplier[rows])
-             for rows in (slice(start, start + CPU_ROW_BLOCK) for start in range(0, len(grad), CPU_ROW_BLOCK))]
+             for rows in cpu_row_blocks(len(grad))]
     return torch.cat([direction for direction, _ in parts]), torch.cat([have for _, have in parts])
 
 
@@ -261,8 +266,7 @@ def pqn(settings: PQNSettings, problem: AttackProblem) -> OptimizationResult:
         else:
             # CPU: shift only the rows that store a pair (a where() over the whole memory costs more than the
             # rest of the step on small models), a block of rows at a time for the cache.
-            for start in range(0, len(stored), CPU_ROW_BLOCK):
-                block = slice(start, start + CPU_ROW_BLOCK)
+            for block in cpu_row_blocks(len(stored)):
                 index = stored[block].nonzero().flatten()
                 for memory, pair in ((state.steps_s, move), (state.changes_y, change)):
                     rows_of_block = memory[:, block]
