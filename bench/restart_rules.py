@@ -27,7 +27,8 @@ replays the rules on the recordings.
 
 Per attack and optimizer it prints the rules on the front of (mean evaluations over the attack's 9
 cells of model x lambda, smallest 5th percentile over those cells) and finds the cheapest rule whose
-smallest 5th percentile is >= 0.97. Last line: one JSON object.
+smallest 5th percentile is >= 0.97, and the attack's default as a replayed rule (the optimizer it
+defaults to). --csv writes every rule's summary. Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import math
 import os
 import time
 
+import pandas
 import torch
 
 from aerobust.adapter import wrap
@@ -183,6 +185,13 @@ def evaluate_rules(cells, family, max_starts):
     return rules
 
 
+def the_default_rule(config: dict) -> tuple[str, str]:
+    """An attack's default settings as (optimizer, replayed rule without racing)."""
+    optimizer = config["optimizer"]
+    own_end = config["halvings"] if optimizer == "pgd-halving" else config["early_stop"]
+    return optimizer, rule_name(optimizer, own_end, config["restarts"], None, config["steps"])
+
+
 def front(rules):
     """Rules no cheaper rule beats on the smallest 5th percentile."""
     kept, strongest = [], -math.inf
@@ -201,18 +210,22 @@ def main():
     parser.add_argument("--conv-epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", help="write every rule's summary per attack to this CSV file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     cells = record_cells(args)
     pgd100x2 = sum(c["pgd100x2_evaluations"] for c in cells) / len(cells)
-    summary, replayed = {}, {}
+    summary, replayed, table = {}, {}, []
     for name in ATTACK_NAMES:
         of_attack = [cell for cell in cells if cell["attack"] == name]
+        default_family, default_rule = the_default_rule(of_attack[0]["default"])
         for family in RECORDING:
             rules = evaluate_rules(of_attack, family, args.starts)
             for rule in rules:
                 replayed.setdefault(rule["rule"], {}).update(rule["cells"])
+                table.append({"attack": name, **{k: rule[k] for k in ("rule", "mean_evaluations", "min_median",
+                                                                      "min_p05")}})
             print(f"{name}, {family}: mean evaluations over the {len(of_attack)} cells, smallest median and 5th "
                   "percentile")
             for rule in front(rules):
@@ -224,11 +237,16 @@ def main():
                 "front": [{k: r[k] for k in ("rule", "mean_evaluations", "min_median", "min_p05")}
                           for r in front(rules)],
                 "cheapest_with_min_p05_0.97": cheapest}
+            if family == default_family:
+                summary[name]["default"] = next(r for r in rules if r["rule"] == default_rule)
+                print(f"  default: {summary[name]['default']['mean_evaluations']:6.1f}  "
+                      f"{summary[name]['default']['min_median']:.4f}  {summary[name]['default']['min_p05']:.4f}  "
+                      f"{default_rule}")
+    if args.csv:
+        pandas.DataFrame(table).to_csv(args.csv, index=False)
     calibration = {}
     for cell in cells:
-        default = cell["default"]
-        own_end = default["halvings"] if default["optimizer"] == "pgd-halving" else default["early_stop"]
-        rule = rule_name(default["optimizer"], own_end, default["restarts"], None, default["steps"])
+        _, rule = the_default_rule(cell["default"])
         calibration[cell["cell"]] = {"rule": rule, "counted": round(cell["default_evaluations"], 1),
                                      "replayed": replayed[rule][cell["cell"]]["evaluations"]}
     print(json.dumps({"bench": "restart_rules", "images": args.images, "starts_recorded": args.starts,
