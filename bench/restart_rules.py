@@ -8,16 +8,18 @@ replays the rules on the recordings.
 * Recorded: the three models of ``apgd_strength.py`` (trained the same way), --images MNIST test
   images, the latent, maximum-damage and latent-classifier attacks at lambda 1, 3 and 5 (L2), trial 0.
   Each start is one sweep with ``restarts=1`` and its own seed (--seed + start), so starts are
-  independent draws as the engine's restarts are, though not the same draws. pgd-halving records up
-  to 200 steps and 3 halvings (patience 4, rtol 1e-4); pqn 96 steps with a patience of 12.
+  independent draws as the engine's restarts are, though not the same draws. PGD records its 100
+  cosine-scheduled steps; pgd-halving up to 200 steps and 3 halvings (patience 4, rtol 1e-4); pqn 96
+  steps with a patience of 12.
 * Replayed rules:
-  - the run's own end, made earlier: pgd-halving ending at its first, second, third or fourth stall
-    (halvings 0-3); pqn's early-stopping patience 3-12; a step cap;
+  - the run's own end, made earlier: PGD's and pqn's early stopping (rtol 1e-4, patience 4-24 and
+    3-12); pgd-halving ending at its first, second, third or fourth stall (halvings 0-3); a step cap
+    (not for PGD, whose schedule depends on its step count);
   - starts: 1 to --starts random starts of each sample run side by side (the engine's restarts);
   - racing: from step k0 on, a start whose best loss trails the sample's best over all its starts by
     more than a margin (relative) is ended; a start that has ended keeps its best.
-* Cost: evaluations per attacked sample as the optimizers count them (pgd-halving: one per step, plus
-  the final point when a run reaches the cap; pqn: the start and one per step). The attack's real
+* Cost: evaluations per attacked sample as the optimizers count them (PGD and pgd-halving: one per
+  step, plus the final point when a run reaches the cap; pqn: the start and one per step). The attack's real
   default runs too, counted by the encoder hook of ``counted_sweep``, beside its replayed count: the
   difference is the sweep's own evaluations around the optimizer (the objective's reference codes and
   each start's final evaluation), the same for every rule with as many starts.
@@ -53,11 +55,13 @@ from common import MNIST_TEST, counted_sweep, strength_ratio
 
 LAMBDAS = (1.0, 3.0, 5.0)
 NO_DAMAGE = 1e-9
-RECORDING = {"pgd-halving": {"optimizer": "pgd-halving", "steps": 200, "halvings": 3, "restarts": 1},
+RECORDING = {"pgd": {"optimizer": "pgd", "steps": 100, "restarts": 1},
+             "pgd-halving": {"optimizer": "pgd-halving", "steps": 200, "halvings": 3, "restarts": 1},
              "pqn": {"optimizer": "pqn", "steps": 96, "early_stop": 12, "early_stop_rtol": 1e-4, "restarts": 1}}
-# the knob of the run's own end (pgd-halving: halvings; pqn: patience) and the step caps replayed
-OWN_END = {"pgd-halving": (0, 1, 2, 3), "pqn": (3, 4, 5, 6, 8, 12)}
-CAPS = {"pgd-halving": (50, 100, 200), "pqn": (24, 32, 48, 64, 96)}
+# the knob of the run's own end (PGD and pqn: early stopping's patience, None for none; pgd-halving:
+# halvings) and the step caps replayed (PGD's cosine schedule depends on its step count: no caps)
+OWN_END = {"pgd": (None, 4, 8, 12, 16, 24), "pgd-halving": (0, 1, 2, 3), "pqn": (3, 4, 5, 6, 8, 12)}
+CAPS = {"pgd": (100,), "pgd-halving": (50, 100, 200), "pqn": (24, 32, 48, 64, 96)}
 RACES = (None, (8, 0.01), (8, 0.1), (16, 0.01), (16, 0.1))
 
 
@@ -150,7 +154,7 @@ def record_cells(args):
 
 
 def rule_name(family, own_end, starts, race, cap):
-    knob = "halvings" if family == "pgd-halving" else "patience"
+    knob = "halvings" if family == "pgd-halving" else "early-stop patience"
     raced = "" if race is None else f", race after {race[0]} steps at margin {race[1]:g}"
     return f"{family}: {knob} {own_end}, cap {cap}, {starts} start{'s' if starts > 1 else ''}{raced}"
 
@@ -161,19 +165,22 @@ def evaluate_rules(cells, family, max_starts):
         recorded = cell["recorded"][family]
         flat = recorded.flatten(0, 1)
         for own_end in OWN_END[family]:
-            # pqn's column 0 is its start; pgd-halving ends at its (halvings + 1)-th stall
-            patience, stalls = (4, own_end + 1) if family == "pgd-halving" else (own_end, 1)
+            # pgd-halving ends at its (halvings + 1)-th stall; PGD and pqn at their first, if they stop early
+            if family == "pgd-halving":
+                patience, stalls = 4, own_end + 1
+            else:
+                patience, stalls = (recorded.shape[2] + 1 if own_end is None else own_end), 1
             own_ends[cell["cell"], own_end] = stall_ends(flat, patience, 1e-4, stalls).view(recorded.shape[:2])
     rules = []
     for own_end, starts, race, cap in itertools.product(OWN_END[family], range(1, max_starts + 1), RACES,
                                                         CAPS[family]):
         if starts == 1 and race is not None:
             continue
-        last_step = cap - 1 if family == "pgd-halving" else cap
+        last_step = cap if family == "pqn" else cap - 1  # pqn's history starts with its start
         per_cell = {}
         for cell in cells:
             loss, evaluations = replay(cell["recorded"][family], own_ends[cell["cell"], own_end], starts, race,
-                                       last_step, final_at_cap=family == "pgd-halving")
+                                       last_step, final_at_cap=family != "pqn")
             ratio, ties = ratios(loss, cell["reference"], cell["maximize"])
             per_cell[cell["cell"]] = {"evaluations": round(float(evaluations.mean()), 1),
                                       "median": round(float(ratio.median()), 4),
@@ -188,7 +195,7 @@ def evaluate_rules(cells, family, max_starts):
 def the_default_rule(config: dict) -> tuple[str, str]:
     """An attack's default settings as (optimizer, replayed rule without racing)."""
     optimizer = config["optimizer"]
-    own_end = config["halvings"] if optimizer == "pgd-halving" else config["early_stop"]
+    own_end = config["halvings"] if optimizer == "pgd-halving" else config.get("early_stop")
     return optimizer, rule_name(optimizer, own_end, config["restarts"], None, config["steps"])
 
 
