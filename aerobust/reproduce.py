@@ -119,8 +119,8 @@ class ReproductionConfig:
     train_images: int = 4000
     images: int = 100
     trials: int = 3
-    # None: each attack's own default (pgd-halving, at most 100 steps x 2 restarts, on maximum damage; pqn 48 x 2
-    # with early stopping on the latent attack; reports/attack-strength)
+    # None: each attack's own default (PGD 100 x 2 with early stopping on maximum damage; pqn, at most 96 steps
+    # x 1 with early stopping, on the latent attack; reports/attack-strength)
     steps: int | None = None
     restarts: int | None = None
     # Per sample the worst case over the attack as configured and the same with this many more random
@@ -194,7 +194,7 @@ def attack_options(config: ReproductionConfig) -> dict:
 
 
 def attack_strength_text(config: ReproductionConfig) -> str:
-    """"latent: pqn 48 steps x 2 restart(s), ...; max-damage: pgd ..." as the audits run them."""
+    """"latent: pqn 96 steps x 1 restart(s), ...; max-damage: pgd ..." as the audits run them."""
     parts = []
     for name in ("latent", "max-damage"):
         attack = ATTACKS.create(name, **attack_options(config))

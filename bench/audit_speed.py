@@ -3,7 +3,8 @@
 Protocol: 100 MNIST test images (../shared/data/mnist-test, padded to 32) x 10 trials x lambda in
 {1, 3, 5} x the latent-space, maximum-damage and latent-classifier attacks, one model (mlp-ae-32
 trained here with plain MSE), each (attack, lambda) block one sweep. The attacks run at their
-defaults (pgd-halving, at most 100 steps x 2 restarts; the latent attack pqn 48 x 2 with early stopping) unless
+defaults (maximum damage PGD 100 x 2 and the latent attack pqn, at most 96 x 1, both with early stopping; the
+latent classifier pgd-halving, at most 100 steps x 2 restarts) unless
 --steps/--restarts say otherwise; the threads are aerobust's default (the idle cores) unless --threads
 says otherwise.
 

@@ -142,7 +142,9 @@ def test_universal_is_one_pattern_shared_by_all_images():
     deltas = result.x_adv - x  # (L, T, N, C, H, W); the box is never reached here
     torch.testing.assert_close(deltas, deltas[:, :, :1].expand_as(deltas), atol=1e-6, rtol=0)
     assert not torch.allclose(deltas[:, 0], deltas[:, 1])  # trials start from different draws
-    per_image = ATTACKS.create("max-damage", **FAST).sweep(tiny_ae(), x, [0.5, 1.0], 2, seed=0)
+    # per image with the universal attack's own optimizer (PGD, 2 restarts) and steps
+    per_image = ATTACKS.create("max-damage", optimizer="pgd", restarts=2, early_stop=None, **FAST).sweep(
+        tiny_ae(), x, [0.5, 1.0], 2, seed=0)
     assert float(result.attack_loss.mean()) <= float(per_image.attack_loss.mean()) * 1.05
     # the result does not depend on how the sweep chunks its rows
     chunked = ATTACKS.create("universal", batch_size=3, **FAST).sweep(tiny_ae(), x, [0.5, 1.0], 2, seed=0)

@@ -282,12 +282,13 @@ def test_a_changed_attack_default_does_not_resume_into_the_old_blocks(tmp_path, 
 
     config = _config([ModelSpec("m", model="tests.degenerate_models:constant_decoder")], images=2,
                      attack_options={})
-    monkeypatch.setattr(MaxDamageAttack, "optimizer_defaults", {"pgd-halving": {"steps": 2, "restarts": 1}})
+    default = MaxDamageAttack.default_optimizer
+    monkeypatch.setattr(MaxDamageAttack, "optimizer_defaults", {default: {"steps": 2, "restarts": 1}})
     Audit(config, tmp_path, device="cpu", quiet=True).run()
     recorded = json.loads((tmp_path / FINGERPRINT_FILE).read_text())["attacks"]["max-damage"]
     assert recorded["steps"] == 2 and recorded["restarts"] == 1
     # another version's default: the same command is refused instead of mixing the two strengths
-    monkeypatch.setattr(MaxDamageAttack, "optimizer_defaults", {"pgd-halving": {"steps": 3, "restarts": 1}})
+    monkeypatch.setattr(MaxDamageAttack, "optimizer_defaults", {default: {"steps": 3, "restarts": 1}})
     with pytest.raises(AerobustError, match=r"attack settings differ \(max-damage"):
         Audit(config, tmp_path, device="cpu", quiet=True).run()
 
@@ -296,14 +297,19 @@ def test_each_paper_attack_has_its_measured_default_optimizer_and_pgd_stays_avai
     from aerobust.registry import ATTACKS
 
     latent, damage, head = (ATTACKS.create(name) for name in ("latent", "max-damage", "latent-classifier"))
-    assert (latent.optimizer, damage.optimizer, head.optimizer) == ("pqn", "pgd-halving", "pgd-halving")
+    assert (latent.optimizer, damage.optimizer, head.optimizer) == ("pqn", "pgd", "pgd-halving")
     settings = latent.config()
-    assert (settings["steps"], latent.restarts, settings["early_stop"], settings["early_stop_rtol"]) == (48, 2, 5, 1e-4)
-    for halving in (damage, head):
-        assert {key: halving.config()[key] for key in ("steps", "patience", "rtol", "halvings", "restarts")} == \
-            {"steps": 100, "patience": 4, "rtol": 1e-4, "halvings": 3, "restarts": 2}
-    assert (ATTACKS.create("max-damage", optimizer="pgd").config()["steps"],
-            ATTACKS.create("max-damage", optimizer="pgd").restarts) == (100, 2)
+    assert (settings["steps"], latent.restarts, settings["early_stop"], settings["early_stop_rtol"]) == (96, 1, 12, 1e-4)
+    settings = damage.config()
+    assert (settings["steps"], settings["schedule"], damage.restarts, settings["early_stop"],
+            settings["early_stop_rtol"]) == (100, "cosine", 2, 24, 1e-4)
+    assert {key: head.config()[key] for key in ("steps", "patience", "rtol", "halvings", "restarts")} == \
+        {"steps": 100, "patience": 4, "rtol": 1e-4, "halvings": 3, "restarts": 2}
+    # PGD 100 x 2, the former default, and pgd-halving stay one option away
+    former = ATTACKS.create("max-damage", early_stop=None)
+    assert (former.optimizer, former.config()["steps"], former.restarts, former.config()["early_stop"]) == \
+        ("pgd", 100, 2, None)
+    assert ATTACKS.create("max-damage", optimizer="pgd-halving").restarts == 2
     pgd = ATTACKS.create("latent", optimizer="pgd")
     assert (pgd.config()["steps"], pgd.restarts) == (200, 1)
     # the user's own choice wins, and other optimizers keep their own defaults

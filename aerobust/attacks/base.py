@@ -52,9 +52,10 @@ class Attack:
       restarts: random restarts (worst case kept per sample); defaults to 2 for PGD and 1 for the others
         (the legacy protocol had one start).
       An attack may set other defaults per optimizer (``optimizer_defaults``, settings and restarts; the
-        user's options win): the latent attack runs pqn 48 steps x 2 restarts with early stopping after
-        5 steps under a 1e-4 relative gain, and PGD, if asked for, 200 x 1; maximum damage and the latent
-        classifier run pgd-halving with 2 restarts (reports/attack-strength).
+        user's options win): the latent attack runs pqn, one start of at most 96 steps with early stopping
+        after 12 steps under a 1e-4 relative gain, and PGD, if asked for, 200 x 1; maximum damage runs PGD
+        100 x 2 with early stopping after 24 such steps; the latent classifier runs pgd-halving with 2
+        restarts (reports/attack-strength).
       budget: the unit of lambda (threat.BUDGETS): "l2" (absolute L2 radius, the paper's), "rms"
         (per-pixel RMS, radius lambda * sqrt(C*H*W)), "linf" (absolute L-inf) or "linf-255"
         (L-inf in 8-bit levels, lambda / 255); the absolute radii are in ``SweepResult.radii``.

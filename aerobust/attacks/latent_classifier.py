@@ -6,8 +6,8 @@ Distance: L2 ball of radius lambda (budget="linf": L-inf ball), inside the [0, 1
 Arguments:
     targeted (bool): aim at a reproducible other class instead of away from the label. (Default: False)
     optimizer (str): "pgd-halving", "pgd", "pqn", "apgd", "fgsm" or "lbfgs-legacy" (aerobust list
-        optimizers). (Default: "pgd-halving": PGD whose step halves per sample on a stall, as for
-        max-damage; reports/attack-strength)
+        optimizers). (Default: "pgd-halving": PGD whose step halves per sample on a stall;
+        reports/attack-strength)
     steps (int): optimizer iterations (pgd-halving: the cap per sample). (Default: 100)
     restarts (int): random starts; the worst case per sample is kept. (Default: 2)
     step_size (float): first step as a fraction of lambda. (Default: 0.25)

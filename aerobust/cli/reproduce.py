@@ -34,10 +34,10 @@ from .common import device_option, quiet_option
 @click.option("--images", type=click.IntRange(min=1), default=None, help="Test images attacked (default 100).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials per image (default 3).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Optimizer steps of both attacks (default: each attack's own, PGD 100 for maximum damage, pqn 48 "
+              help="Optimizer steps of both attacks (default: each attack's own, PGD 100 for maximum damage, pqn 96 "
                    "for the latent attack).")
 @click.option("--restarts", type=click.IntRange(min=1), default=None,
-              help="Restarts, worst case kept (default: each attack's own, 2 for both).")
+              help="Restarts, worst case kept (default: each attack's own, 1 latent, 2 maximum damage).")
 @click.option("--ensemble-restarts", type=click.IntRange(min=0), default=None,
               help="Per sample, the worst case of the attack and the same with this many more random restarts "
                    "(default 2; 0: the attack alone).")
