@@ -29,7 +29,7 @@ from aerobust.attacks import choose_targets
 from aerobust.classifiers import train_latent_classifier
 from aerobust.datasets import load_dataset
 from aerobust.training import train
-from common import MNIST_TEST, counted_sweep, strength
+from common import MNIST_TEST, PLAIN_PGD, counted_sweep, strength
 
 MODELS = {"mlp-ae": ("ae", "mlp-ae-32", {}), "conv-ae": ("ae", "conv-ae-32x3", {"input_shape": (1, 32, 32)}),
           "mlp-vae": ("vae", "mlp-vae-32", {})}
@@ -38,9 +38,10 @@ ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
 
 def parse_candidate(text: str) -> tuple[str, dict]:
     """``NAME=KEY:VALUE,...`` -> (NAME, options); values are ints, floats or words; the optimizer is PGD
-    unless named."""
+    unless named; PGD and pqn run to their last step unless early_stop is named (the attacks' own
+    defaults may stop early)."""
     name, _, items = text.partition("=")
-    options = {"optimizer": "pgd"}
+    options = dict(PLAIN_PGD)
     for item in filter(None, items.split(",")):
         key, _, value = item.partition(":")
         for kind in (int, float):
@@ -50,6 +51,8 @@ def parse_candidate(text: str) -> tuple[str, dict]:
             except ValueError:
                 continue
         options[key] = value
+    if options["optimizer"] not in ("pgd", "pqn"):
+        del options["early_stop"]  # the others have no early stopping
     return name, options
 
 
@@ -75,8 +78,8 @@ def main():
                                          image_ids=torch.arange(args.images), pool_size=len(pool))]
     candidates = dict(parse_candidate(text) for text in args.candidate) or {
         "apgd": {"optimizer": "apgd", "steps": args.apgd_steps, "restarts": 1}}
-    runs = {**candidates, "pgd100x2": {"optimizer": "pgd", "steps": 100, "restarts": 2},
-            "pgd200x3": {"optimizer": "pgd", "steps": 200, "restarts": 3}}
+    runs = {**candidates, "pgd100x2": {**PLAIN_PGD, "steps": 100, "restarts": 2},
+            "pgd200x3": {**PLAIN_PGD, "steps": 200, "restarts": 3}}
     out = {}
     start_all = time.perf_counter()
     for label, (defense, arch, arch_kwargs) in MODELS.items():

@@ -32,7 +32,7 @@ import torch
 from aerobust.attacks import choose_targets
 from aerobust.datasets import load_dataset
 from aerobust.registry import ATTACKS
-from common import MNIST_TEST, reference_ae
+from common import MNIST_TEST, PLAIN_PGD, reference_ae
 
 
 def forward_backward_seconds(model, problem_x, objective, repeats: int, clock=time.perf_counter) -> float:
@@ -59,7 +59,7 @@ def bench_attack(name: str, model, test, args) -> dict:
         kwargs["targets"] = test.images[index].to(model.device)
     options = dict(restarts=1, sanity_checks=False)
     # PGD by name: the latent attack defaults to pqn.
-    pgd = ATTACKS.create(name, optimizer="pgd", steps=args.steps, **options)
+    pgd = ATTACKS.create(name, **PLAIN_PGD, steps=args.steps, **options)
     # One warm-up sweep, then the median of three: a single cold sweep on a shared 2-core machine
     # varies by +-15%, while the roofline below is a median too.
     fast = pgd.sweep(model, x, [args.lam], args.trials, args.seed, **kwargs)

@@ -43,7 +43,7 @@ from aerobust.classifiers import train_latent_classifier
 from aerobust.registry import ATTACKS
 from aerobust.report import build_report
 from aerobust.runtime import compute_environment, set_threads
-from common import MNIST_TEST, counted_sweep, reference_ae, strength
+from common import MNIST_TEST, PLAIN_PGD, counted_sweep, reference_ae, strength
 
 
 def main():
@@ -114,8 +114,8 @@ def main():
                          image_ids=torch.arange(n))
             legacy_total += (time.perf_counter() - start) / n * images * trials
         legacy_estimate += legacy_total
-        runs = {"default": options, "pgd100x2": {"optimizer": "pgd", "steps": 100, "restarts": 2},
-                "pgd200x3": {"optimizer": "pgd", "steps": 200, "restarts": 3}}
+        runs = {"default": options, "pgd100x2": {**PLAIN_PGD, "steps": 100, "restarts": 2},
+                "pgd200x3": {**PLAIN_PGD, "steps": 200, "restarts": 3}}
         k = args.strength_images
         swept = {run: counted_sweep(name, run_options, model, x[:k], args.strength_lambda, labels[:k], targets[:, :k],
                                     head, args.seed)

@@ -11,6 +11,9 @@ from aerobust.registry import ATTACKS
 from aerobust.training import train
 
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
+# PGD to the last step, as the baselines and references mean it: maximum damage's own PGD default stops
+# a sample early.
+PLAIN_PGD = {"optimizer": "pgd", "early_stop": None}
 
 
 def reference_ae(epochs: int, seed: int, *, out_dir=None, device: str = "cpu"):

@@ -51,11 +51,11 @@ from aerobust.datasets import load_dataset
 from aerobust.registry import ATTACKS
 from aerobust.training import train
 from apgd_strength import ATTACK_NAMES, MODELS
-from common import MNIST_TEST, counted_sweep, strength_ratio
+from common import MNIST_TEST, PLAIN_PGD, counted_sweep, strength_ratio
 
 LAMBDAS = (1.0, 3.0, 5.0)
 NO_DAMAGE = 1e-9
-RECORDING = {"pgd": {"optimizer": "pgd", "steps": 100, "restarts": 1},
+RECORDING = {"pgd": {**PLAIN_PGD, "steps": 100, "restarts": 1},
              "pgd-halving": {"optimizer": "pgd-halving", "steps": 200, "halvings": 3, "restarts": 1},
              "pqn": {"optimizer": "pqn", "steps": 96, "early_stop": 12, "early_stop_rtol": 1e-4, "restarts": 1}}
 # the knob of the run's own end (PGD and pqn: early stopping's patience, None for none; pgd-halving:
@@ -136,8 +136,8 @@ def record_cells(args):
             def sweep(options, seed=args.seed):
                 return counted_sweep(name, options, model, x, lam, labels, targets, head, seed)
 
-            reference, _ = sweep({"optimizer": "pgd", "steps": 200, "restarts": 3})
-            _, pgd100x2 = sweep({"optimizer": "pgd", "steps": 100, "restarts": 2})
+            reference, _ = sweep({**PLAIN_PGD, "steps": 200, "restarts": 3})
+            _, pgd100x2 = sweep({**PLAIN_PGD, "steps": 100, "restarts": 2})
             default, default_evaluations = sweep({})
             maximize = reference.maximize
             recorded = {}

@@ -57,8 +57,10 @@ def bench_model(name: str, args) -> dict:
         if attack_name == "latent":
             index = choose_targets(None, args.trials, 0, image_ids=torch.arange(len(photos)))[:, : args.images]
             kwargs["targets"] = photos.images[index].to(model.device)
+        # the roofline fraction counts every step: no early stopping where the optimizer has it
+        every_step = {"early_stop": None} if args.optimizer in ("pgd", "pqn") else {}
         attack = ATTACKS.create(attack_name, optimizer=args.optimizer, steps=args.steps, restarts=1,
-                                sanity_checks=False)
+                                sanity_checks=False, **every_step)
         flat_x = x.repeat(args.trials, 1, 1, 1)
         targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
         objective = attack.objective.bind(model, flat_x, targets=targets)
