@@ -93,6 +93,7 @@ def replay(minimized: torch.Tensor, ends: torch.Tensor, starts: int, race, last_
 
     ``minimized``: (starts recorded, samples, steps); ``ends``: (starts recorded, samples) each run's own end."""
     values, ends = minimized[:starts], ends[:starts].clamp(max=last_step).clone()
+    # a run whose own end falls on the last step is counted as capped: at most one evaluation high
     capped = ends == last_step
     steps = torch.arange(values.shape[2])
     values = torch.where(steps <= ends[..., None], torch.nan_to_num(values, nan=math.inf), math.inf)
