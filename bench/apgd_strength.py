@@ -29,11 +29,30 @@ from aerobust.attacks import choose_targets
 from aerobust.classifiers import train_latent_classifier
 from aerobust.datasets import load_dataset
 from aerobust.training import train
-from common import MNIST_TEST, PLAIN_PGD, counted_sweep, strength
+from common import MNIST_TEST, PLAIN_PGD, counted_sweep, every_step, strength
 
 MODELS = {"mlp-ae": ("ae", "mlp-ae-32", {}), "conv-ae": ("ae", "conv-ae-32x3", {"input_shape": (1, 32, 32)}),
           "mlp-vae": ("vae", "mlp-vae-32", {})}
 ATTACK_NAMES = ("latent", "max-damage", "latent-classifier")
+
+
+def bench_images(count: int, seed: int):
+    """The first ``count`` shared MNIST test images (padded to 32), their labels and one target each."""
+    pool = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32)
+    x, labels = pool.images[:count], pool.labels[:count]
+    targets = pool.images[choose_targets(labels, 1, seed, pool_labels=pool.labels, image_ids=torch.arange(count),
+                                         pool_size=len(pool))]
+    return x, labels, targets
+
+
+def bench_models(epochs: int, conv_epochs: int, seed: int):
+    """(label, wrapped model, latent classifier head) for each of MODELS, trained here on mnist-5k."""
+    data = load_dataset("mnist-5k", "train", pad_to=32)
+    for label, (defense, arch, arch_kwargs) in MODELS.items():
+        trained = train(defense, arch, data, epochs=conv_epochs if label == "conv-ae" else epochs, batch_size=128,
+                        lr=1e-3, seed=seed, device="cpu", quiet=True, arch_kwargs=arch_kwargs)
+        model = wrap(trained.model.eval(), device="cpu")
+        yield label, model, train_latent_classifier(model, data.images, data.labels, seed=seed)
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -41,7 +60,7 @@ def parse_candidate(text: str) -> tuple[str, dict]:
     unless named; PGD and pqn run to their last step unless early_stop is named (the attacks' own
     defaults may stop early)."""
     name, _, items = text.partition("=")
-    options = dict(PLAIN_PGD)
+    options = {"optimizer": "pgd"}
     for item in filter(None, items.split(",")):
         key, _, value = item.partition(":")
         for kind in (int, float):
@@ -51,9 +70,7 @@ def parse_candidate(text: str) -> tuple[str, dict]:
             except ValueError:
                 continue
         options[key] = value
-    if options["optimizer"] not in ("pgd", "pqn"):
-        del options["early_stop"]  # the others have no early stopping
-    return name, options
+    return name, {**every_step(options["optimizer"]), **options}
 
 
 def main():
@@ -71,24 +88,15 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset("mnist-5k", "train", pad_to=32)
-    pool = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32)
-    x, labels = pool.images[:args.images], pool.labels[:args.images]
-    targets = pool.images[choose_targets(labels, 1, args.seed, pool_labels=pool.labels,
-                                         image_ids=torch.arange(args.images), pool_size=len(pool))]
+    x, labels, targets = bench_images(args.images, args.seed)
     candidates = dict(parse_candidate(text) for text in args.candidate) or {
         "apgd": {"optimizer": "apgd", "steps": args.apgd_steps, "restarts": 1}}
     runs = {**candidates, "pgd100x2": {**PLAIN_PGD, "steps": 100, "restarts": 2},
             "pgd200x3": {**PLAIN_PGD, "steps": 200, "restarts": 3}}
     out = {}
     start_all = time.perf_counter()
-    for label, (defense, arch, arch_kwargs) in MODELS.items():
-        epochs = args.conv_epochs if label == "conv-ae" else args.epochs
-        trained = train(defense, arch, data, epochs=epochs, batch_size=128, lr=1e-3, seed=args.seed,
-                        device="cpu", quiet=True, arch_kwargs=arch_kwargs)
-        model = wrap(trained.model.eval(), device="cpu")
+    for label, model, head in bench_models(args.epochs, args.conv_epochs, args.seed):
         print(label, "counting rows entering", next(m for m in model.modules() if not list(m.children())), flush=True)
-        head = train_latent_classifier(model, data.images, data.labels, seed=args.seed)
         for name in ATTACK_NAMES:
             result, evaluations, seconds = {}, {}, {}
             for run, options in runs.items():

@@ -1,19 +1,29 @@
 """What the benchmarks share: the shared MNIST test set and the reference MLP AE trained the same way."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
 from aerobust.adapter import wrap
-from aerobust.registry import ATTACKS
+from aerobust.attacks.optimizers import settings_class_of
+from aerobust.registry import ATTACKS, OPTIMIZERS
 from aerobust.training import train
 
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
-# PGD to the last step, as the baselines and references mean it: maximum damage's own PGD default stops
-# a sample early.
-PLAIN_PGD = {"optimizer": "pgd", "early_stop": None}
+
+
+def every_step(optimizer: str) -> dict:
+    """Options that make ``optimizer`` run every step it is given: no early stopping, where it has any (an
+    attack's own defaults may stop early)."""
+    names = {field.name for field in dataclasses.fields(settings_class_of(OPTIMIZERS.get(optimizer)))}
+    return {"early_stop": None} if "early_stop" in names else {}
+
+
+# PGD to the last step, as the baselines and references mean it
+PLAIN_PGD = {"optimizer": "pgd", **every_step("pgd")}
 
 
 def reference_ae(epochs: int, seed: int, *, out_dir=None, device: str = "cpu"):

@@ -44,14 +44,10 @@ import time
 import pandas
 import torch
 
-from aerobust.adapter import wrap
-from aerobust.attacks import choose_targets
-from aerobust.classifiers import train_latent_classifier
-from aerobust.datasets import load_dataset
+from aerobust.attacks.optimizers import EarlyStop
 from aerobust.registry import ATTACKS
-from aerobust.training import train
-from apgd_strength import ATTACK_NAMES, MODELS
-from common import MNIST_TEST, PLAIN_PGD, counted_sweep, strength_ratio
+from apgd_strength import ATTACK_NAMES, bench_images, bench_models
+from common import PLAIN_PGD, counted_sweep, strength_ratio
 
 LAMBDAS = (1.0, 3.0, 5.0)
 NO_DAMAGE = 1e-9
@@ -70,6 +66,7 @@ def stall_ends(minimized: torch.Tensor, patience: int, rtol: float, stalls: int)
 
     ``minimized``: (runs, steps) values of the minimized loss, NaN once a run has ended."""
     runs, steps = minimized.shape
+    rule = EarlyStop(patience, rtol)
     best = torch.full((runs,), math.inf, dtype=torch.float64)
     anchor, stale, seen = best.clone(), torch.zeros(runs, dtype=torch.long), torch.zeros(runs, dtype=torch.long)
     end = torch.full((runs,), steps - 1, dtype=torch.long)
@@ -77,13 +74,12 @@ def stall_ends(minimized: torch.Tensor, patience: int, rtol: float, stalls: int)
         value = minimized[:, step]
         alive = ~torch.isnan(value)
         best = torch.where(alive & (value < best), value, best)
-        threshold = torch.where(torch.isfinite(anchor), anchor - rtol * anchor.abs(), anchor)
-        gained = best < threshold
-        anchor = torch.where(alive & gained, best, anchor)
-        stale = torch.where(alive, torch.where(gained, 0, stale + 1), stale)
-        stalled = alive & (stale >= patience)
+        new_anchor, new_stale, moving = rule.update(best, anchor, stale)
+        stalled = alive & ~moving
+        anchor = torch.where(alive, new_anchor, anchor)
+        # a stall starts the count again (pgd-halving halves and goes on)
+        stale = torch.where(alive, torch.where(stalled, 0, new_stale), stale)
         seen += stalled.long()
-        stale = torch.where(stalled, 0, stale)
         end = torch.where(stalled & (seen == stalls) & (end == steps - 1), step, end)
     return end
 
@@ -121,18 +117,9 @@ def ratios(minimized_loss: torch.Tensor, reference: torch.Tensor, maximize: bool
 
 
 def record_cells(args):
-    data = load_dataset("mnist-5k", "train", pad_to=32)
-    pool = load_dataset(f"idx:{MNIST_TEST}", "test", pad_to=32)
-    x, labels = pool.images[:args.images], pool.labels[:args.images]
-    targets = pool.images[choose_targets(labels, 1, args.seed, pool_labels=pool.labels,
-                                         image_ids=torch.arange(args.images), pool_size=len(pool))]
+    x, labels, targets = bench_images(args.images, args.seed)
     cells = []
-    for label, (defense, arch, arch_kwargs) in MODELS.items():
-        epochs = args.conv_epochs if label == "conv-ae" else args.epochs
-        trained = train(defense, arch, data, epochs=epochs, batch_size=128, lr=1e-3, seed=args.seed,
-                        device="cpu", quiet=True, arch_kwargs=arch_kwargs)
-        model = wrap(trained.model.eval(), device="cpu")
-        head = train_latent_classifier(model, data.images, data.labels, seed=args.seed)
+    for label, model, head in bench_models(args.epochs, args.conv_epochs, args.seed):
         for name, lam in itertools.product(ATTACK_NAMES, LAMBDAS):
             def sweep(options, seed=args.seed):
                 return counted_sweep(name, options, model, x, lam, labels, targets, head, seed)

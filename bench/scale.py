@@ -31,7 +31,7 @@ from aerobust.attacks import choose_targets  # noqa: E402
 from aerobust.datasets import load_dataset  # noqa: E402
 from aerobust.registry import ATTACKS  # noqa: E402
 from attack_speed import forward_backward_seconds  # noqa: E402
-from common import MNIST_TEST  # noqa: E402
+from common import MNIST_TEST, every_step  # noqa: E402
 
 TAEF2_DIR = MNIST_TEST.parent / "taef2"
 IMPORT_SECONDS = time.perf_counter() - START
@@ -57,10 +57,9 @@ def bench_model(name: str, args) -> dict:
         if attack_name == "latent":
             index = choose_targets(None, args.trials, 0, image_ids=torch.arange(len(photos)))[:, : args.images]
             kwargs["targets"] = photos.images[index].to(model.device)
-        # the roofline fraction counts every step: no early stopping where the optimizer has it
-        every_step = {"early_stop": None} if args.optimizer in ("pgd", "pqn") else {}
+        # the roofline fraction counts every step
         attack = ATTACKS.create(attack_name, optimizer=args.optimizer, steps=args.steps, restarts=1,
-                                sanity_checks=False, **every_step)
+                                sanity_checks=False, **every_step(args.optimizer))
         flat_x = x.repeat(args.trials, 1, 1, 1)
         targets = kwargs["targets"].flatten(0, 1) if "targets" in kwargs else None
         objective = attack.objective.bind(model, flat_x, targets=targets)
